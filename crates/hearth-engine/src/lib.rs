@@ -1,0 +1,21 @@
+//! Local inference, with no HTTP and no SQL.
+//!
+//! - [`textgen`]: GGUF text generation on llama.cpp (through `llama-cpp-2`):
+//!   chat templates rendered with minijinja, a sampler, and one scheduler
+//!   thread per loaded model that runs continuous batching over llama.cpp
+//!   sequences, fed by a bounded channel; each request carries its own reply
+//!   channel, and dropping it frees the sequence.
+//! - [`store`]: the model store: which weights are on disk, pulls from a
+//!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
+//!   removal.
+//!
+//! Callers (the runtime's `App`) resolve catalog ids to weights and hand the
+//! engine validated inputs from `hearth-types`.
+
+pub mod store;
+pub mod textgen;
+
+pub use store::{ModelStore, PullProgress, StoreError};
+pub use textgen::{
+    FinishReason, GenEvent, GenerationStream, TextGenError, TextGenOptions, TextGenerator,
+};

@@ -1,0 +1,269 @@
+//! GGUF text generation on llama.cpp.
+//!
+//! A [`TextGenerator`] owns one loaded model. Requests are tokenized on the
+//! caller's thread and sent over a bounded channel to the model's scheduler
+//! thread ([`scheduler`]), which runs them with continuous batching; text comes
+//! back on each request's own channel as [`GenEvent`]s.
+
+mod sampling;
+mod scheduler;
+pub mod template;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use hearth_types::textgen::{GenerationParams, ValidMessage};
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::params::LlamaModelParams;
+use tokio::sync::mpsc;
+
+use self::template::ChatTemplate;
+
+/// Scheduler sizing for one loaded model.
+#[derive(Debug, Clone)]
+pub struct TextGenOptions {
+    /// CPU threads llama.cpp uses for decode and prefill.
+    pub threads: usize,
+    /// Sequences decoded together (llama.cpp sequences / KV streams).
+    pub parallel: usize,
+    /// KV cells per sequence: prompt plus output must fit.
+    pub ctx_per_seq: u32,
+    /// Largest number of tokens in one llama.cpp batch.
+    pub batch: u32,
+    /// Requests waiting for a free sequence before new ones get 3040.
+    pub queue: usize,
+}
+
+impl Default for TextGenOptions {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, usize::from),
+            parallel: 8,
+            ctx_per_seq: 2048,
+            batch: 512,
+            queue: 64,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TextGenError {
+    #[error("cannot load model {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("prompt has {prompt_tokens} tokens; this model's context holds {context} per sequence")]
+    ContextExceeded { prompt_tokens: usize, context: u32 },
+    #[error("the model is busy")]
+    Busy,
+    #[error("the request queue is full")]
+    QueueFull,
+    #[error("the model's scheduler has stopped")]
+    Stopped,
+    #[error("llama.cpp decode failed: {0}")]
+    Decode(String),
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// End-of-generation token or a stop string.
+    Stop,
+    /// `max_tokens` or the end of the sequence's context.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_openai(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// What the scheduler sends back for one request.
+#[derive(Debug)]
+pub enum GenEvent {
+    /// A piece of text (whole UTF-8 characters only).
+    Text(String),
+    Done {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
+    Failed(TextGenError),
+}
+
+/// Receiver side of one generation. Dropping it cancels the request and frees
+/// its sequence at the scheduler's next step.
+pub struct GenerationStream {
+    rx: mpsc::UnboundedReceiver<GenEvent>,
+}
+
+impl GenerationStream {
+    pub async fn next(&mut self) -> Option<GenEvent> {
+        self.rx.recv().await
+    }
+
+    pub fn blocking_next(&mut self) -> Option<GenEvent> {
+        self.rx.blocking_recv()
+    }
+}
+
+/// Counts a request from submission until the scheduler drops it.
+struct LoadGuard(Arc<AtomicUsize>);
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+struct Job {
+    prompt: Vec<i32>,
+    params: GenerationParams,
+    reply: mpsc::UnboundedSender<GenEvent>,
+    _load: LoadGuard,
+}
+
+/// The process-wide llama.cpp backend (it may be initialised once only).
+fn backend() -> Result<&'static LlamaBackend, String> {
+    static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+    BACKEND
+        .get_or_init(|| {
+            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            b.void_logs();
+            Ok(b)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// A loaded GGUF model with its scheduler.
+pub struct TextGenerator {
+    model: Arc<LlamaModel>,
+    jobs: mpsc::Sender<Job>,
+    load: Arc<AtomicUsize>,
+    template: ChatTemplate,
+    options: TextGenOptions,
+    path: PathBuf,
+}
+
+impl TextGenerator {
+    /// Load a GGUF file and start its scheduler thread.
+    pub fn load(path: &Path, mut options: TextGenOptions) -> Result<Self, TextGenError> {
+        let load_err = |reason: String| TextGenError::Load {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let backend = backend().map_err(load_err)?;
+        let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
+            .map_err(|e| load_err(e.to_string()))?;
+        options.ctx_per_seq = options.ctx_per_seq.min(model.n_ctx_train().max(64));
+        options.parallel = options.parallel.max(1);
+        let vocab = model.vocab();
+        let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
+        let template = ChatTemplate::new(
+            model.meta_val_str("tokenizer.chat_template").ok(),
+            piece(vocab.bos()),
+            piece(vocab.eos()),
+        )
+        .map_err(|e| TextGenError::Template(e.to_string()))?;
+        let model = Arc::new(model);
+        let (jobs, rx) = mpsc::channel(options.queue.max(1));
+        scheduler::spawn(Arc::clone(&model), backend, options.clone(), rx)
+            .map_err(load_err)?;
+        tracing::info!(
+            path = %path.display(),
+            template = template.origin,
+            parallel = options.parallel,
+            ctx_per_seq = options.ctx_per_seq,
+            "text generation model loaded"
+        );
+        Ok(Self {
+            model,
+            jobs,
+            load: Arc::new(AtomicUsize::new(0)),
+            template,
+            options,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn options(&self) -> &TextGenOptions {
+        &self.options
+    }
+
+    /// Apply the model's chat template to `messages`.
+    pub fn render_chat(&self, messages: &[ValidMessage]) -> Result<String, TextGenError> {
+        self.template
+            .render(messages)
+            .map_err(|e| TextGenError::Template(e.to_string()))
+    }
+
+    /// Tokenize a prompt; special-token text (`<|im_start|>`) becomes special
+    /// tokens, and BOS is added once where the model wants it.
+    pub fn tokenize(&self, text: &str) -> Vec<i32> {
+        let vocab = self.model.vocab();
+        let mut tokens: Vec<i32> = vocab
+            .tokenize(text.as_bytes(), false, true)
+            .into_iter()
+            .map(|t| t.0)
+            .collect();
+        let bos = vocab.bos().0;
+        if vocab.should_add_bos() && tokens.first() != Some(&bos) {
+            tokens.insert(0, bos);
+        }
+        tokens
+    }
+
+    /// Requests queued or running.
+    pub fn load_now(&self) -> usize {
+        self.load.load(Ordering::Acquire)
+    }
+
+    /// Queue a generation. Fails at once when the prompt cannot fit, the queue
+    /// is full, or (`reject_if_busy`) every sequence is taken.
+    pub fn submit(
+        &self,
+        prompt: Vec<i32>,
+        mut params: GenerationParams,
+        reject_if_busy: bool,
+    ) -> Result<GenerationStream, TextGenError> {
+        let context = self.options.ctx_per_seq;
+        if prompt.is_empty() || prompt.len() >= context as usize {
+            return Err(TextGenError::ContextExceeded {
+                prompt_tokens: prompt.len(),
+                context,
+            });
+        }
+        // Output beyond the sequence's context cannot be produced; clamp as
+        // llama-server does and report `length` when it is reached.
+        let room = context - prompt.len() as u32;
+        params.max_tokens = params.max_tokens.min(room);
+        let before = self.load.fetch_add(1, Ordering::AcqRel);
+        let guard = LoadGuard(Arc::clone(&self.load));
+        if reject_if_busy && before >= self.options.parallel {
+            return Err(TextGenError::Busy);
+        }
+        let (reply, rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt,
+            params,
+            reply,
+            _load: guard,
+        };
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TextGenError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => TextGenError::Stopped,
+        })?;
+        Ok(GenerationStream { rx })
+    }
+}

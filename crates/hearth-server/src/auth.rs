@@ -1,0 +1,55 @@
+//! Bearer tokens on every account route, and account isolation.
+//!
+//! Order of checks: a missing or unknown token is 10000/401; a path account
+//! that does not exist (or is not 32 hex characters) is 7003/404, as
+//! Cloudflare answers a bad account id; a token of another account is
+//! 10000/403.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::Next;
+use axum::response::Response;
+use hearth_types::{ApiError, ErrorCode};
+
+use crate::AppState;
+use crate::error::Failure;
+
+fn bearer(request: &Request) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+pub async fn require_token(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Failure> {
+    let account_id = params.get("account_id").map(String::as_str).unwrap_or("");
+    let Some(token) = bearer(&request) else {
+        return Err(Failure(ApiError::new(
+            ErrorCode::AuthenticationError,
+            "Authentication error: missing `Authorization: Bearer <token>` header",
+        )));
+    };
+    let Some(owner) = state.app.accounts().authenticate(token) else {
+        return Err(Failure(ApiError::plain(ErrorCode::AuthenticationError)));
+    };
+    if !hearth_runtime::config::is_account_id(account_id) || !state.app.accounts().exists(account_id)
+    {
+        return Err(Failure(ApiError::new(
+            ErrorCode::NoRoute,
+            format!(
+                "Could not route to {}, perhaps your object identifier is invalid?",
+                request.uri().path()
+            ),
+        )));
+    }
+    if owner != account_id {
+        return Err(Failure(ApiError::plain(ErrorCode::AccountForbidden)));
+    }
+    Ok(next.run(request).await)
+}

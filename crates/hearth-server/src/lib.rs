@@ -1,0 +1,106 @@
+//! HTTP surfaces over [`hearth_runtime::App`], built with axum.
+//!
+//! One module per surface ([`workers_ai`], [`openai`]), shared middleware
+//! ([`auth`]: bearer tokens and account isolation), and the error mapping
+//! ([`error`]: every failure leaves as a Cloudflare envelope with the code and
+//! status of the public error table). Handlers stay thin: read the body,
+//! validate it into a `hearth-types` value, call one `App` method, shape the
+//! answer. [`router`] builds the whole service without a socket, so tests can
+//! drive it with `tower::ServiceExt::oneshot`.
+
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod openai;
+pub mod workers_ai;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue};
+use axum::response::Response;
+use axum::routing::{get, post};
+use hearth_runtime::App;
+use hearth_runtime::app::Resolved;
+use hearth_types::{ApiError, ErrorCode};
+
+use crate::error::Failure;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub app: Arc<App>,
+}
+
+impl AppState {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.app.config().request_timeout_secs)
+    }
+
+    pub fn body_limit(&self) -> usize {
+        self.app.config().max_body_bytes
+    }
+}
+
+/// Response header naming the weights that served a request.
+pub const WEIGHTS_HEADER: &str = "x-hearth-weights";
+/// Response header naming the model id that was requested.
+pub const MODEL_HEADER: &str = "x-hearth-model";
+
+pub(crate) fn tag_response(response: &mut Response, resolved: &Resolved) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (WEIGHTS_HEADER, &resolved.weights_label),
+        (MODEL_HEADER, &resolved.requested),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+async fn no_route(uri: axum::http::Uri) -> Failure {
+    Failure(ApiError::new(
+        ErrorCode::NoRoute,
+        format!(
+            "Could not route to {}, perhaps your object identifier is invalid?",
+            uri.path()
+        ),
+    ))
+}
+
+async fn wrong_method(method: axum::http::Method) -> Failure {
+    Failure(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} not supported for requested URI."),
+    ))
+}
+
+/// The whole HTTP service.
+pub fn router(app: Arc<App>) -> Router {
+    let state = AppState { app };
+    let account = Router::new()
+        .route("/ai/run/{*model}", post(workers_ai::run))
+        .route("/ai/models/search", get(workers_ai::models_search))
+        .route("/ai/models/schema", get(workers_ai::model_schema))
+        .route("/ai/tasks/search", get(workers_ai::tasks_search))
+        .route("/ai/authors/search", get(workers_ai::authors_search))
+        .route("/ai/v1/chat/completions", post(openai::chat_completions))
+        .method_not_allowed_fallback(wrong_method)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .nest("/client/v4/accounts/{account_id}", account)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}

@@ -1,0 +1,126 @@
+//! OpenAI-compatible Chat Completions (`/ai/v1/chat/completions`): the same
+//! `App::generate` as the native run endpoint, in OpenAI's shapes.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hearth_runtime::PromptInput;
+
+use hearth_types::openai::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
+    ChunkChoice, Delta,
+};
+
+use crate::error::Failure;
+use crate::workers_ai::{StreamItem, collect, stream_items};
+use crate::{AppState, body, tag_response};
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let req: ChatCompletionRequest = body::parse_json(&bytes)?;
+    let valid = req.validate()?;
+    let mut generation = state
+        .app
+        .generate(
+            &valid.model,
+            PromptInput::Messages(valid.messages),
+            valid.params,
+            valid.reject_if_busy,
+        )
+        .await?;
+    let resolved = generation.resolved.clone();
+    let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
+    let created = unix_now();
+    let model = valid.model;
+    let mut response = if valid.stream {
+        let include_usage = valid.include_usage;
+        let chunk = move |delta: Delta, finish: Option<String>, usage: Option<hearth_types::textgen::Usage>| ChatCompletionChunk {
+            id: id.clone(),
+            object: "chat.completion.chunk".into(),
+            created,
+            model: model.clone(),
+            choices: if usage.is_some() {
+                Vec::new()
+            } else {
+                vec![ChunkChoice {
+                    index: 0,
+                    delta,
+                    finish_reason: finish,
+                    logprobs: None,
+                }]
+            },
+            usage,
+        };
+        let data = |c: &ChatCompletionChunk| -> Result<Event, Infallible> {
+            Ok(Event::default().data(serde_json::to_string(c).unwrap_or_default()))
+        };
+        let first = data(&chunk(
+            Delta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+            },
+            None,
+            None,
+        ));
+        let body = stream_items(generation, state.timeout()).flat_map(move |item| {
+            let events: Vec<Result<Event, Infallible>> = match item {
+                StreamItem::Text(t) => vec![data(&chunk(
+                    Delta {
+                        role: None,
+                        content: Some(t),
+                    },
+                    None,
+                    None,
+                ))],
+                StreamItem::End { usage, finish } => {
+                    let mut events = vec![data(&chunk(Delta::default(), Some(finish.into()), None))];
+                    if include_usage {
+                        events.push(data(&chunk(Delta::default(), None, Some(usage))));
+                    }
+                    events.push(Ok(Event::default().data("[DONE]")));
+                    events
+                }
+                StreamItem::Failed => vec![Ok(Event::default().data("[DONE]"))],
+            };
+            futures::stream::iter(events)
+        });
+        Sse::new(futures::stream::iter([first]).chain(body)).into_response()
+    } else {
+        let out = collect(&mut generation, state.timeout())
+            .await
+            .map_err(Failure)?;
+        Json(ChatCompletion {
+            id,
+            object: "chat.completion".into(),
+            created,
+            model,
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant".into(),
+                    content: Some(out.text),
+                },
+                finish_reason: out.finish.into(),
+                logprobs: None,
+            }],
+            usage: out.usage,
+        })
+        .into_response()
+    };
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+

@@ -1,0 +1,295 @@
+//! The Workers AI REST surface: `/ai/run/{model}` (JSON or SSE) and the model
+//! catalog endpoints, answering in Cloudflare's envelope and shapes.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use hearth_catalog::SearchQuery;
+use hearth_engine::GenEvent;
+use hearth_runtime::{Generation, PromptInput};
+use hearth_types::textgen::{
+    PromptSource, TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
+};
+use hearth_types::{ApiError, Envelope, ErrorCode, ResultInfo};
+use serde_json::{Value, json};
+
+use crate::error::Failure;
+use crate::{AppState, body, tag_response};
+
+/// The collected result of a non-streamed generation.
+pub(crate) struct Collected {
+    pub text: String,
+    pub usage: Usage,
+    pub finish: &'static str,
+}
+
+/// Drain a generation into text, under the request's time limit.
+pub(crate) async fn collect(
+    generation: &mut Generation,
+    timeout: std::time::Duration,
+) -> Result<Collected, ApiError> {
+    let work = async {
+        let mut text = String::new();
+        while let Some(event) = generation.stream.next().await {
+            match event {
+                GenEvent::Text(t) => text.push_str(&t),
+                GenEvent::Done {
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    return Ok(Collected {
+                        text,
+                        usage: Usage::new(prompt_tokens, completion_tokens),
+                        finish: reason.as_openai(),
+                    });
+                }
+                GenEvent::Failed(e) => {
+                    return Err(ApiError::from(hearth_runtime::AppError::Engine(e)));
+                }
+            }
+        }
+        tracing::error!("generation ended without a final event");
+        Err(ApiError::plain(ErrorCode::Internal))
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .unwrap_or_else(|_| Err(ApiError::plain(ErrorCode::Timeout)))
+}
+
+/// What a streamed generation yields, in order: text pieces, then the end.
+pub(crate) enum StreamItem {
+    Text(String),
+    End { usage: Usage, finish: &'static str },
+    Failed,
+}
+
+/// A generation as a stream of [`StreamItem`]s that stops at the deadline.
+pub(crate) fn stream_items(
+    generation: Generation,
+    timeout: std::time::Duration,
+) -> impl Stream<Item = StreamItem> + Send + 'static {
+    let deadline = tokio::time::Instant::now() + timeout;
+    futures::stream::unfold(Some(generation), move |state| async move {
+        let mut generation = state?;
+        match tokio::time::timeout_at(deadline, generation.stream.next()).await {
+            Ok(Some(GenEvent::Text(t))) => Some((StreamItem::Text(t), Some(generation))),
+            Ok(Some(GenEvent::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            })) => Some((
+                StreamItem::End {
+                    usage: Usage::new(prompt_tokens, completion_tokens),
+                    finish: reason.as_openai(),
+                },
+                None,
+            )),
+            Ok(Some(GenEvent::Failed(e))) => {
+                tracing::error!(error = %e, "generation failed mid-stream");
+                Some((StreamItem::Failed, None))
+            }
+            Ok(None) => Some((StreamItem::Failed, None)),
+            Err(_) => {
+                tracing::warn!("stream reached the request time limit");
+                Some((StreamItem::Failed, None))
+            }
+        }
+    })
+}
+
+fn sse_event(value: &impl serde::Serialize) -> Result<Event, Infallible> {
+    Ok(Event::default().data(serde_json::to_string(value).unwrap_or_default()))
+}
+
+pub async fn run(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let model = params.get("model").cloned().unwrap_or_default();
+    if state.app.catalog().get(&model).is_none() && !state.app.config().aliases.contains_key(&model) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::NoSuchModel,
+            format!("No such model {model} or task"),
+        )));
+    }
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let input: TextGenerationInput = body::parse_json(&bytes)?;
+    let valid = input.validate()?;
+    let prompt = match valid.source {
+        PromptSource::Prompt(text) => PromptInput::Prompt {
+            text,
+            raw: valid.raw,
+        },
+        PromptSource::Messages(m) => PromptInput::Messages(m),
+    };
+    let mut generation = state
+        .app
+        .generate(&model, prompt, valid.params, valid.reject_if_busy)
+        .await?;
+    let resolved = generation.resolved.clone();
+    let mut response = if valid.stream {
+        let events = futures::StreamExt::flat_map(
+            stream_items(generation, state.timeout()),
+            |item| {
+                let events: Vec<Result<Event, Infallible>> = match item {
+                    StreamItem::Text(t) => vec![sse_event(&TextGenerationChunk {
+                        response: t,
+                        usage: None,
+                    })],
+                    StreamItem::End { usage, .. } => vec![
+                        sse_event(&TextGenerationChunk {
+                            response: String::new(),
+                            usage: Some(usage),
+                        }),
+                        Ok(Event::default().data("[DONE]")),
+                    ],
+                    StreamItem::Failed => vec![Ok(Event::default().data("[DONE]"))],
+                };
+                futures::stream::iter(events)
+            },
+        );
+        Sse::new(events).into_response()
+    } else {
+        let out = collect(&mut generation, state.timeout()).await?;
+        Json(Envelope::ok(TextGenerationOutput {
+            response: out.text,
+            tool_calls: Vec::new(),
+            usage: out.usage,
+        }))
+        .into_response()
+    };
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+
+fn parse_bool(params: &HashMap<String, String>, key: &str) -> Result<bool, ApiError> {
+    match params.get(key).map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(other) => Err(ApiError::invalid_input(format!(
+            "`{key}` must be true or false, got `{other}`"
+        ))),
+    }
+}
+
+fn parse_page(params: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+    match params.get(key) {
+        None => Ok(default),
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::invalid_input(format!(
+                "`{key}` must be an integer between 1 and {max}, got `{v}`"
+            ))),
+        },
+    }
+}
+
+fn paginate<T: Clone>(items: &[T], page: u64, per_page: u64) -> (Vec<T>, ResultInfo) {
+    let start = ((page - 1) * per_page) as usize;
+    let slice: Vec<T> = items.iter().skip(start).take(per_page as usize).cloned().collect();
+    let info = ResultInfo {
+        page,
+        per_page,
+        count: slice.len() as u64,
+        total_count: items.len() as u64,
+    };
+    (slice, info)
+}
+
+pub async fn models_search(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let query = SearchQuery {
+        task: params.get("task").cloned().filter(|s| !s.is_empty()),
+        search: params.get("search").cloned().filter(|s| !s.is_empty()),
+        author: params.get("author").cloned().filter(|s| !s.is_empty()),
+        hide_experimental: parse_bool(&params, "hide_experimental")?,
+        include_deprecated: parse_bool(&params, "include_deprecated")?,
+    };
+    let page = parse_page(&params, "page", 1, 100_000)?;
+    let per_page = parse_page(&params, "per_page", 100, 1000)?;
+    let catalog = state.app.catalog();
+    let objects: Vec<Value> = catalog
+        .search(&query)
+        .into_iter()
+        .map(|m| {
+            let mut obj = catalog.search_object(m);
+            let status = state.app.status(m);
+            if let Some(o) = obj.as_object_mut() {
+                let mut hearth = json!({
+                    "status": status.label(),
+                    "servable": status.servable(),
+                    "local_model": m.hearth_local,
+                });
+                if let hearth_runtime::ModelStatus::Aliased { to, .. } = &status {
+                    hearth["alias_of"] = json!(to);
+                }
+                o.insert("hearth".into(), hearth);
+            }
+            obj
+        })
+        .collect();
+    let (items, info) = paginate(&objects, page, per_page);
+    Ok(Json(Envelope::with_info(items, info)).into_response())
+}
+
+pub async fn model_schema(
+    State(state): State<AppState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let Some(model) = params.get("model").filter(|m| !m.is_empty()) else {
+        return Err(Failure(ApiError::invalid_input(
+            "`model` query parameter is required",
+        )));
+    };
+    let Some(entry) = state.app.catalog().get(model) else {
+        return Err(Failure(ApiError::new(
+            ErrorCode::NoSuchModel,
+            format!("No such model {model} or task"),
+        )));
+    };
+    let Some(mut schema) = state.app.catalog().schema(model) else {
+        return Err(Failure(ApiError::plain(ErrorCode::ModelSchemaNotFound)));
+    };
+    for (side, text) in [("input", "Input of"), ("output", "Output of")] {
+        if let Some(obj) = schema.get_mut(side).and_then(Value::as_object_mut) {
+            obj.entry("additionalProperties").or_insert(json!(true));
+            obj.entry("description")
+                .or_insert(json!(format!("{text} {} ({})", entry.name, entry.task)));
+            obj.entry("type").or_insert(json!("object"));
+        }
+    }
+    Ok(Json(Envelope::ok(schema)).into_response())
+}
+
+pub async fn tasks_search(State(state): State<AppState>) -> Json<Envelope<Value>> {
+    let tasks: Vec<Value> = state
+        .app
+        .catalog()
+        .tasks()
+        .iter()
+        .map(|t| json!({"id": t.id, "name": t.name, "description": t.description}))
+        .collect();
+    Json(Envelope::ok(Value::Array(tasks)))
+}
+
+pub async fn authors_search(State(state): State<AppState>) -> Json<Envelope<Value>> {
+    let authors: Vec<Value> = state
+        .app
+        .catalog()
+        .authors()
+        .into_iter()
+        .map(|a| json!({"name": a}))
+        .collect();
+    Json(Envelope::ok(Value::Array(authors)))
+}
+

@@ -1,0 +1,183 @@
+//! The one table of public errors: Cloudflare code, HTTP status, default message.
+//!
+//! Every error a client can see is a variant of [`ErrorCode`]; the mapping to
+//! code and status is one exhaustive `match`, so adding a variant forces a
+//! decision about how it looks on the wire. Codes follow Workers AI's documented
+//! table (and the platform codes its API gateway layer answers with); codes
+//! marked "Hearth" have no Cloudflare twin and say so in their message.
+
+use std::fmt;
+
+/// A public error kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 5007: the model id names no model (or no task) in the catalog.
+    NoSuchModel,
+    /// 5006: the input does not match the model's schema.
+    InvalidInput,
+    /// 5004: a base64 field does not decode.
+    InvalidBase64,
+    /// 5021: prompt plus requested output does not fit the context window.
+    ContextWindowExceeded,
+    /// 5005: the model takes no LoRA adapters.
+    LoraUnsupported,
+    /// 3003: the body (or a required header) is missing.
+    IncompleteRequest,
+    /// 3006: the body is over the size limit.
+    RequestTooLarge,
+    /// 3007: the request ran past its time limit.
+    Timeout,
+    /// 3008: the request was aborted.
+    Aborted,
+    /// 3040: capacity exceeded (queue full, or `rejectIfBusy` on a busy model).
+    OutOfCapacity,
+    /// 3036: the daily free Neurons allocation is used up.
+    AccountLimited,
+    /// 9001 (Hearth): the model is in the catalog but its weights are not installed here.
+    ModelNotInstalled,
+    /// 10000: missing or wrong API token.
+    AuthenticationError,
+    /// 10000 with 403: the token is valid but not for this account.
+    AccountForbidden,
+    /// 7003: the path names no route or no such account.
+    NoRoute,
+    /// 7001: the route exists but not for this method.
+    MethodNotAllowed,
+    /// 7000: no schema for the requested model.
+    ModelSchemaNotFound,
+    /// 5000: something failed inside Hearth; details are in the server log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every variant, for tests and documentation.
+    pub const ALL: [ErrorCode; 18] = [
+        ErrorCode::NoSuchModel,
+        ErrorCode::InvalidInput,
+        ErrorCode::InvalidBase64,
+        ErrorCode::ContextWindowExceeded,
+        ErrorCode::LoraUnsupported,
+        ErrorCode::IncompleteRequest,
+        ErrorCode::RequestTooLarge,
+        ErrorCode::Timeout,
+        ErrorCode::Aborted,
+        ErrorCode::OutOfCapacity,
+        ErrorCode::AccountLimited,
+        ErrorCode::ModelNotInstalled,
+        ErrorCode::AuthenticationError,
+        ErrorCode::AccountForbidden,
+        ErrorCode::NoRoute,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::ModelSchemaNotFound,
+        ErrorCode::Internal,
+    ];
+
+    /// `(code, HTTP status, default message)`.
+    pub const fn spec(self) -> (u32, u16, &'static str) {
+        match self {
+            ErrorCode::NoSuchModel => (5007, 400, "No such model or task"),
+            ErrorCode::InvalidInput => (5006, 400, "Bad input"),
+            ErrorCode::InvalidBase64 => (5004, 400, "Invalid data type for base64 input"),
+            ErrorCode::ContextWindowExceeded => (
+                5021,
+                400,
+                "The estimated number of input and maximum output tokens exceeded this model context window limit.",
+            ),
+            ErrorCode::LoraUnsupported => (5005, 405, "Model does not support LoRA inference"),
+            ErrorCode::IncompleteRequest => (3003, 400, "Request is missing headers or body"),
+            ErrorCode::RequestTooLarge => (3006, 413, "Request is too large"),
+            ErrorCode::Timeout => (3007, 408, "Request timeout"),
+            ErrorCode::Aborted => (3008, 408, "Request was aborted"),
+            ErrorCode::OutOfCapacity => (
+                3040,
+                429,
+                "Capacity temporarily exceeded, please try again.",
+            ),
+            ErrorCode::AccountLimited => (
+                3036,
+                429,
+                "You have used up your daily free allocation of 10,000 neurons, please upgrade to Cloudflare's Workers Paid plan if you would like to continue usage.",
+            ),
+            ErrorCode::ModelNotInstalled => (
+                9001,
+                503,
+                "Model weights are not installed on this Hearth node",
+            ),
+            ErrorCode::AuthenticationError => (10000, 401, "Authentication error"),
+            ErrorCode::AccountForbidden => (10000, 403, "Authentication error"),
+            ErrorCode::NoRoute => (
+                7003,
+                404,
+                "Could not route to the requested URI, perhaps your object identifier is invalid?",
+            ),
+            ErrorCode::MethodNotAllowed => (7001, 405, "Method not supported for requested URI."),
+            ErrorCode::ModelSchemaNotFound => (7000, 400, "Model schema not found"),
+            ErrorCode::Internal => (5000, 500, "Internal error"),
+        }
+    }
+
+    pub const fn code(self) -> u32 {
+        self.spec().0
+    }
+
+    pub const fn status(self) -> u16 {
+        self.spec().1
+    }
+
+    pub const fn default_message(self) -> &'static str {
+        self.spec().2
+    }
+}
+
+/// A public error: a kind from the table and the message the client reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The table's default message, unchanged.
+    pub fn plain(code: ErrorCode) -> Self {
+        Self::new(code, code.default_message())
+    }
+
+    /// The default message followed by a detail, as Workers AI does
+    /// (`"Bad input: ..."`).
+    pub fn detail(code: ErrorCode, detail: impl fmt::Display) -> Self {
+        Self::new(code, format!("{}: {detail}", code.default_message()))
+    }
+
+    pub fn invalid_input(detail: impl fmt::Display) -> Self {
+        Self::detail(ErrorCode::InvalidInput, detail)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code.code())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_has_a_client_or_server_status() {
+        for code in ErrorCode::ALL {
+            let (num, status, message) = code.spec();
+            assert!((400..600).contains(&status), "{code:?}");
+            assert!(num > 0 && !message.is_empty(), "{code:?}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Wire types of every surface Hearth serves, and nothing with IO.
+//!
+//! This crate owns the shapes that cross the network: the Cloudflare envelope
+//! ([`envelope::Envelope`]), the one table of public errors ([`error::ErrorCode`]),
+//! Workers AI task inputs and outputs ([`textgen`]) and the OpenAI-compatible
+//! bodies ([`openai`]). Routes, tests and clients share these definitions so a
+//! field renamed here is renamed everywhere.
+
+pub mod envelope;
+pub mod error;
+pub mod openai;
+pub mod textgen;
+
+pub use envelope::{Envelope, EnvelopeError, ResultInfo};
+pub use error::{ApiError, ErrorCode};
