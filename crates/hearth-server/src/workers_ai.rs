@@ -113,11 +113,15 @@ pub async fn run(
     request: Request,
 ) -> Result<Response, Failure> {
     let model = params.get("model").cloned().unwrap_or_default();
-    if state.app.catalog().get(&model).is_none() && !state.app.config().aliases.contains_key(&model) {
-        return Err(Failure(ApiError::new(
-            ErrorCode::NoSuchModel,
-            format!("No such model {model} or task"),
-        )));
+    // Resolving first picks the task (and so the input schema) and answers
+    // unknown or absent models before the body is read.
+    let resolved = state.app.resolve(&model)?;
+    if resolved.task != hearth_runtime::app::TEXT_GENERATION {
+        return Err(hearth_runtime::AppError::TaskNotServed {
+            model,
+            task: resolved.task,
+        }
+        .into());
     }
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let input: TextGenerationInput = body::parse_json(&bytes)?;

@@ -1,0 +1,10 @@
+//! End-to-end tests of `hearth serve`'s HTTP API on the real registry-shipped
+//! models (run `scripts/fetch-test-models` first; `.ci/run` does).
+//!
+//! One server is started per test binary (loading a model takes a second, and
+//! sharing it is also what exercises continuous batching across tests).
+
+mod bad_input;
+mod models_pull;
+mod support;
+mod textgen;

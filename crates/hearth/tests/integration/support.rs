@@ -1,0 +1,123 @@
+//! A shared in-process Hearth server on a random port, and request helpers.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use hearth_runtime::{App, Config};
+use serde_json::Value;
+
+pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "test-token-0123456789";
+pub const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
+pub const OTHER_TOKEN: &str = "other-token-0123456789";
+pub const SMOLLM: &str = "@cf/huggingfacetb/smollm2-135m-instruct";
+pub const GEMMA: &str = "@cf/google/gemma-3-270m";
+/// A Cloudflare id served by SmolLM2 through an alias.
+pub const ALIASED: &str = "@cf/meta/llama-3.1-8b-instruct";
+pub const BODY_LIMIT: usize = 64 * 1024;
+pub const CTX_PER_SEQ: u32 = 1024;
+
+pub struct Server {
+    pub base: String,
+    _data: tempfile::TempDir,
+}
+
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("HEARTH_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| hearth_runtime::config::default_data_dir().join("models"))
+}
+
+pub fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            models_dir: Some(models_dir()),
+            account_id: Some(ACCOUNT.into()),
+            api_token: Some(TOKEN.into()),
+            max_body_bytes: BODY_LIMIT,
+            ..Config::default()
+        };
+        config.textgen.parallel = 8;
+        config.textgen.ctx_per_seq = CTX_PER_SEQ;
+        config.textgen.threads = 2;
+        config.aliases.insert(ALIASED.into(), SMOLLM.into());
+        config.validate().expect("valid test config");
+        let app = Arc::new(App::new(config).expect("app"));
+        app.bootstrap_accounts().expect("accounts");
+        app.accounts().ensure(OTHER_ACCOUNT, OTHER_TOKEN).expect("second account");
+        assert!(
+            app.resolve(SMOLLM).is_ok(),
+            "SmolLM2 is not installed in {}: run scripts/fetch-test-models",
+            models_dir().display()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let served = Arc::clone(&app);
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                tx.send(listener.local_addr().expect("addr")).expect("send addr");
+                axum::serve(listener, hearth_server::router(served)).await.expect("serve");
+            });
+        });
+        let addr = rx.recv().expect("server address");
+        Server {
+            base: format!("http://{addr}"),
+            _data: data,
+        }
+    })
+}
+
+pub fn account_url(path: &str) -> String {
+    format!("{}/client/v4/accounts/{ACCOUNT}{path}", server().base)
+}
+
+pub fn run_url(model: &str) -> String {
+    account_url(&format!("/ai/run/{model}"))
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// POST JSON with the test token; returns status, headers and parsed body.
+pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    let resp = client()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, headers, value)
+}
+
+/// Run a text generation and return `result.response`.
+pub async fn generate(model: &str, body: Value) -> String {
+    let (status, _, value) = post_json(&run_url(model), &body).await;
+    assert_eq!(status, 200, "{value}");
+    assert_eq!(value["success"], true, "{value}");
+    value["result"]["response"]
+        .as_str()
+        .expect("response text")
+        .to_string()
+}
+
+/// Parse an SSE body into its `data:` payloads.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: ").or_else(|| l.strip_prefix("data:")))
+                .map(str::to_string)
+        })
+        .collect()
+}
