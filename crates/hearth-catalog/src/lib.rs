@@ -144,7 +144,8 @@ impl ModelEntry {
     /// `properties` as `/ai/models/search` returns them.
     pub fn properties(&self) -> Vec<Value> {
         let mut props = Vec::new();
-        let mut push = |id: &str, value: Value| props.push(json!({"property_id": id, "value": value}));
+        let mut push =
+            |id: &str, value: Value| props.push(json!({"property_id": id, "value": value}));
         if let Some(v) = self.context_window {
             push("context_window", json!(v.to_string()));
         }
@@ -272,11 +273,16 @@ impl Catalog {
         self.models
             .iter()
             .filter(|m| {
-                q.task
-                    .as_deref()
-                    .is_none_or(|t| m.task.eq_ignore_ascii_case(t) || self.task(&m.task).is_some_and(|task| task.id == t))
+                q.task.as_deref().is_none_or(|t| {
+                    m.task.eq_ignore_ascii_case(t)
+                        || self.task(&m.task).is_some_and(|task| task.id == t)
+                })
             })
-            .filter(|m| q.author.as_deref().is_none_or(|a| m.author().eq_ignore_ascii_case(a)))
+            .filter(|m| {
+                q.author
+                    .as_deref()
+                    .is_none_or(|a| m.author().eq_ignore_ascii_case(a))
+            })
             .filter(|m| !(q.hide_experimental && m.beta))
             .filter(|m| {
                 needle.as_deref().is_none_or(|n| {
@@ -360,6 +366,10 @@ mod tests {
         };
         let found = c.search(&q);
         assert!(found.len() >= 4);
-        assert!(found.iter().all(|m| m.task == "Text Embeddings" && m.author() == "baai"));
+        assert!(
+            found
+                .iter()
+                .all(|m| m.task == "Text Embeddings" && m.author() == "baai")
+        );
     }
 }

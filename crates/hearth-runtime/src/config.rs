@@ -194,10 +194,11 @@ impl ConfigSources {
 impl Config {
     pub fn load(sources: ConfigSources) -> Result<Self, ConfigError> {
         let env: BTreeMap<_, _> = sources.env.into_iter().collect();
-        let mut layered = toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
-            origin: "defaults".into(),
-            message: e.to_string(),
-        })?;
+        let mut layered =
+            toml::Table::try_from(Config::default()).map_err(|e| ConfigError::Parse {
+                origin: "defaults".into(),
+                message: e.to_string(),
+            })?;
 
         let mut env_layer = toml::Table::new();
         for (var, key) in ENV_VARS {
@@ -247,10 +248,13 @@ impl Config {
             .map(Path::display)
             .map(|d| format!("configuration (file {d}, env, flags)"))
             .unwrap_or_else(|| "configuration (env, flags)".into());
-        let config: Config = layered.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-            origin,
-            message: e.message().to_string(),
-        })?;
+        let config: Config =
+            layered
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin,
+                    message: e.message().to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -263,7 +267,9 @@ impl Config {
         if let Some(id) = &self.account_id
             && !is_account_id(id)
         {
-            return bad(format!("`account_id` must be 32 hex characters, got `{id}`"));
+            return bad(format!(
+                "`account_id` must be 32 hex characters, got `{id}`"
+            ));
         }
         if self.account_id.is_some() != self.api_token.is_some() {
             return bad("`account_id` and `api_token` must be set together".into());
@@ -317,11 +323,21 @@ pub fn is_account_id(id: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn sources(env: &[(&str, &str)], flags: &[(&str, &str)], file: Option<PathBuf>) -> ConfigSources {
+    fn sources(
+        env: &[(&str, &str)],
+        flags: &[(&str, &str)],
+        file: Option<PathBuf>,
+    ) -> ConfigSources {
         ConfigSources {
             file,
-            flags: flags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            flags: flags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -329,9 +345,16 @@ mod tests {
     fn layers_apply_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hearth.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:1000\"\n[textgen]\nparallel = 2\nctx_per_seq = 512\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:1000\"\n[textgen]\nparallel = 2\nctx_per_seq = 512\n",
+        )
+        .unwrap();
         let c = Config::load(sources(
-            &[("HEARTH_LISTEN", "127.0.0.1:2000"), ("HEARTH_PARALLEL", "3")],
+            &[
+                ("HEARTH_LISTEN", "127.0.0.1:2000"),
+                ("HEARTH_PARALLEL", "3"),
+            ],
             &[("listen", "127.0.0.1:3000")],
             Some(file),
         ))
@@ -346,15 +369,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hearth.toml");
         std::fs::write(&file, "listne = \"x\"\n").unwrap();
-        let e = Config::load(sources(&[], &[], Some(file))).unwrap_err().to_string();
+        let e = Config::load(sources(&[], &[], Some(file)))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listne"), "{e}");
     }
 
     #[test]
     fn account_id_must_be_hex() {
-        let e = Config::load(sources(&[("HEARTH_ACCOUNT_ID", "nothex"), ("HEARTH_API_TOKEN", "secret-token")], &[], None))
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(sources(
+            &[
+                ("HEARTH_ACCOUNT_ID", "nothex"),
+                ("HEARTH_API_TOKEN", "secret-token"),
+            ],
+            &[],
+            None,
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("account_id"), "{e}");
     }
 }

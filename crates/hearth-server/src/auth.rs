@@ -38,7 +38,8 @@ pub async fn require_token(
     let Some(owner) = state.app.accounts().authenticate(token) else {
         return Err(Failure(ApiError::plain(ErrorCode::AuthenticationError)));
     };
-    if !hearth_runtime::config::is_account_id(account_id) || !state.app.accounts().exists(account_id)
+    if !hearth_runtime::config::is_account_id(account_id)
+        || !state.app.accounts().exists(account_id)
     {
         return Err(Failure(ApiError::new(
             ErrorCode::NoRoute,

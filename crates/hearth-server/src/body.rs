@@ -21,7 +21,10 @@ pub async fn read(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
                 format!("the body is over the {limit}-byte limit"),
             )
         } else {
-            ApiError::detail(ErrorCode::IncompleteRequest, format!("body could not be read: {e}"))
+            ApiError::detail(
+                ErrorCode::IncompleteRequest,
+                format!("body could not be read: {e}"),
+            )
         }
     })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -47,23 +47,26 @@ pub async fn chat_completions(
     let model = valid.model;
     let mut response = if valid.stream {
         let include_usage = valid.include_usage;
-        let chunk = move |delta: Delta, finish: Option<String>, usage: Option<hearth_types::textgen::Usage>| ChatCompletionChunk {
-            id: id.clone(),
-            object: "chat.completion.chunk".into(),
-            created,
-            model: model.clone(),
-            choices: if usage.is_some() {
-                Vec::new()
-            } else {
-                vec![ChunkChoice {
-                    index: 0,
-                    delta,
-                    finish_reason: finish,
-                    logprobs: None,
-                }]
-            },
-            usage,
-        };
+        let chunk =
+            move |delta: Delta,
+                  finish: Option<String>,
+                  usage: Option<hearth_types::textgen::Usage>| ChatCompletionChunk {
+                id: id.clone(),
+                object: "chat.completion.chunk".into(),
+                created,
+                model: model.clone(),
+                choices: if usage.is_some() {
+                    Vec::new()
+                } else {
+                    vec![ChunkChoice {
+                        index: 0,
+                        delta,
+                        finish_reason: finish,
+                        logprobs: None,
+                    }]
+                },
+                usage,
+            };
         let data = |c: &ChatCompletionChunk| -> Result<Event, Infallible> {
             Ok(Event::default().data(serde_json::to_string(c).unwrap_or_default()))
         };
@@ -86,7 +89,8 @@ pub async fn chat_completions(
                     None,
                 ))],
                 StreamItem::End { usage, finish } => {
-                    let mut events = vec![data(&chunk(Delta::default(), Some(finish.into()), None))];
+                    let mut events =
+                        vec![data(&chunk(Delta::default(), Some(finish.into()), None))];
                     if include_usage {
                         events.push(data(&chunk(Delta::default(), None, Some(usage))));
                     }
@@ -123,4 +127,3 @@ pub async fn chat_completions(
     tag_response(&mut response, &resolved);
     Ok(response)
 }
-

@@ -139,9 +139,8 @@ pub async fn run(
         .await?;
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
-        let events = futures::StreamExt::flat_map(
-            stream_items(generation, state.timeout()),
-            |item| {
+        let events =
+            futures::StreamExt::flat_map(stream_items(generation, state.timeout()), |item| {
                 let events: Vec<Result<Event, Infallible>> = match item {
                     StreamItem::Text(t) => vec![sse_event(&TextGenerationChunk {
                         response: t,
@@ -157,8 +156,7 @@ pub async fn run(
                     StreamItem::Failed => vec![Ok(Event::default().data("[DONE]"))],
                 };
                 futures::stream::iter(events)
-            },
-        );
+            });
         Sse::new(events).into_response()
     } else {
         let out = collect(&mut generation, state.timeout()).await?;
@@ -184,7 +182,12 @@ fn parse_bool(params: &HashMap<String, String>, key: &str) -> Result<bool, ApiEr
     }
 }
 
-fn parse_page(params: &HashMap<String, String>, key: &str, default: u64, max: u64) -> Result<u64, ApiError> {
+fn parse_page(
+    params: &HashMap<String, String>,
+    key: &str,
+    default: u64,
+    max: u64,
+) -> Result<u64, ApiError> {
     match params.get(key) {
         None => Ok(default),
         Some(v) => match v.parse::<u64>() {
@@ -198,7 +201,12 @@ fn parse_page(params: &HashMap<String, String>, key: &str, default: u64, max: u6
 
 fn paginate<T: Clone>(items: &[T], page: u64, per_page: u64) -> (Vec<T>, ResultInfo) {
     let start = ((page - 1) * per_page) as usize;
-    let slice: Vec<T> = items.iter().skip(start).take(per_page as usize).cloned().collect();
+    let slice: Vec<T> = items
+        .iter()
+        .skip(start)
+        .take(per_page as usize)
+        .cloned()
+        .collect();
     let info = ResultInfo {
         page,
         per_page,
@@ -296,4 +304,3 @@ pub async fn authors_search(State(state): State<AppState>) -> Json<Envelope<Valu
         .collect();
     Json(Envelope::ok(Value::Array(authors)))
 }
-

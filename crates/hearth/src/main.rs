@@ -13,7 +13,11 @@ use hearth_runtime::{App, Config, PromptInput};
 use hearth_types::textgen::validate_params;
 
 #[derive(Parser)]
-#[command(name = "hearth", version, about = "Cloudflare Workers AI, on your own machine")]
+#[command(
+    name = "hearth",
+    version,
+    about = "Cloudflare Workers AI, on your own machine"
+)]
 struct Cli {
     #[command(flatten)]
     global: GlobalArgs,
@@ -123,7 +127,10 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve { listen } => {
             init_tracing();
-            let flags = listen.map(|l| ("listen".to_string(), l)).into_iter().collect();
+            let flags = listen
+                .map(|l| ("listen".to_string(), l))
+                .into_iter()
+                .collect();
             serve(load_config(&cli.global, flags)?).await
         }
         Command::Run {
@@ -152,7 +159,10 @@ async fn main() -> Result<()> {
             if shown.hub_token.is_some() {
                 shown.hub_token = Some("<set>".into());
             }
-            println!("{}", serde_json::to_string_pretty(&serde_json::to_value(&shown)?)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::to_value(&shown)?)?
+            );
             eprintln!("configuration is valid");
             Ok(())
         }
@@ -170,7 +180,10 @@ async fn serve(config: Config) -> Result<()> {
     let addr = listener.local_addr()?;
     let (account, token) = match (&created, &config.account_id, &config.api_token) {
         (Some((id, token)), _, _) => {
-            println!("Created a local account (stored in {}):", config.data_dir.join("accounts.json").display());
+            println!(
+                "Created a local account (stored in {}):",
+                config.data_dir.join("accounts.json").display()
+            );
             println!("  HEARTH_ACCOUNT_ID={id}");
             println!("  HEARTH_API_TOKEN={token}");
             println!("  (the token is shown once; only its hash is stored)");
@@ -207,7 +220,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -233,7 +247,12 @@ async fn run(
     let params = validate_params(max_tokens, temperature, None, None, seed, None, None, None)
         .map_err(|e| anyhow::anyhow!(e.message))?;
     let mut generation = app
-        .generate(model, PromptInput::Prompt { text: prompt, raw }, params, false)
+        .generate(
+            model,
+            PromptInput::Prompt { text: prompt, raw },
+            params,
+            false,
+        )
         .await
         .map_err(|e| anyhow::anyhow!(hearth_types::ApiError::from(e).message))?;
     let mut out = std::io::stdout();
@@ -323,10 +342,18 @@ async fn models(config: Config, command: ModelsCommand) -> Result<()> {
                 .progress_chars("=> "),
             );
             app.store()
-                .pull(weights, &endpoint, app.config().hub_token.as_deref(), &Bar(bar.clone()))
+                .pull(
+                    weights,
+                    &endpoint,
+                    app.config().hub_token.as_deref(),
+                    &Bar(bar.clone()),
+                )
                 .await?;
             bar.finish_and_clear();
-            println!("{model}: installed in {}", app.store().dir_of(weights).display());
+            println!(
+                "{model}: installed in {}",
+                app.store().dir_of(weights).display()
+            );
             Ok(())
         }
         ModelsCommand::Rm { model } => {

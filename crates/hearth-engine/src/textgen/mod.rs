@@ -174,8 +174,7 @@ impl TextGenerator {
         .map_err(|e| TextGenError::Template(e.to_string()))?;
         let model = Arc::new(model);
         let (jobs, rx) = mpsc::channel(options.queue.max(1));
-        scheduler::spawn(Arc::clone(&model), backend, options.clone(), rx)
-            .map_err(load_err)?;
+        scheduler::spawn(Arc::clone(&model), backend, options.clone(), rx).map_err(load_err)?;
         tracing::info!(
             path = %path.display(),
             template = template.origin,

@@ -36,7 +36,9 @@ impl Sampler {
             temperature: params.temperature,
             top_k: params.top_k.map(|k| k as usize),
             top_p: params.top_p.filter(|p| *p < 1.0),
-            repetition_penalty: params.repetition_penalty.filter(|p| (*p - 1.0).abs() > f32::EPSILON),
+            repetition_penalty: params
+                .repetition_penalty
+                .filter(|p| (*p - 1.0).abs() > f32::EPSILON),
             frequency_penalty: params.frequency_penalty.unwrap_or(0.0),
             presence_penalty: params.presence_penalty.unwrap_or(0.0),
             rng: StdRng::seed_from_u64(seed),
@@ -81,7 +83,12 @@ impl Sampler {
             self.recent
                 .iter()
                 .chain(self.counts.keys())
-                .map(|&t| (t, self.penalized(t, logits.get(t as usize).copied().unwrap_or(f32::MIN))))
+                .map(|&t| {
+                    (
+                        t,
+                        self.penalized(t, logits.get(t as usize).copied().unwrap_or(f32::MIN)),
+                    )
+                })
                 .collect()
         } else {
             HashMap::new()
@@ -109,8 +116,12 @@ impl Sampler {
         let inv_t = 1.0 / self.temperature;
         match keep {
             None => {
-                let max = (0..logits.len()).map(logit).fold(f32::NEG_INFINITY, f32::max);
-                let total: f32 = (0..logits.len()).map(|i| ((logit(i) - max) * inv_t).exp()).sum();
+                let max = (0..logits.len())
+                    .map(logit)
+                    .fold(f32::NEG_INFINITY, f32::max);
+                let total: f32 = (0..logits.len())
+                    .map(|i| ((logit(i) - max) * inv_t).exp())
+                    .sum();
                 let mut target = self.rng.random::<f32>() * total;
                 for i in 0..logits.len() {
                     target -= ((logit(i) - max) * inv_t).exp();
@@ -131,7 +142,10 @@ impl Sampler {
                 }
                 scratch.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
                 let max = scratch[0].1;
-                let mut probs: Vec<f32> = scratch.iter().map(|(_, l)| ((l - max) * inv_t).exp()).collect();
+                let mut probs: Vec<f32> = scratch
+                    .iter()
+                    .map(|(_, l)| ((l - max) * inv_t).exp())
+                    .collect();
                 let total: f32 = probs.iter().sum();
                 probs.iter_mut().for_each(|p| *p /= total);
                 let mut cut = probs.len();

@@ -156,7 +156,9 @@ impl<'m> Scheduler<'m> {
         // Sliding-window caches may have dropped early cells, or refuse a
         // partial removal: then start the sequence from scratch.
         if !removed || (keep > 0 && self.ctx.kv_cache_seq_pos_min(slot.id) > 0) {
-            let _ = self.ctx.clear_kv_cache_seq(Some(slot.id as u32), None, None);
+            let _ = self
+                .ctx
+                .clear_kv_cache_seq(Some(slot.id as u32), None, None);
             keep = 0;
         }
         slot.cached.truncate(keep);
@@ -190,11 +192,17 @@ impl<'m> Scheduler<'m> {
         let mut used = 0usize;
         // Decoding sequences first: one token each keeps their latency flat.
         for slot in &mut self.slots {
-            let Some(run) = slot.run.as_mut() else { continue };
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
             run.logits_at = None;
             if let Some(token) = run.next.take() {
                 let pos = slot.cached.len() as i32;
-                if self.batch.add(LlamaToken(token), pos, &[slot.id], true).is_err() {
+                if self
+                    .batch
+                    .add(LlamaToken(token), pos, &[slot.id], true)
+                    .is_err()
+                {
                     run.next = Some(token);
                     continue;
                 }
@@ -205,7 +213,9 @@ impl<'m> Scheduler<'m> {
         }
         // Then prompt chunks, as much as the batch budget allows.
         for slot in &mut self.slots {
-            let Some(run) = slot.run.as_mut() else { continue };
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
             if run.pending.is_empty() || used >= budget {
                 continue;
             }
@@ -214,7 +224,11 @@ impl<'m> Scheduler<'m> {
             for (i, &token) in run.pending[..take].iter().enumerate() {
                 let last = finishes && i + 1 == take;
                 let pos = slot.cached.len() as i32;
-                if self.batch.add(LlamaToken(token), pos, &[slot.id], last).is_err() {
+                if self
+                    .batch
+                    .add(LlamaToken(token), pos, &[slot.id], last)
+                    .is_err()
+                {
                     break;
                 }
                 slot.cached.push(token);
@@ -232,16 +246,23 @@ impl<'m> Scheduler<'m> {
             tracing::error!(error = %e, "llama.cpp decode failed; failing the batch");
             for slot in &mut self.slots {
                 if let Some(run) = slot.run.take() {
-                    let _ = run.job.reply.send(GenEvent::Failed(TextGenError::Decode(e.to_string())));
+                    let _ = run
+                        .job
+                        .reply
+                        .send(GenEvent::Failed(TextGenError::Decode(e.to_string())));
                 }
-                let _ = self.ctx.clear_kv_cache_seq(Some(slot.id as u32), None, None);
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.id as u32), None, None);
                 slot.cached.clear();
             }
             return;
         }
         let vocab = self.model.vocab();
         for slot in &mut self.slots {
-            let Some(run) = slot.run.as_mut() else { continue };
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
             let Some(at) = run.logits_at else { continue };
             let token = run.sampler.sample(self.ctx.get_logits_ith(at));
             run.sampler.accept(token);
@@ -347,14 +368,18 @@ impl TextAssembler {
             }
         }
         if !self.stops.is_empty() {
-            let search_from = self.emitted.saturating_sub(
-                self.stops.iter().map(String::len).max().unwrap_or(0),
-            );
+            let search_from = self
+                .emitted
+                .saturating_sub(self.stops.iter().map(String::len).max().unwrap_or(0));
             let search_from = floor_char_boundary(&self.text, search_from);
             if let Some(at) = self
                 .stops
                 .iter()
-                .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| i + search_from))
+                .filter_map(|s| {
+                    self.text[search_from..]
+                        .find(s.as_str())
+                        .map(|i| i + search_from)
+                })
                 .min()
             {
                 let out = self.text[self.emitted..at.max(self.emitted)].to_string();

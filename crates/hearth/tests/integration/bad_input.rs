@@ -31,7 +31,11 @@ fn case(name: &'static str, body: Value, code: u64, mentions: &'static str) -> C
         path: format!("/client/v4/accounts/{ACCOUNT}/ai/run/{SMOLLM}"),
         token: Some(TOKEN),
         body: Body::Json(body),
-        status: if code == 5021 || code == 5006 || code == 5007 { 400 } else { 0 },
+        status: if code == 5021 || code == 5006 || code == 5007 {
+            400
+        } else {
+            0
+        },
         code,
         mentions,
     }
@@ -42,28 +46,128 @@ fn cases() -> Vec<Case> {
     let chat = format!("/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions");
     let long_prompt = "word ".repeat(3000);
     let mut v = vec![
-        case("prompt of the wrong type", json!({"prompt": 42}), 5006, "prompt"),
+        case(
+            "prompt of the wrong type",
+            json!({"prompt": 42}),
+            5006,
+            "prompt",
+        ),
         case("empty prompt", json!({"prompt": ""}), 5006, "prompt"),
-        case("both prompt and messages", json!({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}), 5006, "not both"),
-        case("neither prompt nor messages", json!({"temperature": 0.5}), 5006, "required"),
-        case("unknown field", json!({"prompt": "a", "temprature": 0.5}), 5006, "temprature"),
-        case("max_tokens zero", json!({"prompt": "a", "max_tokens": 0}), 5006, "max_tokens"),
-        case("max_tokens as a string", json!({"prompt": "a", "max_tokens": "ten"}), 5006, "max_tokens"),
-        case("temperature above 5", json!({"prompt": "a", "temperature": 6}), 5006, "temperature"),
-        case("top_k zero", json!({"prompt": "a", "top_k": 0}), 5006, "top_k"),
-        case("top_k above 50", json!({"prompt": "a", "top_k": 51}), 5006, "top_k"),
-        case("top_p above 2", json!({"prompt": "a", "top_p": 3}), 5006, "top_p"),
-        case("negative seed", json!({"prompt": "a", "seed": -1}), 5006, "seed"),
-        case("repetition_penalty above 2", json!({"prompt": "a", "repetition_penalty": 3}), 5006, "repetition_penalty"),
-        case("frequency_penalty below -2", json!({"prompt": "a", "frequency_penalty": -3}), 5006, "frequency_penalty"),
-        case("presence_penalty above 2", json!({"prompt": "a", "presence_penalty": 2.5}), 5006, "presence_penalty"),
-        case("stream of the wrong type", json!({"prompt": "a", "stream": "yes"}), 5006, "stream"),
-        case("raw of the wrong type", json!({"prompt": "a", "raw": 1}), 5006, "raw"),
+        case(
+            "both prompt and messages",
+            json!({"prompt": "a", "messages": [{"role": "user", "content": "b"}]}),
+            5006,
+            "not both",
+        ),
+        case(
+            "neither prompt nor messages",
+            json!({"temperature": 0.5}),
+            5006,
+            "required",
+        ),
+        case(
+            "unknown field",
+            json!({"prompt": "a", "temprature": 0.5}),
+            5006,
+            "temprature",
+        ),
+        case(
+            "max_tokens zero",
+            json!({"prompt": "a", "max_tokens": 0}),
+            5006,
+            "max_tokens",
+        ),
+        case(
+            "max_tokens as a string",
+            json!({"prompt": "a", "max_tokens": "ten"}),
+            5006,
+            "max_tokens",
+        ),
+        case(
+            "temperature above 5",
+            json!({"prompt": "a", "temperature": 6}),
+            5006,
+            "temperature",
+        ),
+        case(
+            "top_k zero",
+            json!({"prompt": "a", "top_k": 0}),
+            5006,
+            "top_k",
+        ),
+        case(
+            "top_k above 50",
+            json!({"prompt": "a", "top_k": 51}),
+            5006,
+            "top_k",
+        ),
+        case(
+            "top_p above 2",
+            json!({"prompt": "a", "top_p": 3}),
+            5006,
+            "top_p",
+        ),
+        case(
+            "negative seed",
+            json!({"prompt": "a", "seed": -1}),
+            5006,
+            "seed",
+        ),
+        case(
+            "repetition_penalty above 2",
+            json!({"prompt": "a", "repetition_penalty": 3}),
+            5006,
+            "repetition_penalty",
+        ),
+        case(
+            "frequency_penalty below -2",
+            json!({"prompt": "a", "frequency_penalty": -3}),
+            5006,
+            "frequency_penalty",
+        ),
+        case(
+            "presence_penalty above 2",
+            json!({"prompt": "a", "presence_penalty": 2.5}),
+            5006,
+            "presence_penalty",
+        ),
+        case(
+            "stream of the wrong type",
+            json!({"prompt": "a", "stream": "yes"}),
+            5006,
+            "stream",
+        ),
+        case(
+            "raw of the wrong type",
+            json!({"prompt": "a", "raw": 1}),
+            5006,
+            "raw",
+        ),
         case("empty messages", json!({"messages": []}), 5006, "messages"),
-        case("message with an unknown role", json!({"messages": [{"role": "robot", "content": "hi"}]}), 5006, "messages[0].role"),
-        case("message content of the wrong type", json!({"messages": [{"role": "user", "content": 7}]}), 5006, "messages"),
-        case("messages not an array", json!({"messages": "hi"}), 5006, "messages"),
-        case("prompt longer than the context", json!({"prompt": long_prompt}), 5021, "context"),
+        case(
+            "message with an unknown role",
+            json!({"messages": [{"role": "robot", "content": "hi"}]}),
+            5006,
+            "messages[0].role",
+        ),
+        case(
+            "message content of the wrong type",
+            json!({"messages": [{"role": "user", "content": 7}]}),
+            5006,
+            "messages",
+        ),
+        case(
+            "messages not an array",
+            json!({"messages": "hi"}),
+            5006,
+            "messages",
+        ),
+        case(
+            "prompt longer than the context",
+            json!({"prompt": long_prompt}),
+            5021,
+            "context",
+        ),
     ];
     v.extend([
         Case { name: "unknown model", method: "POST", path: run("@cf/nobody/no-such-model"), token: Some(TOKEN), body: Body::Json(json!({"prompt": "a"})), status: 400, code: 5007, mentions: "no-such-model" },
@@ -114,7 +218,10 @@ async fn malformed_requests_get_the_exact_envelope_code_and_status() {
                 .header("content-type", "application/json")
                 .body(format!("{{\"prompt\": \"{}\"}}", "x".repeat(n))),
         };
-        let resp = req.send().await.unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", c.name));
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         let v: Value = serde_json::from_str(&text)
@@ -126,10 +233,19 @@ async fn malformed_requests_get_the_exact_envelope_code_and_status() {
         assert_eq!(v["messages"], json!([]), "{}: {v}", c.name);
         assert_eq!(v["errors"][0]["code"], c.code, "{}: {v}", c.name);
         let message = v["errors"][0]["message"].as_str().unwrap();
-        assert!(message.contains(c.mentions), "{}: message {message:?} lacks {:?}", c.name, c.mentions);
+        assert!(
+            message.contains(c.mentions),
+            "{}: message {message:?} lacks {:?}",
+            c.name,
+            c.mentions
+        );
     }
     // The server is still up and still answers correctly.
-    let health = client().get(format!("{}/health", server().base)).send().await.unwrap();
+    let health = client()
+        .get(format!("{}/health", server().base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
     let text = generate(SMOLLM, json!({"prompt": "The capital of France is", "raw": true, "temperature": 0, "max_tokens": 6})).await;
     assert!(text.contains("Paris"));
@@ -138,7 +254,15 @@ async fn malformed_requests_get_the_exact_envelope_code_and_status() {
 #[tokio::test]
 async fn catalog_endpoints_answer_in_cloudflare_shapes() {
     let url = account_url("/ai/models/search?task=Text%20Generation&per_page=5&page=1");
-    let v: Value = client().get(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["success"], true);
     assert_eq!(v["result"].as_array().unwrap().len(), 5);
     assert_eq!(v["result_info"]["per_page"], 5);
@@ -149,25 +273,68 @@ async fn catalog_endpoints_answer_in_cloudflare_shapes() {
     assert!(first["properties"].is_array());
 
     let url = account_url("/ai/models/search?search=smollm2");
-    let v: Value = client().get(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let found = &v["result"][0];
     assert_eq!(found["name"], SMOLLM);
     assert_eq!(found["hearth"]["status"], "installed");
     assert_eq!(found["hearth"]["servable"], true);
 
-    let url = account_url(&format!("/ai/models/search?search={}", "llama-3.1-8b-instruct"));
-    let v: Value = client().get(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-    let aliased = v["result"].as_array().unwrap().iter().find(|m| m["name"] == ALIASED).unwrap();
+    let url = account_url(&format!(
+        "/ai/models/search?search={}",
+        "llama-3.1-8b-instruct"
+    ));
+    let v: Value = client()
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let aliased = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == ALIASED)
+        .unwrap();
     assert_eq!(aliased["hearth"]["status"], "aliased");
     assert_eq!(aliased["hearth"]["alias_of"], SMOLLM);
 
     let url = account_url(&format!("/ai/models/schema?model={SMOLLM}"));
-    let v: Value = client().get(&url).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    let v: Value = client()
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["result"]["input"]["oneOf"][0]["title"], "Prompt");
-    assert_eq!(v["result"]["output"]["oneOf"][1]["contentType"], "text/event-stream");
+    assert_eq!(
+        v["result"]["output"]["oneOf"][1]["contentType"],
+        "text/event-stream"
+    );
 
     for path in ["/ai/tasks/search", "/ai/authors/search"] {
-        let v: Value = client().get(account_url(path)).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+        let v: Value = client()
+            .get(account_url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
         assert!(v["result"].as_array().unwrap().len() > 5, "{path}: {v}");
     }
 }

@@ -36,7 +36,12 @@ async fn resolve(
             .trim_end_matches('-')
             .parse()
             .unwrap_or(0);
-        return (StatusCode::PARTIAL_CONTENT, etag, hub.content[start..].to_vec()).into_response();
+        return (
+            StatusCode::PARTIAL_CONTENT,
+            etag,
+            hub.content[start..].to_vec(),
+        )
+            .into_response();
     }
     (StatusCode::OK, etag, hub.content.to_vec()).into_response()
 }
@@ -47,7 +52,10 @@ async fn start_hub(content: Vec<u8>) -> (String, Hub) {
         range_requests: Arc::new(AtomicUsize::new(0)),
     };
     let app = axum::Router::new()
-        .route("/{org}/{repo}/resolve/{revision}/{file}", axum::routing::get(resolve))
+        .route(
+            "/{org}/{repo}/resolve/{revision}/{file}",
+            axum::routing::get(resolve),
+        )
         .with_state(hub.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -87,7 +95,10 @@ async fn pull_downloads_verifies_and_resumes() {
     store.pull(&w, &endpoint, None, &NoProgress).await.unwrap();
     assert_eq!(hub.range_requests.load(Ordering::SeqCst), 1);
     assert!(store.is_installed(&w));
-    assert_eq!(std::fs::read(target_dir.join("tiny.gguf")).unwrap(), content());
+    assert_eq!(
+        std::fs::read(target_dir.join("tiny.gguf")).unwrap(),
+        content()
+    );
     assert!(!target_dir.join("tiny.gguf.partial").exists());
 
     // Pulling again downloads nothing; removing deletes the files.
@@ -102,7 +113,10 @@ async fn pull_refuses_a_file_whose_checksum_does_not_match() {
     let dir = tempfile::tempdir().unwrap();
     let store = ModelStore::new(dir.path());
     let w = weights(Some("0".repeat(64)));
-    let err = store.pull(&w, &endpoint, None, &NoProgress).await.unwrap_err();
+    let err = store
+        .pull(&w, &endpoint, None, &NoProgress)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("sha256"), "{err}");
     assert!(!store.is_installed(&w));
     assert!(!store.dir_of(&w).join("tiny.gguf.partial").exists());
@@ -115,6 +129,9 @@ async fn pull_reports_a_missing_file() {
     let store = ModelStore::new(dir.path());
     let mut w = weights(None);
     w.files[0].name = "absent.gguf".into();
-    let err = store.pull(&w, &endpoint, None, &NoProgress).await.unwrap_err();
+    let err = store
+        .pull(&w, &endpoint, None, &NoProgress)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
 }

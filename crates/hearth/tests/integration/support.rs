@@ -47,7 +47,9 @@ pub fn server() -> &'static Server {
         config.validate().expect("valid test config");
         let app = Arc::new(App::new(config).expect("app"));
         app.bootstrap_accounts().expect("accounts");
-        app.accounts().ensure(OTHER_ACCOUNT, OTHER_TOKEN).expect("second account");
+        app.accounts()
+            .ensure(OTHER_ACCOUNT, OTHER_TOKEN)
+            .expect("second account");
         assert!(
             app.resolve(SMOLLM).is_ok(),
             "SmolLM2 is not installed in {}: run scripts/fetch-test-models",
@@ -58,9 +60,14 @@ pub fn server() -> &'static Server {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().expect("runtime");
             rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                axum::serve(listener, hearth_server::router(served)).await.expect("serve");
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind");
+                tx.send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                axum::serve(listener, hearth_server::router(served))
+                    .await
+                    .expect("serve");
             });
         });
         let addr = rx.recv().expect("server address");

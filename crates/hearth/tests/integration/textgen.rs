@@ -17,11 +17,13 @@ async fn capital_of_france_continues_with_paris() {
 
 #[tokio::test]
 async fn greedy_decoding_is_deterministic_and_seeded_sampling_is_reproducible() {
-    let greedy = json!({"prompt": "Write a haiku about the sea.", "temperature": 0, "max_tokens": 24});
+    let greedy =
+        json!({"prompt": "Write a haiku about the sea.", "temperature": 0, "max_tokens": 24});
     let a = generate(SMOLLM, greedy.clone()).await;
     let b = generate(SMOLLM, greedy).await;
     assert_eq!(a, b);
-    let seeded = json!({"prompt": "Name three fruits.", "temperature": 1.0, "seed": 42, "max_tokens": 24});
+    let seeded =
+        json!({"prompt": "Name three fruits.", "temperature": 1.0, "seed": 42, "max_tokens": 24});
     let c = generate(SMOLLM, seeded.clone()).await;
     let d = generate(SMOLLM, seeded).await;
     assert_eq!(c, d);
@@ -46,7 +48,10 @@ async fn max_tokens_is_honoured_and_usage_reported() {
     assert_eq!(v["result"]["tool_calls"], json!([]));
     assert_eq!(v["errors"], json!([]));
     assert!(
-        headers["x-hearth-weights"].to_str().unwrap().ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"),
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap()
+            .ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"),
         "{headers:?}"
     );
 }
@@ -66,7 +71,10 @@ async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(
-        resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"),
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"),
         "{:?}",
         resp.headers()
     );
@@ -79,10 +87,20 @@ async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
         .collect();
     let last = chunks.last().unwrap();
     assert_eq!(last["response"], "");
-    assert!(last["usage"]["completion_tokens"].as_u64().unwrap() > 0, "{last}");
-    let joined: String = chunks.iter().map(|c| c["response"].as_str().unwrap()).collect();
+    assert!(
+        last["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{last}"
+    );
+    let joined: String = chunks
+        .iter()
+        .map(|c| c["response"].as_str().unwrap())
+        .collect();
     assert_eq!(joined, whole);
-    assert!(chunks.len() > 3, "expected several token chunks, got {}", chunks.len());
+    assert!(
+        chunks.len() > 3,
+        "expected several token chunks, got {}",
+        chunks.len()
+    );
 }
 
 #[tokio::test]
@@ -105,28 +123,45 @@ async fn eight_concurrent_requests_match_sequential_greedy_output() {
     for p in &prompts {
         sequential.push(generate(SMOLLM, body(p)).await);
     }
-    let concurrent = futures::future::join_all(
-        prompts.iter().map(|p| async move {
-            let (status, _, v) = post_json(&run_url(SMOLLM), &body(p)).await;
-            assert_eq!(status, 200, "{v}");
-            assert!(v["result"]["usage"]["completion_tokens"].as_u64().unwrap() <= 24);
-            v["result"]["response"].as_str().unwrap().to_string()
-        }),
-    )
+    let concurrent = futures::future::join_all(prompts.iter().map(|p| async move {
+        let (status, _, v) = post_json(&run_url(SMOLLM), &body(p)).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["result"]["usage"]["completion_tokens"].as_u64().unwrap() <= 24);
+        v["result"]["response"].as_str().unwrap().to_string()
+    }))
     .await;
-    let expected = ["Paris", "blue", "cold", "Pacific", "Mars", "H2O", "Shakespeare", "carbon dioxide"];
+    let expected = [
+        "Paris",
+        "blue",
+        "cold",
+        "Pacific",
+        "Mars",
+        "H2O",
+        "Shakespeare",
+        "carbon dioxide",
+    ];
     for ((text, word), seq) in concurrent.iter().zip(expected).zip(&sequential) {
         assert!(
             text.to_lowercase().contains(&word.to_lowercase()),
             "{word:?} missing from {text:?}"
         );
-        assert!(seq.to_lowercase().contains(&word.to_lowercase()), "{word:?} missing from {seq:?}");
+        assert!(
+            seq.to_lowercase().contains(&word.to_lowercase()),
+            "{word:?} missing from {seq:?}"
+        );
     }
     // Batched llama.cpp kernels may reorder float sums; report how many
     // streams matched their sequential run token for token.
-    let same = concurrent.iter().zip(&sequential).filter(|(a, b)| a == b).count();
+    let same = concurrent
+        .iter()
+        .zip(&sequential)
+        .filter(|(a, b)| a == b)
+        .count();
     eprintln!("concurrent == sequential greedy output for {same}/8 prompts");
-    assert!(same >= 6, "only {same}/8 batched outputs equal the sequential ones");
+    assert!(
+        same >= 6,
+        "only {same}/8 batched outputs equal the sequential ones"
+    );
 }
 
 #[tokio::test]
@@ -155,7 +190,12 @@ async fn an_alias_serves_a_cloudflare_id_and_says_which_weights() {
     assert_eq!(status, 200, "{v}");
     assert!(v["result"]["response"].as_str().unwrap().contains("Paris"));
     assert_eq!(headers["x-hearth-model"], ALIASED);
-    assert!(headers["x-hearth-weights"].to_str().unwrap().contains("SmolLM2"));
+    assert!(
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap()
+            .contains("SmolLM2")
+    );
 }
 
 #[tokio::test]
@@ -193,8 +233,17 @@ async fn openai_chat_completions_streaming_and_not() {
         .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
         .collect();
     assert_eq!(joined, content);
-    assert!(chunks.iter().any(|c| c["choices"][0]["finish_reason"].is_string()));
-    assert!(chunks.last().unwrap()["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["choices"][0]["finish_reason"].is_string())
+    );
+    assert!(
+        chunks.last().unwrap()["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[tokio::test]
@@ -216,13 +265,21 @@ async fn reject_if_busy_answers_3040_and_disconnects_free_their_sequences() {
     let mut held = Vec::new();
     for i in 0..8 {
         let body = json!({"model": GEMMA, "messages": [{"role": "user", "content": format!("Story {i}: write a very long story.")}], "max_tokens": 900, "ignore_eos": true, "stream": true});
-        let resp = client().post(&url).bearer_auth(TOKEN).json(&body).send().await.unwrap();
+        let resp = client()
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         let mut stream = resp.bytes_stream();
         // The first content chunk proves the sequence is running.
         let mut seen = String::new();
         while !seen.contains("\"content\":\"") || seen.matches("data:").count() < 2 {
-            seen.push_str(&String::from_utf8_lossy(&stream.next().await.unwrap().unwrap()));
+            seen.push_str(&String::from_utf8_lossy(
+                &stream.next().await.unwrap().unwrap(),
+            ));
         }
         held.push(stream);
     }
@@ -243,5 +300,8 @@ async fn reject_if_busy_answers_3040_and_disconnects_free_their_sequences() {
             break;
         }
     }
-    assert!(freed, "sequences were not freed after the clients went away");
+    assert!(
+        freed,
+        "sequences were not freed after the clients went away"
+    );
 }

@@ -1,0 +1,78 @@
+"""Start one real `hearth serve` process for the client contract tests.
+
+The binary is $HEARTH_BIN, else target/debug/hearth under $CARGO_TARGET_DIR
+(or ./target). Models come from $HEARTH_MODELS_DIR or the default models dir,
+installed by scripts/fetch-test-models.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ACCOUNT = "0123456789abcdef0123456789abcdef"
+TOKEN = "client-test-token-0123456789"
+SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def hearth_binary() -> str:
+    if os.environ.get("HEARTH_BIN"):
+        return os.environ["HEARTH_BIN"]
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return str(target / "debug" / "hearth")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def hearth():
+    data = tempfile.mkdtemp(prefix="hearth-clients-")
+    port = free_port()
+    env = dict(os.environ)
+    env.update(
+        HEARTH_ACCOUNT_ID=ACCOUNT,
+        HEARTH_API_TOKEN=TOKEN,
+        HEARTH_PARALLEL="4",
+        HEARTH_CTX_PER_SEQ="1024",
+        RUST_LOG="warn",
+    )
+    # The temporary data dir has no weights: read them where fetch-test-models put them.
+    env.setdefault("HEARTH_MODELS_DIR", str(Path.home() / ".local/share/hearth/models"))
+    log = open(Path(data) / "server.log", "w")
+    proc = subprocess.Popen(
+        [hearth_binary(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            log.flush()
+            raise RuntimeError("hearth serve did not start:\n" + (Path(data) / "server.log").read_text())
+        time.sleep(0.2)
+    yield {"base": base, "account": ACCOUNT, "token": TOKEN}
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)

@@ -1,0 +1,55 @@
+"""The official `cloudflare` Python SDK (5.9.0) against a running Hearth."""
+
+import cloudflare
+import pytest
+from cloudflare import Cloudflare
+
+from conftest import SMOLLM
+
+
+@pytest.fixture(scope="module")
+def cf(hearth):
+    return Cloudflare(api_token=hearth["token"], base_url=f"{hearth['base']}/client/v4", max_retries=0)
+
+
+def test_run_prompt_returns_text_and_usage(cf, hearth):
+    result = cf.ai.run(SMOLLM, account_id=hearth["account"], prompt="The capital of France is", raw=True,
+                       temperature=0, max_tokens=8)
+    assert "Paris" in result["response"]
+    assert result["usage"]["completion_tokens"] <= 8
+
+
+def test_run_messages(cf, hearth):
+    result = cf.ai.run(SMOLLM, account_id=hearth["account"],
+                       messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                       temperature=0, max_tokens=20)
+    assert "Paris" in result["response"]
+
+
+def test_models_list_pages_through_the_catalog(cf, hearth):
+    models = list(cf.ai.models.list(account_id=hearth["account"], per_page=20))
+    names = {m["name"] for m in models}
+    assert len(models) >= 100
+    assert SMOLLM in names and "@cf/meta/llama-3.1-8b-instruct" in names
+    embeddings = list(cf.ai.models.list(account_id=hearth["account"], task="Text Embeddings"))
+    assert embeddings and all(m["task"]["name"] == "Text Embeddings" for m in embeddings)
+
+
+def test_model_schema(cf, hearth):
+    schema = cf.ai.models.schema.get(account_id=hearth["account"], model=SMOLLM)
+    assert schema.input.type == "object"
+    assert schema.output is not None
+
+
+def test_unknown_model_raises_with_code_5007(cf, hearth):
+    with pytest.raises(cloudflare.BadRequestError) as err:
+        cf.ai.run("@cf/nobody/nothing", account_id=hearth["account"], prompt="hi")
+    assert err.value.status_code == 400
+    assert err.value.body["errors"][0]["code"] == 5007
+
+
+def test_wrong_token_is_refused(hearth):
+    bad = Cloudflare(api_token="wrong-token-123456", base_url=f"{hearth['base']}/client/v4", max_retries=0)
+    with pytest.raises(cloudflare.AuthenticationError) as err:
+        bad.ai.run(SMOLLM, account_id=hearth["account"], prompt="hi")
+    assert err.value.body["errors"][0]["code"] == 10000
