@@ -21,7 +21,7 @@ def test_run_prompt_returns_text_and_usage(cf, hearth):
 
 def test_run_messages(cf, hearth):
     result = cf.ai.run(SMOLLM, account_id=hearth["account"],
-                       messages=[{"role": "user", "content": "Which city is the capital of France?"}],
+                       messages=[{"role": "user", "content": "Name the capital of France."}],
                        temperature=0, max_tokens=20)
     assert "Paris" in result["response"]
 

@@ -13,7 +13,7 @@ def oa(hearth):
                          max_retries=0)
 
 
-QUESTION = [{"role": "user", "content": "Which city is the capital of France?"}]
+QUESTION = [{"role": "user", "content": "Name the capital of France."}]
 
 
 def test_chat_completion(oa):

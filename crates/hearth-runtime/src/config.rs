@@ -376,6 +376,14 @@ mod tests {
     }
 
     #[test]
+    fn a_wrongly_typed_env_value_names_its_key() {
+        let e = Config::load(sources(&[("HEARTH_PARALLEL", "abc")], &[], None))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("textgen.parallel"), "{e}");
+    }
+
+    #[test]
     fn account_id_must_be_hex() {
         let e = Config::load(sources(
             &[

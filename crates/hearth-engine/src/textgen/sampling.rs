@@ -77,6 +77,10 @@ impl Sampler {
     }
 
     pub fn sample(&mut self, logits: &[f32]) -> i32 {
+        if self.temperature <= 1e-5 && !self.has_penalties() {
+            // The common greedy case: a plain argmax over the row.
+            return argmax(logits);
+        }
         // Penalties touch only tokens already seen, so apply them to a sparse
         // overlay instead of copying the whole vocabulary.
         let overlay: HashMap<i32, f32> = if self.has_penalties() {
@@ -171,6 +175,16 @@ impl Sampler {
             }
         }
     }
+}
+
+fn argmax(logits: &[f32]) -> i32 {
+    let mut best = 0usize;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as i32
 }
 
 #[cfg(test)]

@@ -105,50 +105,33 @@ async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
 
 #[tokio::test]
 async fn eight_concurrent_requests_match_sequential_greedy_output() {
-    let prompts: Vec<String> = [
-        "Which city is the capital of France?",
-        "What color is the sky on a clear day?",
-        "What is the opposite of hot?",
-        "Name the largest ocean on Earth.",
-        "Which planet is known as the Red Planet?",
-        "What is the chemical formula of water?",
-        "Who wrote Romeo and Juliet?",
-        "What gas do plants absorb from the air?",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let body = |p: &str| json!({"prompt": p, "temperature": 0, "max_tokens": 24});
+    // Raw continuations with one obvious next word: robust to the small
+    // numeric differences between llama.cpp's kernels on different CPUs.
+    let prompts = [
+        ("The capital of France is", "Paris"),
+        ("One, two, three, four,", "five"),
+        ("Monday, Tuesday, Wednesday,", "Thursday"),
+        ("January, February, March,", "April"),
+        ("The opposite of hot is", "cold"),
+        ("Water freezes at 0 degrees", "Celsius"),
+        ("The Eiffel Tower is in", "Paris"),
+        ("A, B, C, D,", "E"),
+    ];
+    let body = |p: &str| json!({"prompt": p, "raw": true, "temperature": 0, "max_tokens": 12});
     let mut sequential = Vec::new();
-    for p in &prompts {
+    for (p, _) in &prompts {
         sequential.push(generate(SMOLLM, body(p)).await);
     }
-    let concurrent = futures::future::join_all(prompts.iter().map(|p| async move {
+    let concurrent = futures::future::join_all(prompts.iter().map(|(p, _)| async move {
         let (status, _, v) = post_json(&run_url(SMOLLM), &body(p)).await;
         assert_eq!(status, 200, "{v}");
-        assert!(v["result"]["usage"]["completion_tokens"].as_u64().unwrap() <= 24);
+        assert!(v["result"]["usage"]["completion_tokens"].as_u64().unwrap() <= 12);
         v["result"]["response"].as_str().unwrap().to_string()
     }))
     .await;
-    let expected = [
-        "Paris",
-        "blue",
-        "cold",
-        "Pacific",
-        "Mars",
-        "H2O",
-        "Shakespeare",
-        "carbon dioxide",
-    ];
-    for ((text, word), seq) in concurrent.iter().zip(expected).zip(&sequential) {
-        assert!(
-            text.to_lowercase().contains(&word.to_lowercase()),
-            "{word:?} missing from {text:?}"
-        );
-        assert!(
-            seq.to_lowercase().contains(&word.to_lowercase()),
-            "{word:?} missing from {seq:?}"
-        );
+    for ((text, (_, word)), seq) in concurrent.iter().zip(&prompts).zip(&sequential) {
+        assert!(text.contains(word), "{word:?} missing from {text:?}");
+        assert!(seq.contains(word), "{word:?} missing from {seq:?}");
     }
     // Batched llama.cpp kernels may reorder float sums; report how many
     // streams matched their sequential run token for token.
@@ -201,7 +184,7 @@ async fn an_alias_serves_a_cloudflare_id_and_says_which_weights() {
 #[tokio::test]
 async fn openai_chat_completions_streaming_and_not() {
     let url = account_url("/ai/v1/chat/completions");
-    let body = json!({"model": SMOLLM, "messages": [{"role": "user", "content": "Which city is the capital of France?"}], "temperature": 0, "max_tokens": 20});
+    let body = json!({"model": SMOLLM, "messages": [{"role": "user", "content": "Name the capital of France."}], "temperature": 0, "max_tokens": 20});
     let (status, _, v) = post_json(&url, &body).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["object"], "chat.completion");
