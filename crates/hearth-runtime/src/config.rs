@@ -248,13 +248,12 @@ impl Config {
             .map(Path::display)
             .map(|d| format!("configuration (file {d}, env, flags)"))
             .unwrap_or_else(|| "configuration (env, flags)".into());
-        let config: Config =
-            layered
-                .try_into()
-                .map_err(|e: toml::de::Error| ConfigError::Parse {
-                    origin,
-                    message: e.message().to_string(),
-                })?;
+        // The path names the offending key (`textgen.parallel: invalid type ...`).
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(layered))
+            .map_err(|e| ConfigError::Parse {
+                origin,
+                message: format!("`{}`: {}", e.path(), e.inner().message()),
+            })?;
         config.validate()?;
         Ok(config)
     }
