@@ -49,6 +49,9 @@ def hearth():
     )
     # The temporary data dir has no weights: read them where fetch-test-models put them.
     env.setdefault("HEARTH_MODELS_DIR", str(Path.home() / ".local/share/hearth/models"))
+    # Serve a bge id with the registry-shipped MiniLM, as a developer would.
+    (Path(data) / "hearth.toml").write_text(
+        '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n')
     log = open(Path(data) / "server.log", "w")
     proc = subprocess.Popen(
         [hearth_binary(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],

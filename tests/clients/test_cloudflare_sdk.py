@@ -53,3 +53,12 @@ def test_wrong_token_is_refused(hearth):
     with pytest.raises(cloudflare.AuthenticationError) as err:
         bad.ai.run(SMOLLM, account_id=hearth["account"], prompt="hi")
     assert err.value.body["errors"][0]["code"] == 10000
+
+
+def test_embeddings_through_a_bge_alias(cf, hearth):
+    result = cf.ai.run("@cf/baai/bge-small-en-v1.5", account_id=hearth["account"],
+                       text=["A man is eating food.", "A man is eating a piece of bread."])
+    assert result["shape"] == [2, 384]
+    a, b = result["data"]
+    cos = sum(x * y for x, y in zip(a, b))
+    assert abs(cos - 0.755) < 0.005

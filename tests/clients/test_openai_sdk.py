@@ -36,3 +36,12 @@ def test_chat_completion_stream_matches_non_stream(oa):
 def test_unknown_model_is_a_bad_request(oa):
     with pytest.raises(openai.BadRequestError):
         oa.chat.completions.create(model="@cf/nobody/nothing", messages=QUESTION)
+
+
+def test_embeddings_create(oa):
+    out = oa.embeddings.create(model="@cf/sentence-transformers/all-minilm-l6-v2",
+                               input=["A man is eating food.", "A man is eating a piece of bread."])
+    assert len(out.data) == 2 and len(out.data[0].embedding) == 384
+    cos = sum(x * y for x, y in zip(out.data[0].embedding, out.data[1].embedding))
+    assert abs(cos - 0.755) < 0.005
+    assert out.usage.prompt_tokens > 10

@@ -5,6 +5,8 @@
 //!   thread per loaded model that runs continuous batching over llama.cpp
 //!   sequences, fed by a bounded channel; each request carries its own reply
 //!   channel, and dropping it frees the sequence.
+//! - [`embed`]: text embeddings with BERT-family encoders on candle, with
+//!   dynamic batching of concurrent requests.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
 //!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
 //!   removal.
@@ -12,9 +14,11 @@
 //! Callers (the runtime's `App`) resolve catalog ids to weights and hand the
 //! engine validated inputs from `hearth-types`.
 
+pub mod embed;
 pub mod store;
 pub mod textgen;
 
+pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};
 pub use store::{ModelStore, PullProgress, StoreError};
 pub use textgen::{
     FinishReason, GenEvent, GenerationStream, TextGenError, TextGenOptions, TextGenerator,

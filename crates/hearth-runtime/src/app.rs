@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex};
 
 use hearth_catalog::{Catalog, ModelEntry, Weights};
 use hearth_engine::textgen::TextGenOptions;
-use hearth_engine::{GenerationStream, ModelStore, TextGenError, TextGenerator};
+use hearth_engine::{
+    EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore, Pooling,
+    TextGenError, TextGenerator,
+};
 use hearth_types::textgen::{GenerationParams, ValidMessage};
 use hearth_types::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
@@ -20,6 +23,7 @@ use crate::accounts::{Accounts, AccountsError};
 use crate::config::Config;
 
 pub const TEXT_GENERATION: &str = "Text Generation";
+pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -31,6 +35,8 @@ pub enum AppError {
     TaskNotServed { model: String, task: String },
     #[error(transparent)]
     Engine(#[from] TextGenError),
+    #[error(transparent)]
+    Embed(#[from] EmbedError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error("catalog: {0}")]
@@ -69,6 +75,14 @@ impl From<AppError> for ApiError {
                 TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
                 TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
                     tracing::error!(error = %e, "engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Embed(e) => match e {
+                EmbedError::QueueFull => ApiError::plain(ErrorCode::OutOfCapacity),
+                EmbedError::Tokenize(m) => ApiError::invalid_input(format!("tokenizer: {m}")),
+                EmbedError::Load { .. } | EmbedError::Compute(_) | EmbedError::Stopped => {
+                    tracing::error!(error = %e, "embedding engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -143,14 +157,49 @@ pub struct Generation {
     pub resolved: Resolved,
 }
 
-type LoadCell = Arc<OnceCell<Arc<TextGenerator>>>;
+type LoadCell<T> = Arc<OnceCell<Arc<T>>>;
+
+/// Models loaded on first use, keyed by weights path, loaded once even when
+/// the first requests arrive together.
+struct Loaded<T>(Mutex<HashMap<PathBuf, LoadCell<T>>>);
+
+impl<T> Loaded<T> {
+    fn new() -> Self {
+        Self(Mutex::new(HashMap::new()))
+    }
+
+    async fn get(
+        &self,
+        path: &std::path::Path,
+        load: impl FnOnce(PathBuf) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<Arc<T>, AppError>
+    where
+        T: Send + Sync + 'static,
+    {
+        let cell = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(map.entry(path.to_path_buf()).or_default())
+        };
+        let path = path.to_path_buf();
+        let loaded = cell
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || load(path))
+                    .await
+                    .map_err(|e| AppError::Join(e.to_string()))?
+                    .map(Arc::new)
+            })
+            .await?;
+        Ok(Arc::clone(loaded))
+    }
+}
 
 pub struct App {
     config: Config,
     catalog: Catalog,
     store: ModelStore,
     accounts: Accounts,
-    textgen: Mutex<HashMap<PathBuf, LoadCell>>,
+    textgen: Loaded<TextGenerator>,
+    embedders: Loaded<Embedder>,
 }
 
 impl App {
@@ -163,7 +212,8 @@ impl App {
             catalog,
             store,
             accounts,
-            textgen: Mutex::new(HashMap::new()),
+            textgen: Loaded::new(),
+            embedders: Loaded::new(),
         })
     }
 
@@ -246,6 +296,17 @@ impl App {
                 .map_or_else(|| TEXT_GENERATION.to_string(), |e| e.task.clone()),
             (None, None) => return Err(AppError::NoSuchModel(model.to_string())),
         };
+        if let Some(target) = alias.and_then(|to| self.catalog.get(to))
+            && target.task != task
+        {
+            return Err(AppError::NotInstalled {
+                model: model.to_string(),
+                reason: format!(
+                    "its alias target `{}` is a {} model, not {task}",
+                    target.name, target.task
+                ),
+            });
+        }
         let found = match alias {
             Some(to) => self
                 .alias_target(to)
@@ -292,22 +353,45 @@ impl App {
                 task: resolved.task.clone(),
             });
         }
-        let cell = {
-            let mut map = self.textgen.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(map.entry(resolved.weights_file.clone()).or_default())
-        };
-        let path = resolved.weights_file.clone();
         let options = self.textgen_options();
-        let generator = cell
-            .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || TextGenerator::load(&path, options))
-                    .await
-                    .map_err(|e| AppError::Join(e.to_string()))?
-                    .map(Arc::new)
-                    .map_err(AppError::from)
+        self.textgen
+            .get(&resolved.weights_file, move |path| {
+                TextGenerator::load(&path, options).map_err(AppError::from)
             })
-            .await?;
-        Ok(Arc::clone(generator))
+            .await
+    }
+
+    /// The loaded embedding model for `resolved`, loading it on first use.
+    pub async fn embedder(&self, resolved: &Resolved) -> Result<Arc<Embedder>, AppError> {
+        if resolved.task != TEXT_EMBEDDINGS {
+            return Err(AppError::TaskNotServed {
+                model: resolved.requested.clone(),
+                task: resolved.task.clone(),
+            });
+        }
+        let dir = resolved
+            .weights_file
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        self.embedders
+            .get(&dir, move |dir| {
+                Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
+            })
+            .await
+    }
+
+    /// Embed `texts` with `model`; returns the vectors and the dimensions.
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        pooling: Pooling,
+    ) -> Result<(Embeddings, usize, Resolved), AppError> {
+        let resolved = self.resolve(model)?;
+        let embedder = self.embedder(&resolved).await?;
+        let out = embedder.embed(texts, pooling).await?;
+        Ok((out, embedder.info().dimensions, resolved))
     }
 
     /// Start a text generation on `model`.

@@ -1,6 +1,6 @@
 //! HTTP surfaces over [`hearth_runtime::App`], built with axum.
 //!
-//! One module per surface ([`workers_ai`], [`openai`]), shared middleware
+//! One module per surface ([`workers_ai`], [`openai`], [`embeddings`]), shared middleware
 //! ([`auth`]: bearer tokens and account isolation), and the error mapping
 //! ([`error`]: every failure leaves as a Cloudflare envelope with the code and
 //! status of the public error table). Handlers stay thin: read the body,
@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod embeddings;
 pub mod error;
 pub mod openai;
 pub mod workers_ai;
@@ -91,6 +92,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ai/tasks/search", get(workers_ai::tasks_search))
         .route("/ai/authors/search", get(workers_ai::authors_search))
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
+        .route("/ai/v1/embeddings", post(embeddings::openai))
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -116,12 +116,18 @@ pub async fn run(
     // Resolving first picks the task (and so the input schema) and answers
     // unknown or absent models before the body is read.
     let resolved = state.app.resolve(&model)?;
-    if resolved.task != hearth_runtime::app::TEXT_GENERATION {
-        return Err(hearth_runtime::AppError::TaskNotServed {
-            model,
-            task: resolved.task,
+    match resolved.task.as_str() {
+        hearth_runtime::app::TEXT_GENERATION => {}
+        hearth_runtime::app::TEXT_EMBEDDINGS => {
+            return crate::embeddings::run(&state, &model, request.into_body()).await;
         }
-        .into());
+        _ => {
+            return Err(hearth_runtime::AppError::TaskNotServed {
+                model,
+                task: resolved.task,
+            }
+            .into());
+        }
     }
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let input: TextGenerationInput = body::parse_json(&bytes)?;

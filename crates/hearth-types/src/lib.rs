@@ -2,10 +2,11 @@
 //!
 //! This crate owns the shapes that cross the network: the Cloudflare envelope
 //! ([`envelope::Envelope`]), the one table of public errors ([`error::ErrorCode`]),
-//! Workers AI task inputs and outputs ([`textgen`]) and the OpenAI-compatible
+//! Workers AI task inputs and outputs ([`textgen`], [`embeddings`]) and the OpenAI-compatible
 //! bodies ([`openai`]). Routes, tests and clients share these definitions so a
 //! field renamed here is renamed everywhere.
 
+pub mod embeddings;
 pub mod envelope;
 pub mod error;
 pub mod openai;

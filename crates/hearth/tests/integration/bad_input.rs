@@ -192,7 +192,8 @@ fn cases() -> Vec<Case> {
         Case { name: "chat without messages", method: "POST", path: chat.clone(), token: Some(TOKEN), body: Body::Json(json!({"model": SMOLLM})), status: 400, code: 5006, mentions: "messages" },
         Case { name: "chat with n = 2", method: "POST", path: chat.clone(), token: Some(TOKEN), body: Body::Json(json!({"model": SMOLLM, "n": 2, "messages": [{"role": "user", "content": "hi"}]})), status: 400, code: 5006, mentions: "`n`" },
         Case { name: "chat temperature of the wrong type", method: "POST", path: chat, token: Some(TOKEN), body: Body::Json(json!({"model": SMOLLM, "temperature": "hot", "messages": [{"role": "user", "content": "hi"}]})), status: 400, code: 5006, mentions: "temperature" },
-        Case { name: "embedding model on a build without that task", method: "POST", path: run("@cf/baai/bge-small-en-v1.5"), token: Some(TOKEN), body: Body::Json(json!({"text": "hi"})), status: 503, code: 9001, mentions: "bge-small" },
+        Case { name: "task this build does not serve", method: "POST", path: run("@cf/microsoft/resnet-50"), token: Some(TOKEN), body: Body::Json(json!({"image": [1, 2, 3]})), status: 503, code: 9001, mentions: "resnet-50" },
+        Case { name: "alias across tasks is refused", method: "POST", path: run("@cf/meta/llama-3.2-3b-instruct"), token: Some(TOKEN), body: Body::Json(json!({"prompt": "hi"})), status: 503, code: 9001, mentions: "Text Embeddings" },
     ]);
     v
 }

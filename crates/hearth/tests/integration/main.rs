@@ -5,6 +5,7 @@
 //! sharing it is also what exercises continuous batching across tests).
 
 mod bad_input;
+mod embeddings;
 mod models_pull;
 mod support;
 mod textgen;

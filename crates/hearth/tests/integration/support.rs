@@ -12,8 +12,11 @@ pub const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
 pub const OTHER_TOKEN: &str = "other-token-0123456789";
 pub const SMOLLM: &str = "@cf/huggingfacetb/smollm2-135m-instruct";
 pub const GEMMA: &str = "@cf/google/gemma-3-270m";
+pub const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 /// A Cloudflare id served by SmolLM2 through an alias.
 pub const ALIASED: &str = "@cf/meta/llama-3.1-8b-instruct";
+/// A bge id served by MiniLM through an alias.
+pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const CTX_PER_SEQ: u32 = 1024;
 
@@ -44,6 +47,11 @@ pub fn server() -> &'static Server {
         config.textgen.ctx_per_seq = CTX_PER_SEQ;
         config.textgen.threads = 2;
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
+        config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
+        // A deliberate mistake: a text-generation id aliased to an embedding model.
+        config
+            .aliases
+            .insert("@cf/meta/llama-3.2-3b-instruct".into(), MINILM.into());
         config.validate().expect("valid test config");
         let app = Arc::new(App::new(config).expect("app"));
         app.bootstrap_accounts().expect("accounts");

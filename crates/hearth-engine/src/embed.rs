@@ -1,0 +1,362 @@
+//! Text embeddings on candle: BERT-family encoders from the Hugging Face
+//! layout (`config.json`, `model.safetensors`, `tokenizer.json`, and the
+//! sentence-transformers `1_Pooling/config.json` and `modules.json`).
+//!
+//! One worker thread per loaded model merges concurrent requests into shared
+//! forward passes (dynamic batching): it takes what is queued, waits at most
+//! `max_wait` for more, sorts the texts by token length so each sub-batch pads
+//! little, and answers every request on its own channel.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{Tokenizer, TruncationParams};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    #[error("cannot load embedding model from {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("tokenizer: {0}")]
+    Tokenize(String),
+    #[error("candle: {0}")]
+    Compute(String),
+    #[error("the request queue is full")]
+    QueueFull,
+    #[error("the model's worker has stopped")]
+    Stopped,
+}
+
+fn compute(e: candle_core::Error) -> EmbedError {
+    EmbedError::Compute(e.to_string())
+}
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Average of the token vectors, padding excluded.
+    Mean,
+    /// The first (`[CLS]`) token's vector.
+    Cls,
+}
+
+impl Pooling {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooling::Mean => "mean",
+            Pooling::Cls => "cls",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedOptions {
+    /// Most texts in one forward pass.
+    pub max_batch: usize,
+    /// How long the worker waits for more requests before running a batch.
+    pub max_wait: Duration,
+    /// Requests waiting before new ones are refused.
+    pub queue: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        Self {
+            max_batch: 32,
+            max_wait: Duration::from_millis(2),
+            queue: 256,
+        }
+    }
+}
+
+/// Facts about a loaded model.
+#[derive(Debug, Clone)]
+pub struct EmbedInfo {
+    pub dimensions: usize,
+    /// Inputs are truncated to this many tokens.
+    pub max_tokens: usize,
+    /// The pooling the model was trained with (sentence-transformers config).
+    pub native_pooling: Pooling,
+    /// Whether the model's pipeline ends in L2 normalization.
+    pub normalize: bool,
+}
+
+/// Vectors for a request, in input order, and the tokens they took.
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+}
+
+struct Job {
+    texts: Vec<String>,
+    pooling: Pooling,
+    reply: oneshot::Sender<Result<Embeddings, EmbedError>>,
+}
+
+pub struct Embedder {
+    jobs: mpsc::Sender<Job>,
+    info: EmbedInfo,
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+impl Embedder {
+    /// Load a model folder in the Hugging Face layout and start its worker.
+    pub fn load(dir: &Path, options: EmbedOptions) -> Result<Self, EmbedError> {
+        let load_err = |reason: String| EmbedError::Load {
+            path: dir.to_path_buf(),
+            reason,
+        };
+        let config: Config = serde_json::from_slice(
+            &std::fs::read(dir.join("config.json"))
+                .map_err(|e| load_err(format!("config.json: {e}")))?,
+        )
+        .map_err(|e| load_err(format!("config.json: {e}")))?;
+        let raw_config = read_json(&dir.join("config.json")).unwrap_or_default();
+        let hidden = raw_config["hidden_size"].as_u64().unwrap_or(0) as usize;
+        let max_positions = raw_config["max_position_embeddings"]
+            .as_u64()
+            .unwrap_or(512) as usize;
+        let max_tokens = read_json(&dir.join("sentence_bert_config.json"))
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map_or(max_positions, |m| m as usize)
+            .min(max_positions);
+        let pooling_cfg = read_json(&dir.join("1_Pooling/config.json"));
+        let native_pooling = match pooling_cfg {
+            Some(p) if p["pooling_mode_cls_token"].as_bool() == Some(true) => Pooling::Cls,
+            _ => Pooling::Mean,
+        };
+        let normalize = read_json(&dir.join("modules.json")).is_some_and(|m| {
+            m.as_array().is_some_and(|mods| {
+                mods.iter()
+                    .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
+            })
+        });
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
+        // The shipped tokenizer may pad every input to a fixed length; the
+        // worker pads each batch itself, to the batch's own longest input.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
+        let device = Device::Cpu;
+        // SAFETY: the weights file is memory-mapped read-only; Hearth never
+        // writes to files in the models dir while a model is loaded.
+        let vb = unsafe {
+            VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &device,
+            )
+        }
+        .map_err(|e| load_err(format!("model.safetensors: {e}")))?;
+        let model = BertModel::load(vb, &config).map_err(|e| load_err(e.to_string()))?;
+        let info = EmbedInfo {
+            dimensions: hidden,
+            max_tokens,
+            native_pooling,
+            normalize,
+        };
+        let (jobs, rx) = mpsc::channel(options.queue.max(1));
+        let worker = Worker {
+            model,
+            tokenizer: Arc::new(tokenizer),
+            device,
+            normalize,
+            options,
+        };
+        std::thread::Builder::new()
+            .name("hearth-embed".into())
+            .spawn(move || worker.run(rx))
+            .map_err(|e| load_err(e.to_string()))?;
+        Ok(Self { jobs, info })
+    }
+
+    pub fn info(&self) -> &EmbedInfo {
+        &self.info
+    }
+
+    /// Embed `texts`; merged with concurrent requests into shared batches.
+    pub async fn embed(
+        &self,
+        texts: Vec<String>,
+        pooling: Pooling,
+    ) -> Result<Embeddings, EmbedError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .try_send(Job {
+                texts,
+                pooling,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => EmbedError::QueueFull,
+                mpsc::error::TrySendError::Closed(_) => EmbedError::Stopped,
+            })?;
+        rx.await.map_err(|_| EmbedError::Stopped)?
+    }
+}
+
+struct Worker {
+    model: BertModel,
+    tokenizer: Arc<Tokenizer>,
+    device: Device,
+    normalize: bool,
+    options: EmbedOptions,
+}
+
+/// One text of one job, tokenized.
+struct Item {
+    job: usize,
+    index: usize,
+    ids: Vec<u32>,
+    pooling: Pooling,
+}
+
+impl Worker {
+    fn run(self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            let mut count = jobs[0].texts.len();
+            let deadline = Instant::now() + self.options.max_wait;
+            while count < self.options.max_batch {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        count += job.texts.len();
+                        jobs.push(job);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.serve(jobs);
+        }
+    }
+
+    fn serve(&self, jobs: Vec<Job>) {
+        let mut results: Vec<Result<Embeddings, EmbedError>> = jobs
+            .iter()
+            .map(|j| {
+                Ok(Embeddings {
+                    vectors: vec![Vec::new(); j.texts.len()],
+                    tokens: 0,
+                })
+            })
+            .collect();
+        let mut items = Vec::new();
+        for (job_index, job) in jobs.iter().enumerate() {
+            if job.reply.is_closed() {
+                continue;
+            }
+            for (index, text) in job.texts.iter().enumerate() {
+                match self.tokenizer.encode(text.as_str(), true) {
+                    Ok(enc) => items.push(Item {
+                        job: job_index,
+                        index,
+                        ids: enc.get_ids().to_vec(),
+                        pooling: job.pooling,
+                    }),
+                    Err(e) => results[job_index] = Err(EmbedError::Tokenize(e.to_string())),
+                }
+            }
+        }
+        // Similar lengths together: each sub-batch pads to its own longest text.
+        items.sort_by_key(|it| it.ids.len());
+        for chunk in items.chunks(self.options.max_batch.max(1)) {
+            match self.forward(chunk) {
+                Ok(vectors) => {
+                    for (item, vector) in chunk.iter().zip(vectors) {
+                        if let Ok(out) = &mut results[item.job] {
+                            out.tokens += item.ids.len();
+                            out.vectors[item.index] = vector;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "embedding batch failed");
+                    for item in chunk {
+                        results[item.job] = Err(EmbedError::Compute(e.to_string()));
+                    }
+                }
+            }
+        }
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+
+    fn forward(&self, chunk: &[Item]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let len = chunk.iter().map(|i| i.ids.len()).max().unwrap_or(0).max(1);
+        let mut ids = Vec::with_capacity(chunk.len() * len);
+        let mut mask = Vec::with_capacity(chunk.len() * len);
+        for item in chunk {
+            ids.extend(item.ids.iter().copied());
+            mask.extend(std::iter::repeat_n(1u32, item.ids.len()));
+            ids.extend(std::iter::repeat_n(0u32, len - item.ids.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - item.ids.len()));
+        }
+        let shape = (chunk.len(), len);
+        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(compute)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(compute)?;
+        let types = ids.zeros_like().map_err(compute)?;
+        let hidden = self
+            .model
+            .forward(&ids, &types, Some(&mask))
+            .map_err(compute)?;
+        let maskf = mask
+            .to_dtype(DType::F32)
+            .map_err(compute)?
+            .unsqueeze(2)
+            .map_err(compute)?;
+        let summed = hidden
+            .broadcast_mul(&maskf)
+            .map_err(compute)?
+            .sum(1)
+            .map_err(compute)?;
+        let counts = maskf
+            .sum(1)
+            .map_err(compute)?
+            .clamp(1e-9, f64::MAX)
+            .map_err(compute)?;
+        let mean = summed
+            .broadcast_div(&counts)
+            .map_err(compute)?
+            .to_vec2::<f32>()
+            .map_err(compute)?;
+        let cls = hidden
+            .narrow(1, 0, 1)
+            .map_err(compute)?
+            .squeeze(1)
+            .map_err(compute)?
+            .to_vec2::<f32>()
+            .map_err(compute)?;
+        Ok(chunk
+            .iter()
+            .enumerate()
+            .map(|(row, item)| {
+                let mut v = match item.pooling {
+                    Pooling::Mean => mean[row].clone(),
+                    Pooling::Cls => cls[row].clone(),
+                };
+                if self.normalize {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                v
+            })
+            .collect())
+    }
+}

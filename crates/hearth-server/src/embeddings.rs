@@ -1,0 +1,89 @@
+//! Text embeddings on both surfaces: the Workers AI run endpoint
+//! (`{shape, data, pooling}` in the envelope) and OpenAI's `/v1/embeddings`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hearth_engine::Pooling;
+use hearth_types::ApiError;
+use hearth_types::embeddings::{
+    EmbeddingsInput, EmbeddingsOutput, EncodingFormat, OpenAiEmbeddingsRequest, PoolingChoice,
+};
+use hearth_types::envelope::Envelope;
+use serde_json::{Value, json};
+
+use crate::error::Failure;
+use crate::{AppState, body, tag_response};
+
+fn pooling(choice: PoolingChoice) -> Pooling {
+    match choice {
+        PoolingChoice::Mean => Pooling::Mean,
+        PoolingChoice::Cls => Pooling::Cls,
+    }
+}
+
+/// `POST /ai/run/{embedding model}`.
+pub async fn run(state: &AppState, model: &str, request_body: Body) -> Result<Response, Failure> {
+    let bytes = body::read(request_body, state.body_limit()).await?;
+    let input: EmbeddingsInput = body::parse_json(&bytes)?;
+    let valid = input.validate()?;
+    let (out, dims, resolved) = state
+        .app
+        .embed(model, valid.texts, pooling(valid.pooling))
+        .await?;
+    let mut response = Json(Envelope::ok(EmbeddingsOutput {
+        shape: [out.vectors.len(), dims],
+        data: out.vectors,
+        pooling: valid.pooling,
+    }))
+    .into_response();
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+
+/// `POST /ai/v1/embeddings`.
+pub async fn openai(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+) -> Result<Response, Failure> {
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let req: OpenAiEmbeddingsRequest = body::parse_json(&bytes)?;
+    let valid = req.validate()?;
+    let (out, dims, resolved) = state
+        .app
+        .embed(&valid.model, valid.texts, Pooling::Mean)
+        .await?;
+    if let Some(wanted) = valid.dimensions
+        && wanted != dims
+    {
+        return Err(Failure(ApiError::invalid_input(format!(
+            "`dimensions` must be {dims} for {} (no reduction is offered)",
+            valid.model
+        ))));
+    }
+    let data: Vec<Value> = out
+        .vectors
+        .iter()
+        .enumerate()
+        .map(|(index, v)| {
+            let embedding = match valid.format {
+                EncodingFormat::Float => json!(v),
+                EncodingFormat::Base64 => {
+                    let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+                }
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let mut response = Json(json!({
+        "object": "list",
+        "data": data,
+        "model": valid.model,
+        "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
+    }))
+    .into_response();
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}

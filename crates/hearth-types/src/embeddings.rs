@@ -1,0 +1,164 @@
+//! Workers AI Text Embeddings (`@cf/baai/bge-*`) and OpenAI's
+//! `/v1/embeddings`: inputs, validation into [`ValidEmbeddings`], outputs.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::textgen::RunOptions;
+
+/// Most texts in one Workers AI embeddings request (`maxItems: 100`).
+pub const MAX_TEXTS: usize = 100;
+/// Most characters in one text; longer inputs are refused rather than
+/// tokenized (they would be truncated to the model's token limit anyway).
+pub const MAX_TEXT_CHARS: usize = 32_768;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingsInput {
+    pub text: Option<Value>,
+    pub pooling: Option<String>,
+    /// bge-m3's flag; truncation is what every model here does.
+    pub truncate_inputs: Option<bool>,
+    pub options: Option<RunOptions>,
+    pub requests: Option<Vec<Value>>,
+}
+
+/// Requested pooling, as Workers AI names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingChoice {
+    Mean,
+    Cls,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidEmbeddings {
+    pub texts: Vec<String>,
+    pub pooling: PoolingChoice,
+}
+
+/// `text` (or OpenAI's `input`): a string or 1–100 non-empty strings.
+pub fn validate_texts(field: &str, value: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let one = |i: Option<usize>, v: &Value| -> Result<String, ApiError> {
+        let name = i.map_or_else(|| format!("`{field}`"), |i| format!("`{field}[{i}]`"));
+        let s = v
+            .as_str()
+            .ok_or_else(|| ApiError::invalid_input(format!("{name} must be a string")))?;
+        if s.is_empty() {
+            return Err(ApiError::invalid_input(format!(
+                "{name} must NOT have fewer than 1 characters"
+            )));
+        }
+        if s.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid_input(format!(
+                "{name} must NOT have more than {MAX_TEXT_CHARS} characters"
+            )));
+        }
+        Ok(s.to_string())
+    };
+    match value {
+        None | Some(Value::Null) => Err(ApiError::invalid_input(format!("`{field}` is required"))),
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(ApiError::invalid_input(format!(
+                    "`{field}` must NOT have fewer than 1 items"
+                )));
+            }
+            if items.len() > MAX_TEXTS {
+                return Err(ApiError::invalid_input(format!(
+                    "`{field}` must NOT have more than {MAX_TEXTS} items, got {}",
+                    items.len()
+                )));
+            }
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| one(Some(i), v))
+                .collect()
+        }
+        Some(v) => Ok(vec![one(None, v)?]),
+    }
+}
+
+impl EmbeddingsInput {
+    pub fn validate(self) -> Result<ValidEmbeddings, ApiError> {
+        if self.requests.is_some() {
+            return Err(ApiError::invalid_input(
+                "`requests` (async batch) is only accepted with `?queueRequest=true`",
+            ));
+        }
+        let texts = validate_texts("text", self.text.as_ref())?;
+        let pooling = match self.pooling.as_deref() {
+            None | Some("mean") => PoolingChoice::Mean,
+            Some("cls") => PoolingChoice::Cls,
+            Some(other) => {
+                return Err(ApiError::invalid_input(format!(
+                    "`pooling` must be one of mean, cls; got `{other}`"
+                )));
+            }
+        };
+        Ok(ValidEmbeddings { texts, pooling })
+    }
+}
+
+/// `result` of a Workers AI embeddings run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmbeddingsOutput {
+    pub shape: [usize; 2],
+    pub data: Vec<Vec<f32>>,
+    pub pooling: PoolingChoice,
+}
+
+/// OpenAI `POST /v1/embeddings`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OpenAiEmbeddingsRequest {
+    pub model: String,
+    pub input: Value,
+    pub encoding_format: Option<String>,
+    pub dimensions: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncodingFormat {
+    Float,
+    Base64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ValidOpenAiEmbeddings {
+    pub model: String,
+    pub texts: Vec<String>,
+    pub format: EncodingFormat,
+    pub dimensions: Option<usize>,
+}
+
+impl OpenAiEmbeddingsRequest {
+    pub fn validate(self) -> Result<ValidOpenAiEmbeddings, ApiError> {
+        if self
+            .input
+            .as_array()
+            .is_some_and(|a| a.first().is_some_and(|v| !v.is_string()))
+        {
+            return Err(ApiError::invalid_input(
+                "`input` must be a string or an array of strings (token arrays are not supported)",
+            ));
+        }
+        let texts = validate_texts("input", Some(&self.input))?;
+        let format = match self.encoding_format.as_deref() {
+            None | Some("float") => EncodingFormat::Float,
+            Some("base64") => EncodingFormat::Base64,
+            Some(other) => {
+                return Err(ApiError::invalid_input(format!(
+                    "`encoding_format` must be float or base64; got `{other}`"
+                )));
+            }
+        };
+        Ok(ValidOpenAiEmbeddings {
+            model: self.model,
+            texts,
+            format,
+            dimensions: self.dimensions.map(|d| d as usize),
+        })
+    }
+}
