@@ -28,19 +28,33 @@ async fn main() {
         .map(String::from)
         .collect();
     let reps: usize = args[3].parse().expect("REPS");
-    let embedder = Embedder::load(std::path::Path::new(&args[1]), EmbedOptions::default()).expect("load");
+    let embedder =
+        Embedder::load(std::path::Path::new(&args[1]), EmbedOptions::default()).expect("load");
     // Warm up (first-touch of the weights, allocator).
-    embedder.embed(sentences[..32].to_vec(), Pooling::Mean).await.expect("warm-up");
+    embedder
+        .embed(sentences[..32].to_vec(), Pooling::Mean)
+        .await
+        .expect("warm-up");
     for (batch, label) in [(1usize, "batch1"), (32, "batch32")] {
         let mut rates = Vec::new();
         for _ in 0..reps {
-            let n = if batch == 1 { 64 } else { sentences.len() - sentences.len() % 32 };
+            let n = if batch == 1 {
+                64
+            } else {
+                sentences.len() - sentences.len() % 32
+            };
             let t = Instant::now();
             for chunk in sentences[..n].chunks(batch) {
-                embedder.embed(chunk.to_vec(), Pooling::Mean).await.expect("embed");
+                embedder
+                    .embed(chunk.to_vec(), Pooling::Mean)
+                    .await
+                    .expect("embed");
             }
             rates.push(n as f64 / t.elapsed().as_secs_f64());
         }
-        println!("{{\"engine\":\"hearth-candle\",\"case\":\"{label}\",\"sentences_per_s\":{:.1}}}", median(rates));
+        println!(
+            "{{\"engine\":\"hearth-candle\",\"case\":\"{label}\",\"sentences_per_s\":{:.1}}}",
+            median(rates)
+        );
     }
 }
