@@ -3,9 +3,10 @@
 //! sentence-transformers `1_Pooling/config.json` and `modules.json`).
 //!
 //! One worker thread per loaded model merges concurrent requests into shared
-//! forward passes (dynamic batching): it takes what is queued, waits at most
-//! `max_wait` for more, sorts the texts by token length so each sub-batch pads
-//! little, and answers every request on its own channel.
+//! forward passes (dynamic batching): it takes what is queued and, when
+//! requests are arriving together, waits at most `max_wait` for more; it sorts
+//! the texts by token length so each sub-batch pads little, and answers every
+//! request on its own channel.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -236,7 +237,11 @@ impl Worker {
                         count += job.texts.len();
                         jobs.push(job);
                     }
-                    Err(mpsc::error::TryRecvError::Empty) if Instant::now() < deadline => {
+                    // Wait for companions only when requests are arriving
+                    // together; a lone request runs at once.
+                    Err(mpsc::error::TryRecvError::Empty)
+                        if jobs.len() > 1 && Instant::now() < deadline =>
+                    {
                         std::thread::sleep(Duration::from_micros(200));
                     }
                     Err(_) => break,
