@@ -7,6 +7,8 @@
 //!   channel, and dropping it frees the sequence.
 //! - [`embed`]: text embeddings with BERT-family encoders on candle, with
 //!   dynamic batching of concurrent requests.
+//! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
+//!   classification) on candle.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
 //!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
 //!   removal.
@@ -15,10 +17,12 @@
 //! engine validated inputs from `hearth-types`.
 
 pub mod embed;
+pub mod rerank;
 pub mod store;
 pub mod textgen;
 
 pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};
+pub use rerank::Reranker;
 pub use store::{ModelStore, PullProgress, StoreError};
 pub use textgen::{
     FinishReason, GenEvent, GenerationStream, TextGenError, TextGenOptions, TextGenerator,
