@@ -9,8 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::xlm_roberta::{Config, XLMRobertaForSequenceClassification};
+use serde_json::json;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use crate::embed::EmbedError;
@@ -110,4 +111,61 @@ impl Reranker {
         let logits = logits.to_vec2::<f32>().map_err(compute)?;
         Ok(logits.iter().map(|row| row[0]).collect())
     }
+}
+
+/// The tiny model's whole vocabulary (besides its special tokens).
+pub const TINY_WORDS: &[&str] = &[
+    "paris", "is", "the", "capital", "of", "france", "berlin", "germany", "what", "cheese", "bread",
+];
+
+/// Write a tiny XLM-RoBERTa reranker with random weights in the Hugging Face
+/// layout (config, safetensors, tokenizer) into `dir`. No registry package
+/// ships genuine reranker weights; tests and local demos use this to run the
+/// real loading and scoring path (it proves shapes and contracts, not quality).
+pub fn write_tiny_model(dir: &std::path::Path) -> Result<(), EmbedError> {
+    let fail = |e: &dyn std::fmt::Display| EmbedError::Load {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let config = json!({
+        "architectures": ["XLMRobertaForSequenceClassification"],
+        "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64,
+        "hidden_act": "gelu", "layer_norm_eps": 1e-5, "attention_probs_dropout_prob": 0.0,
+        "hidden_dropout_prob": 0.0, "position_embedding_type": "absolute",
+        "vocab_size": 4 + TINY_WORDS.len(), "max_position_embeddings": 64, "type_vocab_size": 1,
+        "pad_token_id": 1, "id2label": {"0": "LABEL_0"}
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).map_err(|e| fail(&e))?;
+    // Build the architecture through candle's own loader on a VarMap (random
+    // init), then save: the tensor names are exactly what the loader reads.
+    let cfg: Config = serde_json::from_value(config).map_err(|e| fail(&e))?;
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    XLMRobertaForSequenceClassification::new(1, &cfg, vb).map_err(|e| fail(&e))?;
+    varmap
+        .save(dir.join("model.safetensors"))
+        .map_err(|e| fail(&e))?;
+
+    let mut vocab = serde_json::Map::new();
+    for (i, t) in ["<s>", "<pad>", "</s>", "<unk>"]
+        .iter()
+        .chain(TINY_WORDS)
+        .enumerate()
+    {
+        vocab.insert(t.to_string(), json!(i));
+    }
+    let special = |t: &str| json!({"SpecialToken": {"id": t, "type_id": 0}});
+    let seq = |s: &str| json!({"Sequence": {"id": s, "type_id": 0}});
+    let tokenizer = json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": {"type": "Lowercase"},
+        "pre_tokenizer": {"type": "Whitespace"},
+        "post_processor": {"type": "TemplateProcessing",
+            "single": [special("<s>"), seq("A"), special("</s>")],
+            "pair": [special("<s>"), seq("A"), special("</s>"), special("</s>"), seq("B"), special("</s>")],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}, "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}},
+        "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+    });
+    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).map_err(|e| fail(&e))?;
+    Ok(())
 }

@@ -3,61 +3,13 @@
 //! reranker weights): proves loading, pair encoding, padding and the score
 //! contract, not ranking quality.
 
-use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
-use candle_transformers::models::xlm_roberta::{Config, XLMRobertaForSequenceClassification};
 use hearth_engine::Reranker;
-use serde_json::json;
-
-const WORDS: &[&str] = &[
-    "paris", "is", "the", "capital", "of", "france", "berlin", "germany", "what", "cheese", "bread",
-];
-
-fn write_tiny_model(dir: &std::path::Path) {
-    let config = json!({
-        "architectures": ["XLMRobertaForSequenceClassification"],
-        "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64,
-        "hidden_act": "gelu", "layer_norm_eps": 1e-5, "attention_probs_dropout_prob": 0.0,
-        "hidden_dropout_prob": 0.0, "position_embedding_type": "absolute",
-        "vocab_size": 4 + WORDS.len(), "max_position_embeddings": 64, "type_vocab_size": 1,
-        "pad_token_id": 1, "id2label": {"0": "LABEL_0"}
-    });
-    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-    // Build the architecture through candle's own loader on a VarMap (random
-    // init), then save: the tensor names are exactly what the loader reads.
-    let cfg: Config = serde_json::from_value(config).unwrap();
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    XLMRobertaForSequenceClassification::new(1, &cfg, vb).unwrap();
-    varmap.save(dir.join("model.safetensors")).unwrap();
-
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in ["<s>", "<pad>", "</s>", "<unk>"]
-        .iter()
-        .chain(WORDS)
-        .enumerate()
-    {
-        vocab.insert(t.to_string(), json!(i));
-    }
-    let special = |t: &str| json!({"SpecialToken": {"id": t, "type_id": 0}});
-    let seq = |s: &str| json!({"Sequence": {"id": s, "type_id": 0}});
-    let tokenizer = json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": {"type": "Lowercase"},
-        "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [special("<s>"), seq("A"), special("</s>")],
-            "pair": [special("<s>"), seq("A"), special("</s>"), special("</s>"), seq("B"), special("</s>")],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}, "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).unwrap();
-}
+use hearth_engine::rerank::write_tiny_model;
 
 #[test]
 fn tiny_xlm_roberta_scores_every_context_deterministically() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).unwrap();
     let reranker = Reranker::load(dir.path()).unwrap();
     let contexts: Vec<String> = [
         "Paris is the capital of France",
@@ -95,7 +47,7 @@ fn tiny_xlm_roberta_scores_every_context_deterministically() {
 #[test]
 fn a_folder_without_weights_is_a_load_error() {
     let dir = tempfile::tempdir().unwrap();
-    write_tiny_model(dir.path());
+    write_tiny_model(dir.path()).unwrap();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
     let err = Reranker::load(dir.path()).err().expect("load must fail");
     assert!(err.to_string().contains("model.safetensors"), "{err}");

@@ -13,7 +13,7 @@ use hearth_catalog::{Catalog, ModelEntry, Weights};
 use hearth_engine::textgen::TextGenOptions;
 use hearth_engine::{
     EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore, Pooling,
-    TextGenError, TextGenerator,
+    Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, ValidMessage};
 use hearth_types::{ApiError, ErrorCode};
@@ -24,6 +24,8 @@ use crate::config::Config;
 
 pub const TEXT_GENERATION: &str = "Text Generation";
 pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
+/// Workers AI catalogues rerankers under this task.
+pub const TEXT_CLASSIFICATION: &str = "Text Classification";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -200,6 +202,7 @@ pub struct App {
     accounts: Accounts,
     textgen: Loaded<TextGenerator>,
     embedders: Loaded<Embedder>,
+    rerankers: Loaded<Reranker>,
 }
 
 impl App {
@@ -214,6 +217,7 @@ impl App {
             accounts,
             textgen: Loaded::new(),
             embedders: Loaded::new(),
+            rerankers: Loaded::new(),
         })
     }
 
@@ -264,7 +268,13 @@ impl App {
     fn alias_target(&self, target: &str) -> Option<(PathBuf, String)> {
         if target.ends_with(".gguf") || target.starts_with('/') {
             let path = PathBuf::from(target);
-            return path.is_file().then(|| (path, target.to_string()));
+            // A folder in the Hugging Face layout is served by its safetensors.
+            let file = if path.is_dir() {
+                path.join("model.safetensors")
+            } else {
+                path
+            };
+            return file.is_file().then(|| (file, target.to_string()));
         }
         self.installed_weights(self.catalog.get(target)?.weights.as_ref())
     }
@@ -369,11 +379,7 @@ impl App {
                 task: resolved.task.clone(),
             });
         }
-        let dir = resolved
-            .weights_file
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_default();
+        let dir = weights_dir(resolved);
         self.embedders
             .get(&dir, move |dir| {
                 Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
@@ -392,6 +398,33 @@ impl App {
         let embedder = self.embedder(&resolved).await?;
         let out = embedder.embed(texts, pooling).await?;
         Ok((out, embedder.info().dimensions, resolved))
+    }
+
+    /// Raw relevance scores of `contexts` for `query`, in input order.
+    pub async fn rerank(
+        &self,
+        model: &str,
+        query: String,
+        contexts: Vec<String>,
+    ) -> Result<(Vec<f32>, Resolved), AppError> {
+        let resolved = self.resolve(model)?;
+        if resolved.task != TEXT_CLASSIFICATION {
+            return Err(AppError::TaskNotServed {
+                model: resolved.requested.clone(),
+                task: resolved.task.clone(),
+            });
+        }
+        let dir = weights_dir(&resolved);
+        let reranker = self
+            .rerankers
+            .get(&dir, move |dir| {
+                Reranker::load(&dir).map_err(AppError::from)
+            })
+            .await?;
+        let scores = tokio::task::spawn_blocking(move || reranker.score(&query, &contexts))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((scores, resolved))
     }
 
     /// Start a text generation on `model`.
@@ -416,6 +449,15 @@ impl App {
         let stream = generator.submit(tokens, params, reject_if_busy)?;
         Ok(Generation { stream, resolved })
     }
+}
+
+/// The folder of a Hugging Face-layout model (its weights file's parent).
+fn weights_dir(resolved: &Resolved) -> PathBuf {
+    resolved
+        .weights_file
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 fn not_installed_hint(entry: &ModelEntry) -> String {

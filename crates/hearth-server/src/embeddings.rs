@@ -1,4 +1,4 @@
-//! Text embeddings on both surfaces: the Workers AI run endpoint
+//! Encoder tasks: reranking on the run endpoint, and text embeddings on both surfaces: the Workers AI run endpoint
 //! (`{shape, data, pooling}` in the envelope) and OpenAI's `/v1/embeddings`.
 
 use axum::Json;
@@ -9,6 +9,7 @@ use hearth_engine::Pooling;
 use hearth_types::ApiError;
 use hearth_types::embeddings::{
     EmbeddingsInput, EmbeddingsOutput, EncodingFormat, OpenAiEmbeddingsRequest, PoolingChoice,
+    RankedContext, RerankInput, RerankOutput,
 };
 use hearth_types::envelope::Envelope;
 use serde_json::{Value, json};
@@ -38,6 +39,30 @@ pub async fn run(state: &AppState, model: &str, request_body: Body) -> Result<Re
         pooling: valid.pooling,
     }))
     .into_response();
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+
+/// `POST /ai/run/@cf/baai/bge-reranker-base`: contexts ranked best first.
+pub async fn rerank(
+    state: &AppState,
+    model: &str,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let bytes = body::read(request_body, state.body_limit()).await?;
+    let input: RerankInput = body::parse_json(&bytes)?;
+    let valid = input.validate()?;
+    let (scores, resolved) = state.app.rerank(model, valid.query, valid.contexts).await?;
+    let mut ranked: Vec<RankedContext> = scores
+        .into_iter()
+        .enumerate()
+        .map(|(id, score)| RankedContext { id, score })
+        .collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    if let Some(k) = valid.top_k {
+        ranked.truncate(k);
+    }
+    let mut response = Json(Envelope::ok(RerankOutput { response: ranked })).into_response();
     tag_response(&mut response, &resolved);
     Ok(response)
 }

@@ -121,6 +121,10 @@ pub async fn run(
         hearth_runtime::app::TEXT_EMBEDDINGS => {
             return crate::embeddings::run(&state, &model, request.into_body()).await;
         }
+        // Workers AI lists its reranker under Text Classification.
+        hearth_runtime::app::TEXT_CLASSIFICATION if model.contains("reranker") => {
+            return crate::embeddings::rerank(&state, &model, request.into_body()).await;
+        }
         _ => {
             return Err(hearth_runtime::AppError::TaskNotServed {
                 model,

@@ -162,3 +162,84 @@ impl OpenAiEmbeddingsRequest {
         })
     }
 }
+
+/// Most contexts one rerank request may score.
+pub const MAX_CONTEXTS: usize = 100;
+
+/// `@cf/baai/bge-reranker-base` input.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankInput {
+    pub query: Option<String>,
+    pub contexts: Option<Vec<RerankContext>>,
+    pub top_k: Option<i64>,
+    pub options: Option<RunOptions>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RerankContext {
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidRerank {
+    pub query: String,
+    pub contexts: Vec<String>,
+    pub top_k: Option<usize>,
+}
+
+impl RerankInput {
+    pub fn validate(self) -> Result<ValidRerank, ApiError> {
+        let query = self
+            .query
+            .ok_or_else(|| ApiError::invalid_input("`query` is required"))?;
+        if query.is_empty() {
+            return Err(ApiError::invalid_input(
+                "`query` must NOT have fewer than 1 characters",
+            ));
+        }
+        let contexts = self
+            .contexts
+            .ok_or_else(|| ApiError::invalid_input("`contexts` is required"))?;
+        if contexts.is_empty() || contexts.len() > MAX_CONTEXTS {
+            return Err(ApiError::invalid_input(format!(
+                "`contexts` must have between 1 and {MAX_CONTEXTS} items, got {}",
+                contexts.len()
+            )));
+        }
+        for (i, c) in contexts.iter().enumerate() {
+            if c.text.is_empty() || c.text.chars().count() > MAX_TEXT_CHARS {
+                return Err(ApiError::invalid_input(format!(
+                    "`contexts[{i}].text` must have between 1 and {MAX_TEXT_CHARS} characters"
+                )));
+            }
+        }
+        let top_k = match self.top_k {
+            None => None,
+            Some(k) if k >= 1 => Some(k as usize),
+            Some(k) => {
+                return Err(ApiError::invalid_input(format!(
+                    "`top_k` must be at least 1, got {k}"
+                )));
+            }
+        };
+        Ok(ValidRerank {
+            query,
+            contexts: contexts.into_iter().map(|c| c.text).collect(),
+            top_k,
+        })
+    }
+}
+
+/// One ranked context: its index in the request and its raw score.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RankedContext {
+    pub id: usize,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RerankOutput {
+    pub response: Vec<RankedContext>,
+}

@@ -7,5 +7,6 @@
 mod bad_input;
 mod embeddings;
 mod models_pull;
+mod rerank;
 mod support;
 mod textgen;

@@ -12,6 +12,7 @@ pub const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
 pub const OTHER_TOKEN: &str = "other-token-0123456789";
 pub const SMOLLM: &str = "@cf/huggingfacetb/smollm2-135m-instruct";
 pub const GEMMA: &str = "@cf/google/gemma-3-270m";
+pub const RERANKER: &str = "@cf/baai/bge-reranker-base";
 pub const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 /// A Cloudflare id served by SmolLM2 through an alias.
 pub const ALIASED: &str = "@cf/meta/llama-3.1-8b-instruct";
@@ -48,6 +49,14 @@ pub fn server() -> &'static Server {
         config.textgen.threads = 2;
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
+        // No genuine reranker weights ship in a registry package: serve the
+        // catalog id with a tiny random-weight model of the same architecture.
+        let tiny = data.path().join("tiny-reranker");
+        std::fs::create_dir_all(&tiny).expect("tiny reranker dir");
+        hearth_engine::rerank::write_tiny_model(&tiny).expect("tiny reranker");
+        config
+            .aliases
+            .insert(RERANKER.into(), tiny.display().to_string());
         // A deliberate mistake: a text-generation id aliased to an embedding model.
         config
             .aliases
