@@ -32,21 +32,61 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| hearth_runtime::config::default_data_dir().join("models"))
 }
 
+fn base_config(data: &tempfile::TempDir) -> Config {
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        models_dir: Some(models_dir()),
+        account_id: Some(ACCOUNT.into()),
+        api_token: Some(TOKEN.into()),
+        max_body_bytes: BODY_LIMIT,
+        ..Config::default()
+    };
+    config.textgen.parallel = 8;
+    config.textgen.ctx_per_seq = CTX_PER_SEQ;
+    config.textgen.threads = 2;
+    config
+}
+
+/// Start a server for `config` on a thread of its own (it outlives any one
+/// test's runtime).
+fn start(config: Config, data: tempfile::TempDir) -> Server {
+    config.validate().expect("valid test config");
+    let app = Arc::new(App::new(config).expect("app"));
+    app.bootstrap_accounts().expect("accounts");
+    app.accounts()
+        .ensure(OTHER_ACCOUNT, OTHER_TOKEN)
+        .expect("second account");
+    assert!(
+        app.resolve(SMOLLM).is_ok(),
+        "SmolLM2 is not installed in {}: run scripts/fetch-test-models",
+        models_dir().display()
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
+            axum::serve(listener, hearth_server::router(app))
+                .await
+                .expect("serve");
+        });
+    });
+    let addr = rx.recv().expect("server address");
+    Server {
+        base: format!("http://{addr}"),
+        _data: data,
+    }
+}
+
 pub fn server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let data = tempfile::tempdir().expect("tempdir");
-        let mut config = Config {
-            data_dir: data.path().to_path_buf(),
-            models_dir: Some(models_dir()),
-            account_id: Some(ACCOUNT.into()),
-            api_token: Some(TOKEN.into()),
-            max_body_bytes: BODY_LIMIT,
-            ..Config::default()
-        };
-        config.textgen.parallel = 8;
-        config.textgen.ctx_per_seq = CTX_PER_SEQ;
-        config.textgen.threads = 2;
+        let mut config = base_config(&data);
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
         // No genuine reranker weights ship in a registry package: serve the
@@ -61,37 +101,18 @@ pub fn server() -> &'static Server {
         config
             .aliases
             .insert("@cf/meta/llama-3.2-3b-instruct".into(), MINILM.into());
-        config.validate().expect("valid test config");
-        let app = Arc::new(App::new(config).expect("app"));
-        app.bootstrap_accounts().expect("accounts");
-        app.accounts()
-            .ensure(OTHER_ACCOUNT, OTHER_TOKEN)
-            .expect("second account");
-        assert!(
-            app.resolve(SMOLLM).is_ok(),
-            "SmolLM2 is not installed in {}: run scripts/fetch-test-models",
-            models_dir().display()
-        );
-        let (tx, rx) = std::sync::mpsc::channel();
-        let served = Arc::clone(&app);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                tx.send(listener.local_addr().expect("addr"))
-                    .expect("send addr");
-                axum::serve(listener, hearth_server::router(served))
-                    .await
-                    .expect("serve");
-            });
-        });
-        let addr = rx.recv().expect("server address");
-        Server {
-            base: format!("http://{addr}"),
-            _data: data,
-        }
+        start(config, data)
+    })
+}
+
+/// A server whose requests time out after one second.
+pub fn impatient_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(&data);
+        config.request_timeout_secs = 1;
+        start(config, data)
     })
 }
 

@@ -288,3 +288,17 @@ async fn reject_if_busy_answers_3040_and_disconnects_free_their_sequences() {
         "sequences were not freed after the clients went away"
     );
 }
+
+#[tokio::test]
+async fn a_request_past_its_time_limit_gets_3007() {
+    // About 1,000 tokens cannot be generated within the one-second limit on
+    // any CPU this runs on; the answer is Cloudflare's timeout.
+    let url = format!(
+        "{}/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions",
+        impatient_server().base
+    );
+    let body = json!({"model": SMOLLM, "messages": [{"role": "user", "content": "Write a very long story."}], "max_tokens": 1000, "ignore_eos": true});
+    let (status, _, v) = post_json(&url, &body).await;
+    assert_eq!(status, 408, "{v}");
+    assert_eq!(v["errors"][0]["code"], 3007, "{v}");
+}
