@@ -13,9 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,28 +139,9 @@ impl Embedder {
                     .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
             })
         });
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-        // The shipped tokenizer may pad every input to a fixed length; the
-        // worker pads each batch itself, to the batch's own longest input.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_tokens,
-                ..Default::default()
-            }))
-            .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
+        let tokenizer = crate::hf::tokenizer(dir, max_tokens)?;
         let device = Device::Cpu;
-        // SAFETY: the weights file is memory-mapped read-only; Hearth never
-        // writes to files in the models dir while a model is loaded.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &device,
-            )
-        }
-        .map_err(|e| load_err(format!("model.safetensors: {e}")))?;
+        let vb = crate::hf::weights(dir)?;
         let model = BertModel::load(vb, &config).map_err(|e| load_err(e.to_string()))?;
         let info = EmbedInfo {
             dimensions: hidden,

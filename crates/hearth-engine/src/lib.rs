@@ -7,6 +7,7 @@
 //!   channel, and dropping it frees the sequence.
 //! - [`embed`]: text embeddings with BERT-family encoders on candle, with
 //!   dynamic batching of concurrent requests.
+//! - [`classify`]: DistilBERT text classification on candle.
 //! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
 //!   classification) on candle.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
@@ -16,11 +17,14 @@
 //! Callers (the runtime's `App`) resolve catalog ids to weights and hand the
 //! engine validated inputs from `hearth-types`.
 
+pub mod classify;
 pub mod embed;
+mod hf;
 pub mod rerank;
 pub mod store;
 pub mod textgen;
 
+pub use classify::Classifier;
 pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};
 pub use rerank::Reranker;
 pub use store::{ModelStore, PullProgress, StoreError};

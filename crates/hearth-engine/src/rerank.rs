@@ -6,13 +6,13 @@
 //! logit is its score, as the Workers AI contract returns it (a raw logit;
 //! apply a sigmoid for [0, 1]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::xlm_roberta::{Config, XLMRobertaForSequenceClassification};
 use serde_json::json;
-use tokenizers::{Tokenizer, TruncationParams};
+use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
 
@@ -29,42 +29,17 @@ fn compute(e: candle_core::Error) -> EmbedError {
 
 impl Reranker {
     pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let load_err = |reason: String| EmbedError::Load {
-            path: PathBuf::from(dir),
-            reason,
-        };
-        let raw = std::fs::read(dir.join("config.json"))
-            .map_err(|e| load_err(format!("config.json: {e}")))?;
-        let config: Config =
-            serde_json::from_slice(&raw).map_err(|e| load_err(format!("config.json: {e}")))?;
-        let value: serde_json::Value =
-            serde_json::from_slice(&raw).map_err(|e| load_err(format!("config.json: {e}")))?;
+        let load_err = |reason: String| crate::hf::load_error(dir, reason);
+        let (config, value): (Config, serde_json::Value) = crate::hf::read_config(dir)?;
         let num_labels = value["id2label"].as_object().map_or(1, |m| m.len().max(1));
-        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
-            .map_err(|e| load_err(format!("tokenizer.json: {e}")))?;
-        tokenizer.with_padding(None);
         // Positions start after the padding index in RoBERTa models.
         let max_len = config
             .max_position_embeddings
             .saturating_sub(config.pad_token_id as usize + 1)
             .max(8);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_len,
-                ..Default::default()
-            }))
-            .map_err(|e| load_err(format!("tokenizer truncation: {e}")))?;
+        let tokenizer = crate::hf::tokenizer(dir, max_len)?;
         let device = Device::Cpu;
-        // SAFETY: the weights are memory-mapped read-only and Hearth never
-        // writes into the models dir while a model is loaded.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &device,
-            )
-        }
-        .map_err(|e| load_err(format!("model.safetensors: {e}")))?;
+        let vb = crate::hf::weights(dir)?;
         let model = XLMRobertaForSequenceClassification::new(num_labels, &config, vb)
             .map_err(|e| load_err(e.to_string()))?;
         Ok(Self {

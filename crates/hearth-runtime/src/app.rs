@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use hearth_catalog::{Catalog, ModelEntry, Weights};
 use hearth_engine::textgen::TextGenOptions;
 use hearth_engine::{
-    EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore, Pooling,
-    Reranker, TextGenError, TextGenerator,
+    Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
+    Pooling, Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, ValidMessage};
 use hearth_types::{ApiError, ErrorCode};
@@ -203,6 +203,7 @@ pub struct App {
     textgen: Loaded<TextGenerator>,
     embedders: Loaded<Embedder>,
     rerankers: Loaded<Reranker>,
+    classifiers: Loaded<Classifier>,
 }
 
 impl App {
@@ -218,6 +219,7 @@ impl App {
             textgen: Loaded::new(),
             embedders: Loaded::new(),
             rerankers: Loaded::new(),
+            classifiers: Loaded::new(),
         })
     }
 
@@ -400,6 +402,19 @@ impl App {
         Ok((out, embedder.info().dimensions, resolved))
     }
 
+    /// Resolve `model`, check it belongs to `task`, and find its model folder.
+    fn resolve_folder(&self, model: &str, task: &str) -> Result<(Resolved, PathBuf), AppError> {
+        let resolved = self.resolve(model)?;
+        if resolved.task != task {
+            return Err(AppError::TaskNotServed {
+                model: resolved.requested.clone(),
+                task: resolved.task.clone(),
+            });
+        }
+        let dir = weights_dir(&resolved);
+        Ok((resolved, dir))
+    }
+
     /// Raw relevance scores of `contexts` for `query`, in input order.
     pub async fn rerank(
         &self,
@@ -407,14 +422,7 @@ impl App {
         query: String,
         contexts: Vec<String>,
     ) -> Result<(Vec<f32>, Resolved), AppError> {
-        let resolved = self.resolve(model)?;
-        if resolved.task != TEXT_CLASSIFICATION {
-            return Err(AppError::TaskNotServed {
-                model: resolved.requested.clone(),
-                task: resolved.task.clone(),
-            });
-        }
-        let dir = weights_dir(&resolved);
+        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
         let reranker = self
             .rerankers
             .get(&dir, move |dir| {
@@ -425,6 +433,25 @@ impl App {
             .await
             .map_err(|e| AppError::Join(e.to_string()))??;
         Ok((scores, resolved))
+    }
+
+    /// Label probabilities of `text`, most likely first.
+    pub async fn classify(
+        &self,
+        model: &str,
+        text: String,
+    ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
+        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
+        let classifier = self
+            .classifiers
+            .get(&dir, move |dir| {
+                Classifier::load(&dir).map_err(AppError::from)
+            })
+            .await?;
+        let labels = tokio::task::spawn_blocking(move || classifier.classify(&text))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((labels, resolved))
     }
 
     /// Start a text generation on `model`.

@@ -1,4 +1,4 @@
-//! Encoder tasks: reranking on the run endpoint, and text embeddings on both surfaces: the Workers AI run endpoint
+//! Encoder tasks: reranking and classification on the run endpoint, and text embeddings on both surfaces: the Workers AI run endpoint
 //! (`{shape, data, pooling}` in the envelope) and OpenAI's `/v1/embeddings`.
 
 use axum::Json;
@@ -8,8 +8,8 @@ use base64::Engine;
 use hearth_engine::Pooling;
 use hearth_types::ApiError;
 use hearth_types::embeddings::{
-    EmbeddingsInput, EmbeddingsOutput, EncodingFormat, OpenAiEmbeddingsRequest, PoolingChoice,
-    RankedContext, RerankInput, RerankOutput,
+    ClassificationInput, EmbeddingsInput, EmbeddingsOutput, EncodingFormat, LabelScore,
+    OpenAiEmbeddingsRequest, PoolingChoice, RankedContext, RerankInput, RerankOutput,
 };
 use hearth_types::envelope::Envelope;
 use serde_json::{Value, json};
@@ -63,6 +63,25 @@ pub async fn rerank(
         ranked.truncate(k);
     }
     let mut response = Json(Envelope::ok(RerankOutput { response: ranked })).into_response();
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+
+/// `POST /ai/run/@cf/huggingface/distilbert-sst-2-int8`: `[{label, score}]`.
+pub async fn classify(
+    state: &AppState,
+    model: &str,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let bytes = body::read(request_body, state.body_limit()).await?;
+    let input: ClassificationInput = body::parse_json(&bytes)?;
+    let text = input.validate()?;
+    let (labels, resolved) = state.app.classify(model, text).await?;
+    let result: Vec<LabelScore> = labels
+        .into_iter()
+        .map(|(label, score)| LabelScore { label, score })
+        .collect();
+    let mut response = Json(Envelope::ok(result)).into_response();
     tag_response(&mut response, &resolved);
     Ok(response)
 }

@@ -125,6 +125,9 @@ pub async fn run(
         hearth_runtime::app::TEXT_CLASSIFICATION if model.contains("reranker") => {
             return crate::embeddings::rerank(&state, &model, request.into_body()).await;
         }
+        hearth_runtime::app::TEXT_CLASSIFICATION => {
+            return crate::embeddings::classify(&state, &model, request.into_body()).await;
+        }
         _ => {
             return Err(hearth_runtime::AppError::TaskNotServed {
                 model,

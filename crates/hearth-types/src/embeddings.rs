@@ -243,3 +243,27 @@ pub struct RankedContext {
 pub struct RerankOutput {
     pub response: Vec<RankedContext>,
 }
+
+/// `@cf/huggingface/distilbert-sst-2-int8` input: one non-empty text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassificationInput {
+    pub text: Option<Value>,
+    pub options: Option<RunOptions>,
+}
+
+impl ClassificationInput {
+    pub fn validate(self) -> Result<String, ApiError> {
+        if self.text.as_ref().is_some_and(Value::is_array) {
+            return Err(ApiError::invalid_input("`text` must be a string"));
+        }
+        Ok(validate_texts("text", self.text.as_ref())?.remove(0))
+    }
+}
+
+/// One label of a classification result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LabelScore {
+    pub label: String,
+    pub score: f32,
+}

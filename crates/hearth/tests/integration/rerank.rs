@@ -1,5 +1,6 @@
-//! The reranker contract through the HTTP API, on a tiny random-weight
-//! XLM-RoBERTa (architecture and file layout verified, not ranking quality).
+//! The reranker and classifier contracts through the HTTP API, on tiny
+//! random-weight XLM-RoBERTa and DistilBERT models (architecture and file
+//! layout verified, not quality).
 
 use serde_json::json;
 
@@ -71,5 +72,44 @@ async fn bad_rerank_inputs_name_the_field() {
         assert_eq!(v["errors"][0]["code"], 5006);
         let message = v["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(mentions), "{message:?} lacks {mentions:?}");
+    }
+}
+
+#[tokio::test]
+async fn classification_returns_both_labels_with_probabilities() {
+    let (status, headers, v) =
+        post_json(&run_url(CLASSIFIER), &json!({"text": "I love this movie"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap()
+            .contains("tiny-classifier")
+    );
+    let labels = v["result"].as_array().unwrap();
+    assert_eq!(labels.len(), 2);
+    let total: f64 = labels.iter().map(|l| l["score"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-5);
+    let mut names: Vec<&str> = labels
+        .iter()
+        .map(|l| l["label"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["NEGATIVE", "POSITIVE"]);
+    for (body, mentions) in [
+        (json!({}), "`text` is required"),
+        (json!({"text": ""}), "`text`"),
+        (json!({"text": ["a", "b"]}), "`text` must be a string"),
+        (json!({"text": 5}), "`text` must be a string"),
+    ] {
+        let (status, _, v) = post_json(&run_url(CLASSIFIER), &body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(mentions),
+            "{v}"
+        );
     }
 }

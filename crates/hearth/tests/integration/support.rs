@@ -12,6 +12,7 @@ pub const OTHER_ACCOUNT: &str = "fedcba9876543210fedcba9876543210";
 pub const OTHER_TOKEN: &str = "other-token-0123456789";
 pub const SMOLLM: &str = "@cf/huggingfacetb/smollm2-135m-instruct";
 pub const GEMMA: &str = "@cf/google/gemma-3-270m";
+pub const CLASSIFIER: &str = "@cf/huggingface/distilbert-sst-2-int8";
 pub const RERANKER: &str = "@cf/baai/bge-reranker-base";
 pub const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 /// A Cloudflare id served by SmolLM2 through an alias.
@@ -97,6 +98,12 @@ pub fn server() -> &'static Server {
         config
             .aliases
             .insert(RERANKER.into(), tiny.display().to_string());
+        let tiny = data.path().join("tiny-classifier");
+        std::fs::create_dir_all(&tiny).expect("tiny classifier dir");
+        hearth_engine::classify::write_tiny_model(&tiny).expect("tiny classifier");
+        config
+            .aliases
+            .insert(CLASSIFIER.into(), tiny.display().to_string());
         // A deliberate mistake: a text-generation id aliased to an embedding model.
         config
             .aliases
