@@ -110,16 +110,8 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 impl Embedder {
     /// Load a model folder in the Hugging Face layout and start its worker.
     pub fn load(dir: &Path, options: EmbedOptions) -> Result<Self, EmbedError> {
-        let load_err = |reason: String| EmbedError::Load {
-            path: dir.to_path_buf(),
-            reason,
-        };
-        let config: Config = serde_json::from_slice(
-            &std::fs::read(dir.join("config.json"))
-                .map_err(|e| load_err(format!("config.json: {e}")))?,
-        )
-        .map_err(|e| load_err(format!("config.json: {e}")))?;
-        let raw_config = read_json(&dir.join("config.json")).unwrap_or_default();
+        let load_err = |reason: String| crate::hf::load_error(dir, reason);
+        let (config, raw_config): (Config, serde_json::Value) = crate::hf::read_config(dir)?;
         let hidden = raw_config["hidden_size"].as_u64().unwrap_or(0) as usize;
         let max_positions = raw_config["max_position_embeddings"]
             .as_u64()

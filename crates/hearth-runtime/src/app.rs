@@ -373,22 +373,6 @@ impl App {
             .await
     }
 
-    /// The loaded embedding model for `resolved`, loading it on first use.
-    pub async fn embedder(&self, resolved: &Resolved) -> Result<Arc<Embedder>, AppError> {
-        if resolved.task != TEXT_EMBEDDINGS {
-            return Err(AppError::TaskNotServed {
-                model: resolved.requested.clone(),
-                task: resolved.task.clone(),
-            });
-        }
-        let dir = weights_dir(resolved);
-        self.embedders
-            .get(&dir, move |dir| {
-                Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
-            })
-            .await
-    }
-
     /// Embed `texts` with `model`; returns the vectors and the dimensions.
     pub async fn embed(
         &self,
@@ -396,8 +380,13 @@ impl App {
         texts: Vec<String>,
         pooling: Pooling,
     ) -> Result<(Embeddings, usize, Resolved), AppError> {
-        let resolved = self.resolve(model)?;
-        let embedder = self.embedder(&resolved).await?;
+        let (resolved, dir) = self.resolve_folder(model, TEXT_EMBEDDINGS)?;
+        let embedder = self
+            .embedders
+            .get(&dir, move |dir| {
+                Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
+            })
+            .await?;
         let out = embedder.embed(texts, pooling).await?;
         Ok((out, embedder.info().dimensions, resolved))
     }
