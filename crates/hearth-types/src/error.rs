@@ -45,13 +45,23 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 7000: no schema for the requested model.
     ModelSchemaNotFound,
+    /// Vectorize: no index of that name in the account. Vectorize's own
+    /// codes are not documented; the codes of this group are Hearth's, in the
+    /// 40000 range that Vectorize's binding errors use.
+    VectorIndexNotFound,
+    /// Vectorize: an index of that name already exists.
+    VectorIndexExists,
+    /// Vectorize: a vector or query does not have the index's dimensions.
+    VectorDimensionMismatch,
+    /// Vectorize: the request breaks a documented rule or limit (the message names the field).
+    VectorInvalid,
     /// 5000: something failed inside Hearth; details are in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
@@ -69,6 +79,10 @@ impl ErrorCode {
         ErrorCode::NoRoute,
         ErrorCode::MethodNotAllowed,
         ErrorCode::ModelSchemaNotFound,
+        ErrorCode::VectorIndexNotFound,
+        ErrorCode::VectorIndexExists,
+        ErrorCode::VectorDimensionMismatch,
+        ErrorCode::VectorInvalid,
         ErrorCode::Internal,
     ];
 
@@ -112,6 +126,12 @@ impl ErrorCode {
             ),
             ErrorCode::MethodNotAllowed => (7001, 405, "Method not supported for requested URI."),
             ErrorCode::ModelSchemaNotFound => (7000, 400, "Model schema not found"),
+            ErrorCode::VectorIndexNotFound => (40004, 404, "vectorize.index.not_found"),
+            ErrorCode::VectorIndexExists => (40002, 409, "vectorize.index.duplicate_name"),
+            ErrorCode::VectorDimensionMismatch => {
+                (40006, 400, "vectorize.vector.dimension_mismatch")
+            }
+            ErrorCode::VectorInvalid => (40005, 400, "vectorize.invalid_request"),
             ErrorCode::Internal => (5000, 500, "Internal error"),
         }
     }
