@@ -19,6 +19,8 @@ use hearth_types::textgen::{GenerationParams, ValidMessage};
 use hearth_types::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
 
+use hearth_vector::{VectorError, Vectorize, VectorizeOptions};
+
 use crate::accounts::{Accounts, AccountsError};
 use crate::config::Config;
 
@@ -204,6 +206,8 @@ pub struct App {
     embedders: Loaded<Embedder>,
     rerankers: Loaded<Reranker>,
     classifiers: Loaded<Classifier>,
+    vectorize: std::sync::OnceLock<Arc<Vectorize>>,
+    vectorize_init: Mutex<()>,
 }
 
 impl App {
@@ -220,7 +224,39 @@ impl App {
             embedders: Loaded::new(),
             rerankers: Loaded::new(),
             classifiers: Loaded::new(),
+            vectorize: std::sync::OnceLock::new(),
+            vectorize_init: Mutex::new(()),
         })
+    }
+
+    /// The Vectorize store under `<data_dir>/vectorize`, opened (and
+    /// recovered) on first use; `hearth serve` opens it before listening.
+    pub fn vectorize(&self) -> Result<Arc<Vectorize>, VectorError> {
+        if let Some(v) = self.vectorize.get() {
+            return Ok(Arc::clone(v));
+        }
+        let _guard = self
+            .vectorize_init
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.vectorize.get() {
+            return Ok(Arc::clone(v));
+        }
+        let cfg = &self.config.vectorize;
+        let mut options = VectorizeOptions {
+            snapshot_after_bytes: cfg.snapshot_after_bytes,
+            ef_search: cfg.ef_search.max(1),
+            ..VectorizeOptions::default()
+        };
+        if cfg.build_threads > 0 {
+            options.build_threads = cfg.build_threads;
+        }
+        let store = Arc::new(Vectorize::open(
+            self.config.data_dir.join("vectorize"),
+            options,
+        )?);
+        let _ = self.vectorize.set(Arc::clone(&store));
+        Ok(store)
     }
 
     pub fn config(&self) -> &Config {

@@ -28,6 +28,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("HEARTH_PARALLEL", "textgen.parallel"),
     ("HEARTH_CTX_PER_SEQ", "textgen.ctx_per_seq"),
     ("HEARTH_BATCH", "textgen.batch"),
+    (
+        "HEARTH_VECTORIZE_SNAPSHOT_AFTER_BYTES",
+        "vectorize.snapshot_after_bytes",
+    ),
     ("HEARTH_QUEUE", "textgen.queue"),
 ];
 
@@ -76,6 +80,30 @@ impl Default for TextGenConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+pub struct VectorizeConfig {
+    /// Threads that link new vectors into an index's graph (0: all cores).
+    pub build_threads: usize,
+    /// Snapshot an index once this many bytes of log follow its last snapshot.
+    pub snapshot_after_bytes: u64,
+    /// Beam width of a query's graph search (higher: better recall, slower).
+    pub ef_search: usize,
+    /// Largest insert/upsert body (Vectorize's upload limit is 100 MB).
+    pub max_upload_bytes: usize,
+}
+
+impl Default for VectorizeConfig {
+    fn default() -> Self {
+        Self {
+            build_threads: 0,
+            snapshot_after_bytes: 64 << 20,
+            ef_search: 100,
+            max_upload_bytes: 100 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address `hearth serve` listens on.
     pub listen: String,
@@ -96,6 +124,7 @@ pub struct Config {
     /// Time limit of one request (3007 past it).
     pub request_timeout_secs: u64,
     pub textgen: TextGenConfig,
+    pub vectorize: VectorizeConfig,
     /// Serve a catalog id with another entry's weights: `"@cf/meta/llama-3.1-8b-instruct" = "@cf/huggingfacetb/smollm2-135m-instruct"`.
     pub aliases: BTreeMap<String, String>,
 }
@@ -121,6 +150,7 @@ impl Default for Config {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout_secs: 300,
             textgen: TextGenConfig::default(),
+            vectorize: VectorizeConfig::default(),
             aliases: BTreeMap::new(),
         }
     }

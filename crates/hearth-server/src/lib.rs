@@ -1,6 +1,6 @@
 //! HTTP surfaces over [`hearth_runtime::App`], built with axum.
 //!
-//! One module per surface ([`workers_ai`], [`openai`], [`embeddings`]), shared middleware
+//! One module per surface ([`workers_ai`], [`openai`], [`embeddings`], [`vectorize`]), shared middleware
 //! ([`auth`]: bearer tokens and account isolation), and the error mapping
 //! ([`error`]: every failure leaves as a Cloudflare envelope with the code and
 //! status of the public error table). Handlers stay thin: read the body,
@@ -13,6 +13,7 @@ pub mod body;
 pub mod embeddings;
 pub mod error;
 pub mod openai;
+pub mod vectorize;
 pub mod workers_ai;
 
 use std::sync::Arc;
@@ -82,6 +83,32 @@ async fn wrong_method(method: axum::http::Method) -> Failure {
     ))
 }
 
+fn vectorize_routes() -> Router<AppState> {
+    use vectorize as v;
+    Router::new()
+        .route("/", get(v::list_indexes).post(v::create_index))
+        .route("/{index_name}", get(v::get_index).delete(v::delete_index))
+        .route("/{index_name}/info", get(v::info))
+        .route("/{index_name}/insert", post(v::insert))
+        .route("/{index_name}/upsert", post(v::upsert))
+        .route("/{index_name}/query", post(v::query))
+        .route("/{index_name}/get_by_ids", post(v::get_by_ids))
+        .route("/{index_name}/delete_by_ids", post(v::delete_by_ids))
+        .route("/{index_name}/list", get(v::list_vectors))
+        .route(
+            "/{index_name}/metadata_index/create",
+            post(v::create_metadata_index),
+        )
+        .route(
+            "/{index_name}/metadata_index/list",
+            get(v::list_metadata_indexes),
+        )
+        .route(
+            "/{index_name}/metadata_index/delete",
+            post(v::delete_metadata_index),
+        )
+}
+
 /// The whole HTTP service.
 pub fn router(app: Arc<App>) -> Router {
     let state = AppState { app };
@@ -93,6 +120,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ai/authors/search", get(workers_ai::authors_search))
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
         .route("/ai/v1/embeddings", post(embeddings::openai))
+        .nest("/vectorize/v2/indexes", vectorize_routes())
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

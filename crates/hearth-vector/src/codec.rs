@@ -78,13 +78,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     pub fn u32(&mut self) -> Result<u32, VectorError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| short())?))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().map_err(|_| short())?,
+        ))
     }
     pub fn u64(&mut self) -> Result<u64, VectorError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| short())?))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| short())?,
+        ))
     }
     pub fn i64(&mut self) -> Result<i64, VectorError> {
-        Ok(i64::from_le_bytes(self.take(8)?.try_into().map_err(|_| short())?))
+        Ok(i64::from_le_bytes(
+            self.take(8)?.try_into().map_err(|_| short())?,
+        ))
     }
     pub fn str(&mut self) -> Result<String, VectorError> {
         let n = self.u32()? as usize;

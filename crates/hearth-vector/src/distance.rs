@@ -167,10 +167,16 @@ mod tests {
             let b: Vec<f32> = (0..n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 2.0).collect();
             let d = dot(&a, &b);
             let e = dot_portable(&a, &b);
-            assert!((d - e).abs() <= 1e-3 * (1.0 + e.abs()), "dot n={n}: {d} vs {e}");
+            assert!(
+                (d - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                "dot n={n}: {d} vs {e}"
+            );
             let d = l2_squared(&a, &b);
             let e = l2_portable(&a, &b);
-            assert!((d - e).abs() <= 1e-3 * (1.0 + e.abs()), "l2 n={n}: {d} vs {e}");
+            assert!(
+                (d - e).abs() <= 1e-3 * (1.0 + e.abs()),
+                "l2 n={n}: {d} vs {e}"
+            );
         }
     }
 }

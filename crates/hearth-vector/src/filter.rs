@@ -218,7 +218,12 @@ mod tests {
     fn parses_the_documented_forms() {
         let f = Filter::parse(&json!({"genre": "drama", "year": {"$gte": 2000, "$lt": 2010}, "tags": {"$in": ["a", "b"]}, "pandas.nice": 42})).unwrap();
         assert_eq!(f.clauses.len(), 4);
-        assert!(f.clauses.iter().any(|c| c.key == "pandas.nice" && c.condition == Condition::Eq(Scalar::Number(42.0))));
+        assert!(
+            f.clauses
+                .iter()
+                .any(|c| c.key == "pandas.nice"
+                    && c.condition == Condition::Eq(Scalar::Number(42.0)))
+        );
     }
 
     #[test]
@@ -226,7 +231,10 @@ mod tests {
         for (bad, needle) in [
             (json!({"a": {"$regex": "x"}}), "unknown operator `$regex`"),
             (json!({"a": {"$eq": 1, "$lt": 2}}), "cannot be combined"),
-            (json!({"a": {"$lt": 1, "$lte": 2}}), "only one of `$lt`/`$lte`"),
+            (
+                json!({"a": {"$lt": 1, "$lte": 2}}),
+                "only one of `$lt`/`$lte`",
+            ),
             (json!({"$and": []}), "must not start with `$`"),
             (json!({"a": {"$in": "x"}}), "takes an array"),
             (json!({"a": {"$gt": true}}), "string or a number"),

@@ -156,7 +156,9 @@ impl Hnsw {
         let stride0 = self.m0 + 1;
         let stride = self.params.m + 1;
         self.links0
-            .resize_with((self.levels.len() + levels.len()) * stride0, || AtomicU32::new(0));
+            .resize_with((self.levels.len() + levels.len()) * stride0, || {
+                AtomicU32::new(0)
+            });
         for &level in levels {
             self.upper.push(
                 (0..level as usize * stride)
@@ -170,7 +172,7 @@ impl Hnsw {
 
     fn entry(&self) -> Option<(u32, u8)> {
         let e = self.entry.load(Relaxed);
-        (e != NO_ENTRY).then(|| (e as u32, (e >> 32) as u8))
+        (e != NO_ENTRY).then_some((e as u32, (e >> 32) as u8))
     }
 
     fn list(&self, node: u32, level: u8) -> &[AtomicU32] {
@@ -267,7 +269,12 @@ impl Hnsw {
     }
 
     /// Greedy descent from the entry point to `stop_level + 1`.
-    fn descend<D: Fn(u32) -> f32>(&self, distance: &D, stop_level: u8, scratch: &mut Vec<u32>) -> Option<Scored> {
+    fn descend<D: Fn(u32) -> f32>(
+        &self,
+        distance: &D,
+        stop_level: u8,
+        scratch: &mut Vec<u32>,
+    ) -> Option<Scored> {
         let (node, top) = self.entry()?;
         let mut best = Scored {
             dist: distance(node),
@@ -282,7 +289,10 @@ impl Hnsw {
                 for &next in scratch.iter() {
                     let d = distance(next);
                     if d < best.dist {
-                        best = Scored { dist: d, node: next };
+                        best = Scored {
+                            dist: d,
+                            node: next,
+                        };
                         changed = true;
                     }
                 }
@@ -419,7 +429,12 @@ impl Hnsw {
     }
 
     /// Links nodes `from..len()` using up to `threads` threads.
-    pub fn link_range<N: Fn(u32, u32) -> f32 + Sync>(&self, from: usize, between: &N, threads: usize) {
+    pub fn link_range<N: Fn(u32, u32) -> f32 + Sync>(
+        &self,
+        from: usize,
+        between: &N,
+        threads: usize,
+    ) {
         let total = self.len();
         if from >= total {
             return;
@@ -506,11 +521,11 @@ impl Hnsw {
             return None;
         }
         let stride = graph.params.m + 1;
-        if graph
-            .upper
-            .iter()
-            .any(|node| node.iter().enumerate().any(|(i, a)| !valid(a, i % stride == 0)))
-        {
+        if graph.upper.iter().any(|node| {
+            node.iter()
+                .enumerate()
+                .any(|(i, a)| !valid(a, i % stride == 0))
+        }) {
             return None;
         }
         if entry != NO_ENTRY && (entry as u32 as usize) >= n {
@@ -545,18 +560,29 @@ mod tests {
             .map(|_| graph.draw_level(1.0 - rng.random::<f64>()))
             .collect();
         graph.push_nodes(&levels);
-        let between = |a: u32, b: u32| crate::distance::l2_squared(&data[a as usize], &data[b as usize]);
+        let between =
+            |a: u32, b: u32| crate::distance::l2_squared(&data[a as usize], &data[b as usize]);
         graph.link_range(0, &between, 2);
         let queries = random_unit(&mut rng, 50, 32);
         let mut hits = 0;
         for q in &queries {
             let dist = |n: u32| crate::distance::l2_squared(q, &data[n as usize]);
-            let found: Vec<u32> = graph.search(dist, |_| true, 10, 64).iter().map(|s| s.node).collect();
+            let found: Vec<u32> = graph
+                .search(dist, |_| true, 10, 64)
+                .iter()
+                .map(|s| s.node)
+                .collect();
             let mut exact: Vec<Scored> = (0..data.len() as u32)
-                .map(|n| Scored { dist: dist(n), node: n })
+                .map(|n| Scored {
+                    dist: dist(n),
+                    node: n,
+                })
                 .collect();
             exact.sort_unstable();
-            hits += exact[..10].iter().filter(|s| found.contains(&s.node)).count();
+            hits += exact[..10]
+                .iter()
+                .filter(|s| found.contains(&s.node))
+                .count();
         }
         let recall = hits as f64 / 500.0;
         assert!(recall >= 0.95, "recall {recall}");
@@ -566,7 +592,10 @@ mod tests {
         let copy = Hnsw::decode(&mut bytes.as_slice()).expect("decodes");
         let q = &queries[0];
         let dist = |n: u32| crate::distance::l2_squared(q, &data[n as usize]);
-        assert_eq!(graph.search(dist, |_| true, 10, 64), copy.search(dist, |_| true, 10, 64));
+        assert_eq!(
+            graph.search(dist, |_| true, 10, 64),
+            copy.search(dist, |_| true, 10, 64)
+        );
         assert!(Hnsw::decode(&mut &bytes[..bytes.len() - 3]).is_none());
     }
 }

@@ -87,7 +87,9 @@ impl IndexKey {
     fn to_value(&self) -> Value {
         match self {
             IndexKey::Bool(b) => Value::Bool(*b),
-            IndexKey::Number(n) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+            IndexKey::Number(n) => {
+                serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number)
+            }
             IndexKey::String(s) => Value::String(s.clone()),
         }
     }
@@ -306,7 +308,8 @@ impl IndexState {
             let slot_no = self.slots.len() as u32;
             let norm = dot(&record.values, &record.values).sqrt();
             self.values.extend_from_slice(&record.values);
-            self.inv_norms.push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+            self.inv_norms
+                .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
             let slot = Slot {
                 id: record.id.clone(),
                 namespace: record.namespace.clone(),
@@ -319,7 +322,10 @@ impl IndexState {
                 }
             }
             if let Some(ns) = &slot.namespace {
-                self.namespaces.entry(ns.clone()).or_default().insert(slot_no);
+                self.namespaces
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(slot_no);
             }
             self.ids.insert(record.id.clone(), slot_no);
             self.live.insert(slot_no);
@@ -459,9 +465,7 @@ impl IndexState {
         };
         let k = options.top_k;
         let found: Vec<Scored> = match self.candidates(options) {
-            Some(bits)
-                if bits.len() <= EXACT_SCAN_MAX.max(self.live.len() / 50) =>
-            {
+            Some(bits) if bits.len() <= EXACT_SCAN_MAX.max(self.live.len() / 50) => {
                 let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
                 for slot in bits.iter() {
                     let s = Scored {
@@ -485,12 +489,9 @@ impl IndexState {
                 k,
                 options.ef,
             ),
-            None => self.graph.search(
-                distance,
-                |n| !self.deleted[n as usize],
-                k,
-                options.ef,
-            ),
+            None => self
+                .graph
+                .search(distance, |n| !self.deleted[n as usize], k, options.ef),
         };
         found
             .into_iter()
@@ -504,9 +505,7 @@ impl IndexState {
                 Match {
                     id: slot.id.clone(),
                     score,
-                    values: options
-                        .return_values
-                        .then(|| self.vector(s.node).to_vec()),
+                    values: options.return_values.then(|| self.vector(s.node).to_vec()),
                     metadata: self.metadata_out(slot, options.return_metadata),
                     namespace: slot.namespace.clone(),
                 }
@@ -520,11 +519,8 @@ impl IndexState {
             ReturnMetadata::All => slot.metadata.clone(),
             ReturnMetadata::Indexed => {
                 let keys = self.indexed_keys(slot);
-                (!keys.is_empty()).then(|| {
-                    keys.into_iter()
-                        .map(|(p, k)| (p, k.to_value()))
-                        .collect()
-                })
+                (!keys.is_empty())
+                    .then(|| keys.into_iter().map(|(p, k)| (p, k.to_value())).collect())
             }
         }
     }
@@ -594,14 +590,18 @@ impl IndexState {
         let slot_no = self.slots.len() as u32;
         let norm = dot(values, values).sqrt();
         self.values.extend_from_slice(values);
-        self.inv_norms.push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+        self.inv_norms
+            .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
         for (property, key) in self.indexed_keys(&slot) {
             if let Some(index) = self.meta_indexes.get_mut(&property) {
                 index.entries.entry(key).or_default().insert(slot_no);
             }
         }
         if let Some(ns) = &slot.namespace {
-            self.namespaces.entry(ns.clone()).or_default().insert(slot_no);
+            self.namespaces
+                .entry(ns.clone())
+                .or_default()
+                .insert(slot_no);
         }
         self.ids.insert(slot.id.clone(), slot_no);
         self.live.insert(slot_no);
@@ -695,7 +695,9 @@ impl IndexState {
             if deleted {
                 let norm = dot(v, v).sqrt();
                 state.values.extend_from_slice(v);
-                state.inv_norms.push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+                state
+                    .inv_norms
+                    .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
                 state.deleted.push(true);
                 state.slots.push(slot);
             } else {

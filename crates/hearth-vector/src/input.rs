@@ -145,7 +145,8 @@ pub fn record(input: VectorInput, dims: u32, at: &str) -> Result<Record, VectorE
                 "{at}: vector `{id}` `metadata` is {size} bytes; the limit is {MAX_METADATA_BYTES}"
             )));
         }
-        validate_metadata_keys(metadata, "").map_err(|e| VectorError::invalid(format!("{at}: vector `{id}`: {e}")))?;
+        validate_metadata_keys(metadata, "")
+            .map_err(|e| VectorError::invalid(format!("{at}: vector `{id}`: {e}")))?;
     }
     Ok(Record {
         id: input.id,
@@ -223,7 +224,10 @@ pub fn check_ids(ids: &[String]) -> Result<(), VectorError> {
             ids.len()
         )));
     }
-    if let Some(bad) = ids.iter().position(|id| id.is_empty() || id.len() > MAX_ID_BYTES) {
+    if let Some(bad) = ids
+        .iter()
+        .position(|id| id.is_empty() || id.len() > MAX_ID_BYTES)
+    {
         return Err(VectorError::invalid(format!(
             "`ids[{bad}]` must be 1 to {MAX_ID_BYTES} bytes"
         )));
@@ -250,12 +254,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("values[0]"), "{e}");
-        let big = format!("{{\"id\":\"a\",\"values\":[1,2],\"metadata\":{{\"t\":\"{}\"}}}}", "x".repeat(11000));
-        let e = parse_vectors(big.as_bytes(), 2, false).unwrap_err().to_string();
-        assert!(e.contains("10240"), "{e}");
-        let e = parse_vectors(b"{\"id\":\"a\",\"values\":[1,2],\"metadata\":{\"a.b\":1}}", 2, false)
+        let big = format!(
+            "{{\"id\":\"a\",\"values\":[1,2],\"metadata\":{{\"t\":\"{}\"}}}}",
+            "x".repeat(11000)
+        );
+        let e = parse_vectors(big.as_bytes(), 2, false)
             .unwrap_err()
             .to_string();
+        assert!(e.contains("10240"), "{e}");
+        let e = parse_vectors(
+            b"{\"id\":\"a\",\"values\":[1,2],\"metadata\":{\"a.b\":1}}",
+            2,
+            false,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("\"a.b\""), "{e}");
     }
 

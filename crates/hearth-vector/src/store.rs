@@ -63,8 +63,13 @@ pub enum Op {
     Insert(Vec<Record>),
     Upsert(Vec<Record>),
     Delete(Vec<String>),
-    CreateMetadataIndex { property: String, kind: MetadataType },
-    DeleteMetadataIndex { property: String },
+    CreateMetadataIndex {
+        property: String,
+        kind: MetadataType,
+    },
+    DeleteMetadataIndex {
+        property: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,7 +236,10 @@ impl Log {
         frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         frame.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
         frame.extend_from_slice(&payload);
-        let written = self.file.write_all(&frame).and_then(|_| self.file.sync_data());
+        let written = self
+            .file
+            .write_all(&frame)
+            .and_then(|_| self.file.sync_data());
         if let Err(e) = written {
             // Cut a partial record off so the next append starts clean.
             let _ = self.file.set_len(self.file_len);
@@ -259,7 +267,8 @@ fn read_segment(path: &Path) -> std::io::Result<(Vec<Mutation>, u64, bool)> {
     let mut out = Vec::new();
     let mut at = 0usize;
     while at + 8 <= bytes.len() {
-        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
+        let len =
+            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
         let Some(payload) = bytes.get(at + 8..at + 8 + len) else {
             break;
@@ -336,7 +345,10 @@ impl IndexHandle {
             if torn {
                 if i + 1 == segs.len() {
                     tracing::warn!(segment = %path.display(), "cutting a torn record off the log tail (never acknowledged)");
-                    OpenOptions::new().write(true).open(path)?.set_len(good_len)?;
+                    OpenOptions::new()
+                        .write(true)
+                        .open(path)?
+                        .set_len(good_len)?;
                 } else {
                     return Err(VectorError::Corrupt(format!(
                         "{} is damaged before its end",
@@ -425,9 +437,7 @@ impl IndexHandle {
             let Some(mutation) = next else {
                 self.applying.store(false, Ordering::Release);
                 // A submit may have queued between the check and the store.
-                if !lock(&self.pending).is_empty()
-                    && !self.applying.swap(true, Ordering::AcqRel)
-                {
+                if !lock(&self.pending).is_empty() && !self.applying.swap(true, Ordering::AcqRel) {
                     continue;
                 }
                 return;
@@ -469,7 +479,8 @@ impl IndexHandle {
     pub fn snapshot(&self) -> Result<(), VectorError> {
         {
             let state = self.read();
-            let heavy = state.tombstones() > 0 && state.tombstones() * 4 >= state.len() + state.tombstones();
+            let heavy = state.tombstones() > 0
+                && state.tombstones() * 4 >= state.len() + state.tombstones();
             if heavy {
                 let fresh = state.compacted(self.options.build_threads);
                 drop(state);
@@ -514,7 +525,11 @@ impl IndexHandle {
         property: String,
         kind: MetadataType,
     ) -> Result<String, VectorError> {
-        if property.is_empty() || property.len() > 512 || property.starts_with('$') || property.contains('"') {
+        if property.is_empty()
+            || property.len() > 512
+            || property.starts_with('$')
+            || property.contains('"')
+        {
             return Err(VectorError::invalid(format!(
                 "`propertyName` {property:?} is not a valid property name"
             )));
@@ -534,7 +549,10 @@ impl IndexHandle {
         self.submit(Op::CreateMetadataIndex { property, kind })
     }
 
-    pub fn delete_metadata_index(self: &Arc<Self>, property: String) -> Result<String, VectorError> {
+    pub fn delete_metadata_index(
+        self: &Arc<Self>,
+        property: String,
+    ) -> Result<String, VectorError> {
         if !self
             .read()
             .metadata_indexes()
@@ -613,7 +631,11 @@ fn decode_snapshot(bytes: &[u8]) -> Result<IndexState, VectorError> {
         return Err(corrupt("bad header"));
     }
     let body = &bytes[SNAPSHOT_MAGIC.len()..bytes.len() - 4];
-    let crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().map_err(|_| corrupt("crc"))?);
+    let crc = u32::from_le_bytes(
+        bytes[bytes.len() - 4..]
+            .try_into()
+            .map_err(|_| corrupt("crc"))?,
+    );
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch"));
     }
@@ -630,7 +652,10 @@ pub struct Vectorize {
 }
 
 fn safe_segment(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 impl Vectorize {
@@ -673,11 +698,17 @@ impl Vectorize {
         &self.options
     }
 
-    pub fn create(&self, account: &str, req: CreateIndexRequest) -> Result<IndexObject, VectorError> {
+    pub fn create(
+        &self,
+        account: &str,
+        req: CreateIndexRequest,
+    ) -> Result<IndexObject, VectorError> {
         input::validate_index_name(&req.name)?;
         let config = input::index_config(&req.config)?;
         if !safe_segment(account) {
-            return Err(VectorError::invalid("account id is not usable as a folder name"));
+            return Err(VectorError::invalid(
+                "account id is not usable as a folder name",
+            ));
         }
         let _admin = lock(&self.admin);
         let count = self
@@ -714,8 +745,8 @@ impl Vectorize {
         fs::create_dir_all(&account_dir)?;
         let staging = account_dir.join(format!(".creating-{}", uuid::Uuid::new_v4()));
         fs::create_dir_all(staging.join("wal"))?;
-        let json = serde_json::to_vec_pretty(&object)
-            .map_err(|e| VectorError::Corrupt(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(&object).map_err(|e| VectorError::Corrupt(e.to_string()))?;
         write_atomic(&staging.join("index.json"), &json)?;
         let dir = account_dir.join(&req.name);
         fs::rename(&staging, &dir)?;

@@ -38,7 +38,10 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(super::iso8601(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::iso8601(1_709_251_200_123), "2024-03-01T00:00:00.123Z");
+        assert_eq!(
+            super::iso8601(1_709_251_200_123),
+            "2024-03-01T00:00:00.123Z"
+        );
         assert_eq!(super::iso8601(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use hearth_types::vectorize::{CreateIndexRequest, IndexConfigRequest, MetadataType, ReturnMetadata};
+use hearth_types::vectorize::{
+    CreateIndexRequest, IndexConfigRequest, MetadataType, ReturnMetadata,
+};
 use hearth_vector::{Filter, QueryOptions, Record, Vectorize, VectorizeOptions};
 use serde_json::json;
 
@@ -79,9 +81,11 @@ fn log_replays_onto_snapshots_and_survives_torn_tails() {
         create(&store, "idx");
         let h = store.get("acct", "idx").expect("index");
         h.insert(records(0, 50)).expect("insert");
-        h.create_metadata_index("n".into(), MetadataType::Number).expect("meta index");
+        h.create_metadata_index("n".into(), MetadataType::Number)
+            .expect("meta index");
         h.upsert(records(50, 80)).expect("upsert");
-        h.delete_by_ids((0..30).map(|i| format!("v{i}")).collect()).expect("delete");
+        h.delete_by_ids((0..30).map(|i| format!("v{i}")).collect())
+            .expect("delete");
         wait(&store, "idx");
         assert!(root.join("acct/idx/snapshot.bin").exists());
     }
@@ -97,7 +101,10 @@ fn log_replays_onto_snapshots_and_survives_torn_tails() {
     }
     // A write that was cut mid-record: garbage at the tail of the newest segment.
     let wal = root.join("acct/idx/wal");
-    let mut segs: Vec<_> = std::fs::read_dir(&wal).expect("wal").map(|e| e.expect("entry").path()).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(&wal)
+        .expect("wal")
+        .map(|e| e.expect("entry").path())
+        .collect();
     segs.sort();
     let last = segs.last().expect("a segment").clone();
     let mut bytes = std::fs::read(&last).expect("read");
@@ -110,7 +117,9 @@ fn log_replays_onto_snapshots_and_survives_torn_tails() {
     let info = h.info();
     assert_eq!(info.vector_count, 69, "{info:?}");
     assert!(info.processed_up_to_mutation.is_some());
-    let got = h.get_by_ids(&["v31".into(), "v30".into(), "v99".into()]).expect("get");
+    let got = h
+        .get_by_ids(&["v31".into(), "v30".into(), "v99".into()])
+        .expect("get");
     let ids: Vec<&str> = got.iter().map(|v| v.id.as_str()).collect();
     assert_eq!(ids, ["v31", "v99"]);
     assert_eq!(got[1].values, vec![99.0, 1.0, 1.0, 0.5]);
@@ -128,8 +137,16 @@ fn log_replays_onto_snapshots_and_survives_torn_tails() {
             ef: 100,
         },
     );
-    assert_eq!(filtered.len(), 50, "only vectors written after the metadata index");
-    assert!(filtered.iter().all(|m| m.metadata.as_ref().is_some_and(|md| md.contains_key("n"))));
+    assert_eq!(
+        filtered.len(),
+        50,
+        "only vectors written after the metadata index"
+    );
+    assert!(
+        filtered
+            .iter()
+            .all(|m| m.metadata.as_ref().is_some_and(|md| md.contains_key("n")))
+    );
     // After the torn tail, writes keep working and land in a fresh segment.
     h.insert(records(100, 101)).expect("insert after recovery");
     wait(&store, "idx");
@@ -138,5 +155,12 @@ fn log_replays_onto_snapshots_and_survives_torn_tails() {
     store.delete("acct", "idx").expect("delete index");
     assert!(store.get("acct", "idx").is_err());
     create(&store, "idx");
-    assert_eq!(store.get("acct", "idx").expect("recreated").info().vector_count, 0);
+    assert_eq!(
+        store
+            .get("acct", "idx")
+            .expect("recreated")
+            .info()
+            .vector_count,
+        0
+    );
 }

@@ -36,7 +36,9 @@ fn dataset(clustered: bool, seed: u64) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let draw = |rng: &mut rand::rngs::StdRng| -> Vec<f32> {
         let c = &centres[rng.random_range(0..centres.len())];
         let scale = 0.5 + rng.random::<f32>();
-        c.iter().map(|x| scale * (x + spread * gaussian(rng))).collect()
+        c.iter()
+            .map(|x| scale * (x + spread * gaussian(rng)))
+            .collect()
     };
     let base = (0..N).map(|_| draw(&mut rng)).collect();
     let queries = (0..QUERIES).map(|_| draw(&mut rng)).collect();
@@ -71,7 +73,12 @@ fn recall(metric: Metric, clustered: bool) {
             id: format!("v{i}"),
             values: v.clone(),
             namespace: None,
-            metadata: Some(json!({"bucket": (i % 100) as f64}).as_object().cloned().unwrap_or_default()),
+            metadata: Some(
+                json!({"bucket": (i % 100) as f64})
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
         })
         .collect();
     state.write(&records, false, 2, 2);
@@ -108,7 +115,10 @@ fn recall(metric: Metric, clustered: bool) {
         }
         let r = hits as f64 / (QUERIES * 10) as f64;
         eprintln!("{metric:?} clustered={clustered} keep={keep:?}: recall@10 {r:.4}");
-        assert!(r >= 0.95, "{metric:?} clustered={clustered} keep={keep:?}: recall {r}");
+        assert!(
+            r >= 0.95,
+            "{metric:?} clustered={clustered} keep={keep:?}: recall {r}"
+        );
         if keep.clone().count() == 1 {
             assert!(r >= 0.99, "a 1% filter is answered exactly");
         }

@@ -174,6 +174,11 @@ async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let app = Arc::new(App::new(config.clone())?);
     let created = app.bootstrap_accounts()?;
+    // Recover Vectorize indexes (snapshot + log) before taking requests.
+    let opening = Arc::clone(&app);
+    tokio::task::spawn_blocking(move || opening.vectorize())
+        .await?
+        .context("cannot open the Vectorize store")?;
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

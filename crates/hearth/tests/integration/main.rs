@@ -10,3 +10,4 @@ mod models_pull;
 mod rerank;
 mod support;
 mod textgen;
+mod vectorize;
