@@ -1,5 +1,5 @@
 //! The `hearth` binary: command-line parsing and process wiring only
-//! (`serve`, `run`, `models`, `config`). `anyhow` lives here and nowhere else.
+//! (`serve`, `run`, `models`, `vectorize`, `config`). `anyhow` lives here and nowhere else.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,6 +11,8 @@ use hearth_engine::{GenEvent, PullProgress};
 use hearth_runtime::config::ConfigSources;
 use hearth_runtime::{App, Config, PromptInput};
 use hearth_types::textgen::validate_params;
+
+mod vectorize_cli;
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +67,13 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Vectorize indexes of a running server.
+    Vectorize {
+        #[command(flatten)]
+        connection: vectorize_cli::Connection,
+        #[command(subcommand)]
+        command: vectorize_cli::VectorizeCommand,
     },
     /// Configuration.
     Config {
@@ -147,6 +156,13 @@ async fn main() -> Result<()> {
         Command::Models { command } => {
             let config = load_config(&cli.global, Vec::new())?;
             models(config, command).await
+        }
+        Command::Vectorize {
+            connection,
+            command,
+        } => {
+            let config = load_config(&cli.global, Vec::new())?;
+            vectorize_cli::run(config, connection, command).await
         }
         Command::Config {
             command: ConfigCommand::Check,

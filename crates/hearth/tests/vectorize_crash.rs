@@ -4,15 +4,17 @@
 //! that was in flight at the kill is either wholly applied or wholly absent.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
-const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
-const TOKEN: &str = "crash-test-token-0123456789";
+mod common;
+use common::{ACCOUNT, TOKEN, free_port, spawn_server, wait_ready};
+
+// Snapshot (and compact) every few writes, so kills land mid-snapshot too.
+const ENV: &[(&str, &str)] = &[("HEARTH_VECTORIZE_SNAPSHOT_AFTER_BYTES", "20000")];
 const BATCH: usize = 40;
 const DIMS: usize = 16;
 
@@ -40,39 +42,6 @@ fn values(batch: usize, j: usize) -> Vec<f32> {
 
 fn ids(batch: usize) -> Vec<String> {
     (0..BATCH).map(|j| format!("b{batch}-{j}")).collect()
-}
-
-fn spawn(data: &std::path::Path, models: &std::path::Path, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("serve")
-        .env("HEARTH_DATA_DIR", data)
-        .env("HEARTH_MODELS_DIR", models)
-        .env("HEARTH_LISTEN", format!("127.0.0.1:{port}"))
-        .env("HEARTH_ACCOUNT_ID", ACCOUNT)
-        .env("HEARTH_API_TOKEN", TOKEN)
-        // Snapshot (and compact) every few writes, so kills land mid-snapshot too.
-        .env("HEARTH_VECTORIZE_SNAPSHOT_AFTER_BYTES", "20000")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("hearth serve starts")
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let start = Instant::now();
-    loop {
-        if let Ok(r) = client.get(format!("{base}/health")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "server did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 async fn call(
@@ -235,14 +204,10 @@ async fn verify(client: &reqwest::Client, base: &str, ledger: &Ledger) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_sigkill() {
     let data = tempfile::tempdir().expect("tempdir");
-    let models = tempfile::tempdir().expect("tempdir");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        l.local_addr().expect("addr").port()
-    };
+    let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    let mut child = spawn(data.path(), models.path(), port);
+    let mut child = spawn_server(data.path(), port, ENV);
     wait_ready(&client, &base).await;
     let create = client
         .post(format!(
@@ -272,7 +237,7 @@ async fn acknowledged_writes_survive_sigkill() {
         child.wait().expect("reaped");
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         next_batch = task.await.expect("writer");
-        child = spawn(data.path(), models.path(), port);
+        child = spawn_server(data.path(), port, ENV);
         wait_ready(&client, &base).await;
         let snapshot = ledger.lock().unwrap().clone();
         verify(&client, &base, &snapshot).await;

@@ -1,0 +1,49 @@
+//! Starting a real `hearth serve` process for tests that need a process
+//! (to kill it, or to drive it with the CLI).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ACCOUNT: &str = "0123456789abcdef0123456789abcdef";
+pub const TOKEN: &str = "process-test-token-0123456789";
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+    l.local_addr().expect("addr").port()
+}
+
+/// `hearth serve` on `port` with its data in `data`; no models (the
+/// default model's warm-up fails fast and only logs).
+pub fn spawn_server(data: &Path, port: u16, extra_env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hearth"));
+    cmd.arg("serve")
+        .env("HEARTH_DATA_DIR", data)
+        .env("HEARTH_MODELS_DIR", data.join("no-models"))
+        .env("HEARTH_LISTEN", format!("127.0.0.1:{port}"))
+        .env("HEARTH_ACCOUNT_ID", ACCOUNT)
+        .env("HEARTH_API_TOKEN", TOKEN)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("hearth serve starts")
+}
+
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let start = Instant::now();
+    loop {
+        if let Ok(r) = client.get(format!("{base}/health")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
