@@ -7,32 +7,88 @@
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
+    // Built with AVX2+FMA (Hearth's builds use target-cpu=native): call the
+    // kernel directly so it inlines into the search loop.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     {
-        if has_avx2_fma() {
-            // SAFETY: the CPU supports AVX2 and FMA (checked above), and the
-            // kernel reads only within both slices' bounds.
-            return unsafe { x86::dot(a, b) };
-        }
+        // SAFETY: the target features are enabled at compile time, and the
+        // kernel reads only within both slices' bounds.
+        unsafe { x86::dot(a, b) }
     }
-    dot_portable(a, b)
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                return unsafe { x86::dot(a, b) };
+            }
+        }
+        dot_portable(a, b)
+    }
 }
 
 /// Squared Euclidean distance of two equal-length slices.
 #[inline]
 pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
-    #[cfg(target_arch = "x86_64")]
+    // Built with AVX2+FMA (Hearth's builds use target-cpu=native): call the
+    // kernel directly so it inlines into the search loop.
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
     {
-        if has_avx2_fma() {
-            // SAFETY: as in `dot`.
-            return unsafe { x86::l2_squared(a, b) };
-        }
+        // SAFETY: the target features are enabled at compile time, and the
+        // kernel reads only within both slices' bounds.
+        unsafe { x86::l2_squared(a, b) }
     }
-    l2_portable(a, b)
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if has_avx2_fma() {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                return unsafe { x86::l2_squared(a, b) };
+            }
+        }
+        l2_portable(a, b)
+    }
 }
 
-#[cfg(target_arch = "x86_64")]
+/// Asks the CPU to start loading the first cache lines of `v`.
+#[inline]
+pub fn prefetch(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr() as *const i8;
+        // Four lines (256 bytes); the hardware prefetcher follows the rest.
+        for line in 0..(v.len() * 4).div_ceil(64).min(4) {
+            // SAFETY: a prefetch is a hint that never faults, and the
+            // address stays within `v`.
+            unsafe { _mm_prefetch(p.add(line * 64), _MM_HINT_T0) };
+        }
+    }
+}
+
+/// Asks the CPU to start loading all of `v` (for scans that know the next
+/// vector well ahead).
+#[inline]
+pub fn prefetch_all(v: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = v.as_ptr() as *const i8;
+        for line in 0..(v.len() * 4).div_ceil(64) {
+            // SAFETY: a prefetch is a hint that never faults, and the
+            // address stays within `v`.
+            unsafe { _mm_prefetch(p.add(line * 64), _MM_HINT_T0) };
+        }
+    }
+}
+
+#[cfg(all(
+    target_arch = "x86_64",
+    not(all(target_feature = "avx2", target_feature = "fma"))
+))]
 #[inline]
 fn has_avx2_fma() -> bool {
     use std::sync::OnceLock;
@@ -42,6 +98,10 @@ fn has_avx2_fma() -> bool {
     })
 }
 
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    allow(dead_code)
+)]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a.len() / 8;
@@ -57,6 +117,10 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+#[cfg_attr(
+    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    allow(dead_code)
+)]
 fn l2_portable(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 8];
     let chunks = a.len() / 8;
@@ -78,6 +142,7 @@ fn l2_portable(a: &[f32], b: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn hsum(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
@@ -88,6 +153,7 @@ mod x86 {
         _mm_cvtss_f32(s)
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());
@@ -120,6 +186,7 @@ mod x86 {
         }
     }
 
+    #[inline]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
         let n = a.len().min(b.len());

@@ -17,6 +17,7 @@ use crate::codec::{Reader, Writer};
 use crate::distance::{dot, l2_squared};
 use crate::filter::{Condition, Filter, Scalar};
 use crate::hnsw::{Hnsw, HnswParams, Scored};
+use crate::storage::VectorRows;
 
 /// Strings are indexed on their first 64 bytes, as Vectorize does.
 pub const MAX_INDEXED_STRING_BYTES: usize = 64;
@@ -129,8 +130,25 @@ struct MetaIndex {
 struct Slot {
     id: String,
     namespace: Option<String>,
-    metadata: Option<Map<String, Value>>,
+    /// Compact JSON text: a parsed map costs a B-tree node (~600 bytes)
+    /// even for one key, the text costs its length.
+    metadata: Option<Box<str>>,
     write_seq: u64,
+}
+
+impl Slot {
+    fn metadata_map(&self) -> Option<Map<String, Value>> {
+        match serde_json::from_str(self.metadata.as_deref()?) {
+            Ok(Value::Object(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
+fn metadata_text(m: &Map<String, Value>) -> Box<str> {
+    serde_json::to_string(m)
+        .unwrap_or_else(|_| "{}".into())
+        .into_boxed_str()
 }
 
 /// The last applied mutation, for `info`.
@@ -156,8 +174,7 @@ pub struct QueryOptions {
 pub struct IndexState {
     config: IndexConfig,
     dims: usize,
-    values: Vec<f32>,
-    inv_norms: Vec<f32>,
+    values: VectorRows,
     slots: Vec<Slot>,
     deleted: Vec<bool>,
     ids: BTreeMap<String, u32>,
@@ -188,8 +205,7 @@ impl IndexState {
         Self {
             config,
             dims: config.dimensions as usize,
-            values: Vec::new(),
-            inv_norms: Vec::new(),
+            values: VectorRows::new(config.dimensions as usize),
             slots: Vec::new(),
             deleted: Vec::new(),
             ids: BTreeMap::new(),
@@ -232,9 +248,18 @@ impl IndexState {
             .collect()
     }
 
+    #[inline]
     fn vector(&self, slot: u32) -> &[f32] {
-        let start = slot as usize * self.dims;
-        &self.values[start..start + self.dims]
+        self.values.get(slot)
+    }
+
+    #[inline]
+    fn inv_norm(&self, slot: u32) -> f32 {
+        self.values.inv_norm(slot)
+    }
+
+    fn push_values(&mut self, values: &[f32]) {
+        self.values.push(values);
     }
 
     /// Internal distance between stored vectors: lower is closer.
@@ -242,7 +267,7 @@ impl IndexState {
         let (va, vb) = (self.vector(a), self.vector(b));
         match self.config.metric {
             Metric::Cosine => {
-                1.0 - dot(va, vb) * self.inv_norms[a as usize] * self.inv_norms[b as usize]
+                1.0 - dot(va, vb) * self.inv_norm(a) * self.inv_norm(b)
             }
             Metric::Euclidean => l2_squared(va, vb),
             Metric::DotProduct => -dot(va, vb),
@@ -250,12 +275,24 @@ impl IndexState {
     }
 
     fn indexed_keys(&self, slot: &Slot) -> Vec<(String, IndexKey)> {
-        let Some(metadata) = &slot.metadata else {
+        if slot.metadata.is_none()
+            || !self
+                .meta_indexes
+                .values()
+                .any(|m| slot.write_seq > m.created_seq)
+        {
+            return Vec::new();
+        }
+        self.keys_of(slot.metadata_map().as_ref(), slot.write_seq)
+    }
+
+    fn keys_of(&self, metadata: Option<&Map<String, Value>>, write_seq: u64) -> Vec<(String, IndexKey)> {
+        let Some(metadata) = metadata else {
             return Vec::new();
         };
         self.meta_indexes
             .iter()
-            .filter(|(_, m)| slot.write_seq > m.created_seq)
+            .filter(|(_, m)| write_seq > m.created_seq)
             .filter_map(|(p, m)| {
                 let key = IndexKey::from_value(m.kind, lookup(metadata, p)?)?;
                 Some((p.clone(), key))
@@ -306,17 +343,14 @@ impl IndexState {
                 self.remove(&record.id);
             }
             let slot_no = self.slots.len() as u32;
-            let norm = dot(&record.values, &record.values).sqrt();
-            self.values.extend_from_slice(&record.values);
-            self.inv_norms
-                .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+            self.push_values(&record.values);
             let slot = Slot {
                 id: record.id.clone(),
                 namespace: record.namespace.clone(),
-                metadata: record.metadata.clone(),
+                metadata: record.metadata.as_ref().map(metadata_text),
                 write_seq: seq,
             };
-            for (property, key) in self.indexed_keys(&slot) {
+            for (property, key) in self.keys_of(record.metadata.as_ref(), seq) {
                 if let Some(index) = self.meta_indexes.get_mut(&property) {
                     index.entries.entry(key).or_default().insert(slot_no);
                 }
@@ -345,8 +379,12 @@ impl IndexState {
             .collect();
         self.graph.push_nodes(&levels);
         let this = &*self;
-        this.graph
-            .link_range(first, &|a, b| this.between(a, b), threads);
+        this.graph.link_range(
+            first,
+            &|a, b| this.between(a, b),
+            &|n| crate::distance::prefetch(this.vector(n)),
+            threads,
+        );
     }
 
     pub fn delete(&mut self, ids: &[String]) {
@@ -458,7 +496,7 @@ impl IndexState {
         let distance = |slot: u32| -> f32 {
             let v = self.vector(slot);
             match metric {
-                Metric::Cosine => 1.0 - dot(query, v) * inv_q * self.inv_norms[slot as usize],
+                Metric::Cosine => 1.0 - dot(query, v) * inv_q * self.inv_norm(slot),
                 Metric::Euclidean => l2_squared(query, v),
                 Metric::DotProduct => -dot(query, v),
             }
@@ -467,7 +505,12 @@ impl IndexState {
         let found: Vec<Scored> = match self.candidates(options) {
             Some(bits) if bits.len() <= EXACT_SCAN_MAX.max(self.live.len() / 50) => {
                 let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
-                for slot in bits.iter() {
+                let slots: Vec<u32> = bits.iter().collect();
+                for (i, &slot) in slots.iter().enumerate() {
+                    // Kept vectors are scattered: fetch two ahead while scoring this one.
+                    if let Some(&ahead) = slots.get(i + 2) {
+                        crate::distance::prefetch_all(self.vector(ahead));
+                    }
                     let s = Scored {
                         dist: distance(slot),
                         node: slot,
@@ -486,12 +529,17 @@ impl IndexState {
             Some(bits) => self.graph.search(
                 distance,
                 |n| !self.deleted[n as usize] && bits.contains(n),
+                |n| crate::distance::prefetch(self.vector(n)),
                 k,
                 options.ef,
             ),
-            None => self
-                .graph
-                .search(distance, |n| !self.deleted[n as usize], k, options.ef),
+            None => self.graph.search(
+                distance,
+                |n| !self.deleted[n as usize],
+                |n| crate::distance::prefetch(self.vector(n)),
+                k,
+                options.ef,
+            ),
         };
         found
             .into_iter()
@@ -516,7 +564,7 @@ impl IndexState {
     fn metadata_out(&self, slot: &Slot, mode: ReturnMetadata) -> Option<Map<String, Value>> {
         match mode {
             ReturnMetadata::None => None,
-            ReturnMetadata::All => slot.metadata.clone(),
+            ReturnMetadata::All => slot.metadata_map(),
             ReturnMetadata::Indexed => {
                 let keys = self.indexed_keys(slot);
                 (!keys.is_empty())
@@ -538,7 +586,7 @@ impl IndexState {
                 Some(VectorOutput {
                     id: slot.id.clone(),
                     values: self.vector(slot_no).to_vec(),
-                    metadata: slot.metadata.clone(),
+                    metadata: slot.metadata_map(),
                     namespace: slot.namespace.clone(),
                 })
             })
@@ -588,10 +636,7 @@ impl IndexState {
     /// Adds a slot without linking it (used by compaction and snapshots).
     fn push_slot(&mut self, slot: Slot, values: &[f32]) {
         let slot_no = self.slots.len() as u32;
-        let norm = dot(values, values).sqrt();
-        self.values.extend_from_slice(values);
-        self.inv_norms
-            .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+        self.push_values(values);
         for (property, key) in self.indexed_keys(&slot) {
             if let Some(index) = self.meta_indexes.get_mut(&property) {
                 index.entries.entry(key).or_default().insert(slot_no);
@@ -631,10 +676,16 @@ impl IndexState {
             w.u8(self.deleted[i] as u8);
             w.str(&slot.id);
             w.opt_str(slot.namespace.as_deref());
-            w.metadata(slot.metadata.as_ref());
+            w.opt_str(slot.metadata.as_deref());
             w.u64(slot.write_seq);
         }
-        w.f32s(&self.values);
+        // Values only; inverse norms are recomputed on load.
+        w.u32((self.slots.len() * self.dims) as u32);
+        for slot in 0..self.slots.len() as u32 {
+            for x in self.vector(slot) {
+                w.buf.extend_from_slice(&x.to_le_bytes());
+            }
+        }
         self.graph.encode(&mut w.buf);
     }
 
@@ -677,7 +728,7 @@ impl IndexState {
             let slot = Slot {
                 id: r.str()?,
                 namespace: r.opt_str()?,
-                metadata: r.metadata()?,
+                metadata: r.opt_str()?.map(String::into_boxed_str),
                 write_seq: r.u64()?,
             };
             slots.push((deleted, slot));
@@ -693,11 +744,7 @@ impl IndexState {
         for (i, (deleted, slot)) in slots.into_iter().enumerate() {
             let v = &values[i * dimensions as usize..(i + 1) * dimensions as usize];
             if deleted {
-                let norm = dot(v, v).sqrt();
-                state.values.extend_from_slice(v);
-                state
-                    .inv_norms
-                    .push(if norm > 0.0 { 1.0 / norm } else { 0.0 });
+                state.push_values(v);
                 state.deleted.push(true);
                 state.slots.push(slot);
             } else {

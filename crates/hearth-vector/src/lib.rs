@@ -17,6 +17,7 @@ pub mod filter;
 pub mod hnsw;
 pub mod index;
 pub mod input;
+pub mod storage;
 pub mod store;
 mod time;
 
