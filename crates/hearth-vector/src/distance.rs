@@ -9,13 +9,21 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     // Built with AVX2+FMA (Hearth's builds use target-cpu=native): call the
     // kernel directly so it inlines into the search loop.
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the target features are enabled at compile time, and the
         // kernel reads only within both slices' bounds.
         unsafe { x86::dot(a, b) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     {
         #[cfg(target_arch = "x86_64")]
         {
@@ -34,13 +42,21 @@ pub fn l2_squared(a: &[f32], b: &[f32]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     // Built with AVX2+FMA (Hearth's builds use target-cpu=native): call the
     // kernel directly so it inlines into the search loop.
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"))]
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ))]
     {
         // SAFETY: the target features are enabled at compile time, and the
         // kernel reads only within both slices' bounds.
         unsafe { x86::l2_squared(a, b) }
     }
-    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma")))]
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    )))]
     {
         #[cfg(target_arch = "x86_64")]
         {
@@ -99,7 +115,11 @@ fn has_avx2_fma() -> bool {
 }
 
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
     allow(dead_code)
 )]
 fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
@@ -118,7 +138,11 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg_attr(
-    all(target_arch = "x86_64", target_feature = "avx2", target_feature = "fma"),
+    all(
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma"
+    ),
     allow(dead_code)
 )]
 fn l2_portable(a: &[f32], b: &[f32]) -> f32 {

@@ -315,7 +315,14 @@ impl Hnsw {
     }
 
     /// The `k` accepted nodes nearest by `distance`, searching with beam `ef`.
-    pub fn search<D, A, P>(&self, distance: D, accept: A, prefetch: P, k: usize, ef: usize) -> Vec<Scored>
+    pub fn search<D, A, P>(
+        &self,
+        distance: D,
+        accept: A,
+        prefetch: P,
+        k: usize,
+        ef: usize,
+    ) -> Vec<Scored>
     where
         D: Fn(u32) -> f32,
         A: Fn(u32) -> bool,

@@ -266,9 +266,7 @@ impl IndexState {
     fn between(&self, a: u32, b: u32) -> f32 {
         let (va, vb) = (self.vector(a), self.vector(b));
         match self.config.metric {
-            Metric::Cosine => {
-                1.0 - dot(va, vb) * self.inv_norm(a) * self.inv_norm(b)
-            }
+            Metric::Cosine => 1.0 - dot(va, vb) * self.inv_norm(a) * self.inv_norm(b),
             Metric::Euclidean => l2_squared(va, vb),
             Metric::DotProduct => -dot(va, vb),
         }
@@ -286,7 +284,11 @@ impl IndexState {
         self.keys_of(slot.metadata_map().as_ref(), slot.write_seq)
     }
 
-    fn keys_of(&self, metadata: Option<&Map<String, Value>>, write_seq: u64) -> Vec<(String, IndexKey)> {
+    fn keys_of(
+        &self,
+        metadata: Option<&Map<String, Value>>,
+        write_seq: u64,
+    ) -> Vec<(String, IndexKey)> {
         let Some(metadata) = metadata else {
             return Vec::new();
         };

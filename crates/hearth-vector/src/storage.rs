@@ -53,8 +53,10 @@ impl VectorRows {
         debug_assert_eq!(values.len(), self.dims);
         let norm = crate::distance::dot(values, values).sqrt();
         let start = self.lines.len() * LINE_FLOATS;
-        self.lines
-            .resize(self.lines.len() + self.stride / LINE_FLOATS, Line([0.0; 16]));
+        self.lines.resize(
+            self.lines.len() + self.stride / LINE_FLOATS,
+            Line([0.0; 16]),
+        );
         let dims = self.dims;
         let row = &mut self.floats_mut()[start..start + dims + 1];
         row[..dims].copy_from_slice(values);
