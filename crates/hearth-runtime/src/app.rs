@@ -23,6 +23,7 @@ use hearth_vector::{VectorError, Vectorize, VectorizeOptions};
 
 use crate::accounts::{Accounts, AccountsError};
 use crate::config::Config;
+use crate::metering::{Clock, Meter, SystemClock};
 
 pub const TEXT_GENERATION: &str = "Text Generation";
 pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
@@ -47,6 +48,8 @@ pub enum AppError {
     Catalog(String),
     #[error("model loading task failed: {0}")]
     Join(String),
+    #[error("cannot open the database: {0}")]
+    Store(#[from] hearth_store::StoreError),
 }
 
 impl From<AppError> for ApiError {
@@ -90,7 +93,10 @@ impl From<AppError> for ApiError {
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
-            AppError::Accounts(_) | AppError::Catalog(_) | AppError::Join(_) => {
+            AppError::Accounts(_)
+            | AppError::Catalog(_)
+            | AppError::Join(_)
+            | AppError::Store(_) => {
                 tracing::error!(error = %e, "internal failure");
                 ApiError::plain(ErrorCode::Internal)
             }
@@ -208,10 +214,21 @@ pub struct App {
     classifiers: Loaded<Classifier>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
     vectorize_init: Mutex<()>,
+    meter: Meter,
 }
 
 impl App {
     pub fn new(config: Config) -> Result<Self, AppError> {
+        Self::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// An `App` whose limits and ledger follow `clock` (tests move it).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+            AppError::Catalog(format!("cannot create {}: {e}", config.data_dir.display()))
+        })?;
+        let db = hearth_store::Store::open(&config.data_dir.join("hearth.db"))?;
+        let meter = Meter::new(db, clock, config.limits.clone());
         let catalog = Catalog::builtin().map_err(|e| AppError::Catalog(e.to_string()))?;
         let accounts = Accounts::open(&config.data_dir)?;
         let store = ModelStore::new(config.models_dir());
@@ -226,7 +243,13 @@ impl App {
             classifiers: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
             vectorize_init: Mutex::new(()),
+            meter,
         })
+    }
+
+    /// Neurons, plans, rate limits and the usage ledger.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// The Vectorize store under `<data_dir>/vectorize`, opened (and

@@ -102,6 +102,57 @@ impl Default for VectorizeConfig {
     }
 }
 
+/// How an account pays for Neurons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Plan {
+    /// Workers Free: 10,000 Neurons a day, then 3036 until 00:00 UTC.
+    Free,
+    /// Workers Paid: the same daily allocation, overage billed.
+    Paid,
+    /// Self-hosted: metered, never blocked.
+    Unlimited,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// The plan of accounts not listed in `plans`.
+    pub default_plan: Plan,
+    /// Plan per account id.
+    pub plans: BTreeMap<String, Plan>,
+    /// Enforce Workers AI's per-account, per-task requests-per-minute limits.
+    pub rate_limits: bool,
+    /// Override a task's (or a model id's) requests per minute.
+    pub rpm: BTreeMap<String, u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            default_plan: Plan::Unlimited,
+            plans: BTreeMap::new(),
+            rate_limits: true,
+            rpm: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Finished batches are deleted this long after they finish.
+    pub retention_hours: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            retention_hours: 7 * 24,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -125,6 +176,8 @@ pub struct Config {
     pub request_timeout_secs: u64,
     pub textgen: TextGenConfig,
     pub vectorize: VectorizeConfig,
+    pub limits: LimitsConfig,
+    pub batch: BatchConfig,
     /// Serve a catalog id with another entry's weights: `"@cf/meta/llama-3.1-8b-instruct" = "@cf/huggingfacetb/smollm2-135m-instruct"`.
     pub aliases: BTreeMap<String, String>,
 }
@@ -151,6 +204,8 @@ impl Default for Config {
             request_timeout_secs: 300,
             textgen: TextGenConfig::default(),
             vectorize: VectorizeConfig::default(),
+            limits: LimitsConfig::default(),
+            batch: BatchConfig::default(),
             aliases: BTreeMap::new(),
         }
     }

@@ -11,6 +11,7 @@
 pub mod accounts;
 pub mod app;
 pub mod config;
+pub mod metering;
 
 pub use accounts::{Accounts, AccountsError};
 pub use app::{App, AppError, Generation, ModelStatus, PromptInput, Resolved};

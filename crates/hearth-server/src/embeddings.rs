@@ -2,7 +2,6 @@
 //! (`{shape, data, pooling}` in the envelope) and OpenAI's `/v1/embeddings`.
 
 use axum::Json;
-use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hearth_engine::Pooling;
@@ -15,6 +14,7 @@ use hearth_types::envelope::Envelope;
 use serde_json::{Value, json};
 
 use crate::error::Failure;
+use crate::metering::Admission;
 use crate::{AppState, body, tag_response};
 
 fn pooling(choice: PoolingChoice) -> Pooling {
@@ -25,14 +25,19 @@ fn pooling(choice: PoolingChoice) -> Pooling {
 }
 
 /// `POST /ai/run/{embedding model}`.
-pub async fn run(state: &AppState, model: &str, request_body: Body) -> Result<Response, Failure> {
-    let bytes = body::read(request_body, state.body_limit()).await?;
-    let input: EmbeddingsInput = body::parse_json(&bytes)?;
+pub async fn run(
+    state: &AppState,
+    model: &str,
+    bytes: &[u8],
+    admission: &Admission,
+) -> Result<Response, Failure> {
+    let input: EmbeddingsInput = body::parse_json(bytes)?;
     let valid = input.validate()?;
     let (out, dims, resolved) = state
         .app
         .embed(model, valid.texts, pooling(valid.pooling))
         .await?;
+    admission.charge(out.tokens as u64, 0);
     let mut response = Json(Envelope::ok(EmbeddingsOutput {
         shape: [out.vectors.len(), dims],
         data: out.vectors,
@@ -47,12 +52,14 @@ pub async fn run(state: &AppState, model: &str, request_body: Body) -> Result<Re
 pub async fn rerank(
     state: &AppState,
     model: &str,
-    request_body: Body,
+    bytes: &[u8],
+    admission: &Admission,
 ) -> Result<Response, Failure> {
-    let bytes = body::read(request_body, state.body_limit()).await?;
-    let input: RerankInput = body::parse_json(&bytes)?;
+    let input: RerankInput = body::parse_json(bytes)?;
     let valid = input.validate()?;
     let (scores, resolved) = state.app.rerank(model, valid.query, valid.contexts).await?;
+    // The reranker reports no token counts: the request is counted, not priced.
+    admission.charge(0, 0);
     let mut ranked: Vec<RankedContext> = scores
         .into_iter()
         .enumerate()
@@ -71,12 +78,13 @@ pub async fn rerank(
 pub async fn classify(
     state: &AppState,
     model: &str,
-    request_body: Body,
+    bytes: &[u8],
+    admission: &Admission,
 ) -> Result<Response, Failure> {
-    let bytes = body::read(request_body, state.body_limit()).await?;
-    let input: ClassificationInput = body::parse_json(&bytes)?;
+    let input: ClassificationInput = body::parse_json(bytes)?;
     let text = input.validate()?;
     let (labels, resolved) = state.app.classify(model, text).await?;
+    admission.charge(0, 0);
     let result: Vec<LabelScore> = labels
         .into_iter()
         .map(|(label, score)| LabelScore { label, score })
@@ -89,15 +97,20 @@ pub async fn classify(
 /// `POST /ai/v1/embeddings`.
 pub async fn openai(
     axum::extract::State(state): axum::extract::State<AppState>,
+    axum::extract::Path(params): axum::extract::Path<std::collections::HashMap<String, String>>,
     request: axum::extract::Request,
 ) -> Result<Response, Failure> {
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let req: OpenAiEmbeddingsRequest = body::parse_json(&bytes)?;
     let valid = req.validate()?;
+    let account = params.get("account_id").map(String::as_str).unwrap_or("");
+    let task = state.app.resolve(&valid.model)?.task;
+    let admission = Admission::admit(&state, account, &valid.model, &task)?;
     let (out, dims, resolved) = state
         .app
         .embed(&valid.model, valid.texts, Pooling::Mean)
         .await?;
+    admission.charge(out.tokens as u64, 0);
     if let Some(wanted) = valid.dimensions
         && wanted != dims
     {

@@ -9,9 +9,11 @@
 //! drive it with `tower::ServiceExt::oneshot`.
 
 pub mod auth;
+pub mod batch;
 pub mod body;
 pub mod embeddings;
 pub mod error;
+pub mod metering;
 pub mod openai;
 pub mod vectorize;
 pub mod workers_ai;
@@ -118,6 +120,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ai/models/schema", get(workers_ai::model_schema))
         .route("/ai/tasks/search", get(workers_ai::tasks_search))
         .route("/ai/authors/search", get(workers_ai::authors_search))
+        .route("/ai/usage", get(metering::usage))
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
         .route("/ai/v1/embeddings", post(embeddings::openai))
         .nest("/vectorize/v2/indexes", vectorize_routes())

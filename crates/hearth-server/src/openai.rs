@@ -4,7 +4,9 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Request, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -16,6 +18,7 @@ use hearth_types::openai::{
 };
 
 use crate::error::Failure;
+use crate::metering::Admission;
 use crate::workers_ai::{StreamItem, collect, stream_items};
 use crate::{AppState, body, tag_response};
 
@@ -27,11 +30,15 @@ fn unix_now() -> u64 {
 
 pub async fn chat_completions(
     State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, Failure> {
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let req: ChatCompletionRequest = body::parse_json(&bytes)?;
     let valid = req.validate()?;
+    let account = params.get("account_id").map(String::as_str).unwrap_or("");
+    let task = state.app.resolve(&valid.model)?.task;
+    let admission = Admission::admit(&state, account, &valid.model, &task)?;
     let mut generation = state
         .app
         .generate(
@@ -89,6 +96,10 @@ pub async fn chat_completions(
                     None,
                 ))],
                 StreamItem::End { usage, finish } => {
+                    admission.charge(
+                        u64::from(usage.prompt_tokens),
+                        u64::from(usage.completion_tokens),
+                    );
                     let mut events =
                         vec![data(&chunk(Delta::default(), Some(finish.into()), None))];
                     if include_usage {
@@ -106,6 +117,10 @@ pub async fn chat_completions(
         let out = collect(&mut generation, state.timeout())
             .await
             .map_err(Failure)?;
+        admission.charge(
+            u64::from(out.usage.prompt_tokens),
+            u64::from(out.usage.completion_tokens),
+        );
         Json(ChatCompletion {
             id,
             object: "chat.completion".into(),

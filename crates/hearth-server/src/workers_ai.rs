@@ -113,20 +113,44 @@ pub async fn run(
     request: Request,
 ) -> Result<Response, Failure> {
     let model = params.get("model").cloned().unwrap_or_default();
+    let account = params.get("account_id").cloned().unwrap_or_default();
     // Resolving first picks the task (and so the input schema) and answers
     // unknown or absent models before the body is read.
     let resolved = state.app.resolve(&model)?;
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| {
+            q.split('&')
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let bytes = body::read(request.into_body(), crate::batch::MAX_BATCH_BYTES).await?;
+    if crate::batch::is_batch_call(&query, &bytes)? {
+        return crate::batch::submit_or_poll(&state, &account, &model, &resolved, &bytes).await;
+    }
+    if bytes.len() > state.body_limit() {
+        return Err(Failure(ApiError::detail(
+            ErrorCode::RequestTooLarge,
+            format!("the body is over the {}-byte limit", state.body_limit()),
+        )));
+    }
+    let admission = crate::metering::Admission::admit(&state, &account, &model, &resolved.task)?;
     match resolved.task.as_str() {
         hearth_runtime::app::TEXT_GENERATION => {}
         hearth_runtime::app::TEXT_EMBEDDINGS => {
-            return crate::embeddings::run(&state, &model, request.into_body()).await;
+            return crate::embeddings::run(&state, &model, &bytes, &admission).await;
         }
         // Workers AI lists its reranker under Text Classification.
         hearth_runtime::app::TEXT_CLASSIFICATION if model.contains("reranker") => {
-            return crate::embeddings::rerank(&state, &model, request.into_body()).await;
+            return crate::embeddings::rerank(&state, &model, &bytes, &admission).await;
         }
         hearth_runtime::app::TEXT_CLASSIFICATION => {
-            return crate::embeddings::classify(&state, &model, request.into_body()).await;
+            return crate::embeddings::classify(&state, &model, &bytes, &admission).await;
         }
         _ => {
             return Err(hearth_runtime::AppError::TaskNotServed {
@@ -136,7 +160,6 @@ pub async fn run(
             .into());
         }
     }
-    let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let input: TextGenerationInput = body::parse_json(&bytes)?;
     let valid = input.validate()?;
     let prompt = match valid.source {
@@ -153,19 +176,25 @@ pub async fn run(
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
         let events =
-            futures::StreamExt::flat_map(stream_items(generation, state.timeout()), |item| {
+            futures::StreamExt::flat_map(stream_items(generation, state.timeout()), move |item| {
                 let events: Vec<Result<Event, Infallible>> = match item {
                     StreamItem::Text(t) => vec![sse_event(&TextGenerationChunk {
                         response: t,
                         usage: None,
                     })],
-                    StreamItem::End { usage, .. } => vec![
-                        sse_event(&TextGenerationChunk {
-                            response: String::new(),
-                            usage: Some(usage),
-                        }),
-                        Ok(Event::default().data("[DONE]")),
-                    ],
+                    StreamItem::End { usage, .. } => {
+                        admission.charge(
+                            u64::from(usage.prompt_tokens),
+                            u64::from(usage.completion_tokens),
+                        );
+                        vec![
+                            sse_event(&TextGenerationChunk {
+                                response: String::new(),
+                                usage: Some(usage),
+                            }),
+                            Ok(Event::default().data("[DONE]")),
+                        ]
+                    }
                     StreamItem::Failed => vec![Ok(Event::default().data("[DONE]"))],
                 };
                 futures::stream::iter(events)
@@ -173,6 +202,10 @@ pub async fn run(
         Sse::new(events).into_response()
     } else {
         let out = collect(&mut generation, state.timeout()).await?;
+        admission.charge(
+            u64::from(out.usage.prompt_tokens),
+            u64::from(out.usage.completion_tokens),
+        );
         Json(Envelope::ok(TextGenerationOutput {
             response: out.text,
             tool_calls: Vec::new(),

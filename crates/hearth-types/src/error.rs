@@ -33,6 +33,10 @@ pub enum ErrorCode {
     OutOfCapacity,
     /// 3036: the daily free Neurons allocation is used up.
     AccountLimited,
+    /// 3040 with 429: the account's requests-per-minute limit for the task or
+    /// model is used up. Cloudflare documents no code of its own for this;
+    /// 3040 is the 429 that clients already retry.
+    RateLimited,
     /// 9001 (Hearth): the model is in the catalog but its weights are not installed here.
     ModelNotInstalled,
     /// 10000: missing or wrong API token.
@@ -61,7 +65,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
@@ -73,6 +77,7 @@ impl ErrorCode {
         ErrorCode::Aborted,
         ErrorCode::OutOfCapacity,
         ErrorCode::AccountLimited,
+        ErrorCode::RateLimited,
         ErrorCode::ModelNotInstalled,
         ErrorCode::AuthenticationError,
         ErrorCode::AccountForbidden,
@@ -112,6 +117,7 @@ impl ErrorCode {
                 429,
                 "You have used up your daily free allocation of 10,000 neurons, please upgrade to Cloudflare's Workers Paid plan if you would like to continue usage.",
             ),
+            ErrorCode::RateLimited => (3040, 429, "Rate limited"),
             ErrorCode::ModelNotInstalled => (
                 9001,
                 503,

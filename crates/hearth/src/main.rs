@@ -229,6 +229,7 @@ async fn serve(config: Config) -> Result<()> {
             tracing::warn!(error = %e, model, "default model failed to load");
         }
     });
+    hearth_server::batch::spawn_background(Arc::clone(&app));
     axum::serve(listener, hearth_server::router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -5,7 +5,9 @@
 //! sharing it is also what exercises continuous batching across tests).
 
 mod bad_input;
+mod batch;
 mod embeddings;
+mod metering;
 mod models_pull;
 mod rerank;
 mod support;

@@ -17,6 +17,8 @@ pub const RERANKER: &str = "@cf/baai/bge-reranker-base";
 pub const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 /// A Cloudflare id served by SmolLM2 through an alias.
 pub const ALIASED: &str = "@cf/meta/llama-3.1-8b-instruct";
+/// A text-generation id that takes async batches, served by SmolLM2.
+pub const BATCH_LLM: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 /// A bge id served by MiniLM through an alias.
 pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -51,8 +53,12 @@ fn base_config(data: &tempfile::TempDir) -> Config {
 /// Start a server for `config` on a thread of its own (it outlives any one
 /// test's runtime).
 fn start(config: Config, data: tempfile::TempDir) -> Server {
+    let app = Arc::new(App::new(config.clone()).expect("app"));
+    start_app(config, app, data)
+}
+
+fn start_app(config: Config, app: Arc<App>, data: tempfile::TempDir) -> Server {
     config.validate().expect("valid test config");
-    let app = Arc::new(App::new(config).expect("app"));
     app.bootstrap_accounts().expect("accounts");
     app.accounts()
         .ensure(OTHER_ACCOUNT, OTHER_TOKEN)
@@ -71,6 +77,7 @@ fn start(config: Config, data: tempfile::TempDir) -> Server {
                 .expect("bind");
             tx.send(listener.local_addr().expect("addr"))
                 .expect("send addr");
+            hearth_server::batch::spawn_background(Arc::clone(&app));
             axum::serve(listener, hearth_server::router(app))
                 .await
                 .expect("serve");
@@ -90,6 +97,7 @@ pub fn server() -> &'static Server {
         let mut config = base_config(&data);
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
+        config.aliases.insert(BATCH_LLM.into(), SMOLLM.into());
         // No genuine reranker weights ship in a registry package: serve the
         // catalog id with a tiny random-weight model of the same architecture.
         let tiny = data.path().join("tiny-reranker");
@@ -109,6 +117,36 @@ pub fn server() -> &'static Server {
             .aliases
             .insert("@cf/meta/llama-3.2-3b-instruct".into(), MINILM.into());
         start(config, data)
+    })
+}
+
+/// A server with its own ledger and a hand-moved clock: `ACCOUNT` is on the
+/// free plan, text embeddings are limited to 60 requests a minute.
+pub struct MeteredServer {
+    pub server: Server,
+    pub app: Arc<App>,
+    pub clock: Arc<hearth_runtime::metering::ManualClock>,
+}
+
+pub fn metered_server() -> &'static MeteredServer {
+    static SERVER: OnceLock<MeteredServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(&data);
+        config.aliases.insert(ALIASED.into(), SMOLLM.into());
+        config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
+        config
+            .limits
+            .plans
+            .insert(ACCOUNT.into(), hearth_runtime::config::Plan::Free);
+        config.limits.rpm.insert("Text Embeddings".into(), 60);
+        // 2026-11-28T12:00:00Z
+        let clock = Arc::new(hearth_runtime::metering::ManualClock::new(
+            1_795_867_200_000,
+        ));
+        let app = Arc::new(App::with_clock(config.clone(), clock.clone()).expect("app"));
+        let server = start_app(config, Arc::clone(&app), data);
+        MeteredServer { server, app, clock }
     })
 }
 
