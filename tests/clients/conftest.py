@@ -19,6 +19,7 @@ import pytest
 ACCOUNT = "0123456789abcdef0123456789abcdef"
 TOKEN = "client-test-token-0123456789"
 SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct"
+BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -50,8 +51,10 @@ def hearth():
     # The temporary data dir has no weights: read them where fetch-test-models put them.
     env.setdefault("HEARTH_MODELS_DIR", str(Path.home() / ".local/share/hearth/models"))
     # Serve a bge id with the registry-shipped MiniLM, as a developer would.
+    # and serve a batch-capable Llama id with SmolLM2 for the Batch API tests.
     (Path(data) / "hearth.toml").write_text(
-        '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n')
+        '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n'
+        f'"{BATCH_LLM}" = "{SMOLLM}"\n')
     log = open(Path(data) / "server.log", "w")
     proc = subprocess.Popen(
         [hearth_binary(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],

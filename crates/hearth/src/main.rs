@@ -1,5 +1,5 @@
 //! The `hearth` binary: command-line parsing and process wiring only
-//! (`serve`, `run`, `models`, `vectorize`, `config`). `anyhow` lives here and nowhere else.
+//! (`serve`, `run`, `models`, `usage`, `vectorize`, `config`). `anyhow` lives here and nowhere else.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -67,6 +67,21 @@ enum Command {
     Models {
         #[command(subcommand)]
         command: ModelsCommand,
+    },
+    /// Neurons, tokens and requests per day and model, and what they would cost on Cloudflare.
+    Usage {
+        /// One account (default: every account).
+        #[arg(long)]
+        account: Option<String>,
+        /// First day, YYYY-MM-DD (default: 30 days ago).
+        #[arg(long)]
+        since: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        until: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Vectorize indexes of a running server.
     Vectorize {
@@ -157,6 +172,15 @@ async fn main() -> Result<()> {
             let config = load_config(&cli.global, Vec::new())?;
             models(config, command).await
         }
+        Command::Usage {
+            account,
+            since,
+            until,
+            json,
+        } => {
+            let config = load_config(&cli.global, Vec::new())?;
+            usage(config, account, since, until, json)
+        }
         Command::Vectorize {
             connection,
             command,
@@ -233,6 +257,57 @@ async fn serve(config: Config) -> Result<()> {
     axum::serve(listener, hearth_server::router(app))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    Ok(())
+}
+
+fn usage(
+    config: Config,
+    account: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    json: bool,
+) -> Result<()> {
+    use hearth_runtime::metering::day_of;
+    let app = App::new(config)?;
+    let now = app.meter().now_ms();
+    let since = since.unwrap_or_else(|| day_of(now - 29 * 86_400_000));
+    let until = until.unwrap_or_else(|| day_of(now));
+    let report = app
+        .meter()
+        .report(account.as_deref(), &since, &until)
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{:<10}  {:<32}  {:<44}  {:>8}  {:>10}  {:>10}  {:>12}  {:>10}",
+        "day", "account", "model", "requests", "in tokens", "out tokens", "neurons", "usd"
+    );
+    for r in &report.rows {
+        println!(
+            "{:<10}  {:<32}  {:<44}  {:>8}  {:>10}  {:>10}  {:>12.2}  {:>10.6}",
+            r.row.day,
+            r.row.account,
+            r.row.model,
+            r.row.requests,
+            r.row.input_tokens,
+            r.row.output_tokens,
+            r.row.neurons,
+            r.usd
+        );
+    }
+    let t = &report.totals;
+    println!(
+        "total: {} requests, {} input + {} output tokens, {:.2} neurons = ${:.6} at list price;          Cloudflare would bill ${:.6} after the free {} neurons a day",
+        t.requests,
+        t.input_tokens,
+        t.output_tokens,
+        t.neurons,
+        t.usd,
+        t.cloudflare_usd,
+        report.free_neurons_per_day
+    );
     Ok(())
 }
 
