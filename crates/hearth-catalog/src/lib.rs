@@ -111,6 +111,9 @@ pub struct ModelEntry {
     pub planned_deprecation_date: Option<String>,
     #[serde(default)]
     pub terms: Option<String>,
+    /// The account must accept the model's terms (`prompt: "agree"`) first; 5016 until then.
+    #[serde(default)]
+    pub requires_agreement: bool,
     #[serde(default)]
     pub neurons: Option<TokenPrice>,
     #[serde(default)]

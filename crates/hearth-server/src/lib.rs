@@ -121,6 +121,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ai/tasks/search", get(workers_ai::tasks_search))
         .route("/ai/authors/search", get(workers_ai::authors_search))
         .route("/ai/usage", get(metering::usage))
+        .route("/ai/analytics", get(metering::analytics))
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
         .route("/ai/v1/embeddings", post(embeddings::openai))
         .nest("/vectorize/v2/indexes", vectorize_routes())

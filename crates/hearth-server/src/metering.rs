@@ -58,6 +58,87 @@ impl Admission {
     }
 }
 
+/// What a model that needs its terms accepted answers to `prompt: "agree"`.
+pub const AGREED: &str = "Thank you for agreeing to the model's terms. You can now use the model.";
+
+/// For a model whose terms must be accepted: `Ok(true)` when this request
+/// is the acceptance itself (`prompt: "agree"`), an error (5016) while the
+/// account has not accepted, `Ok(false)` otherwise.
+pub fn agreement(
+    state: &AppState,
+    account: &str,
+    model: &str,
+    prompt: Option<&str>,
+) -> Result<bool, ApiError> {
+    if !state
+        .app
+        .catalog()
+        .get(model)
+        .is_some_and(|e| e.requires_agreement)
+    {
+        return Ok(false);
+    }
+    let store = state.app.meter().store();
+    let fail = |e: hearth_store::StoreError| {
+        tracing::error!(error = %e, "agreements unreadable");
+        ApiError::plain(hearth_types::ErrorCode::Internal)
+    };
+    if prompt.is_some_and(|p| p.trim().eq_ignore_ascii_case("agree")) {
+        store
+            .agree(account, model, state.app.meter().now_ms())
+            .map_err(fail)?;
+        return Ok(true);
+    }
+    if store.has_agreed(account, model).map_err(fail)? {
+        return Ok(false);
+    }
+    Err(ApiError::new(
+        hearth_types::ErrorCode::ModelAgreement,
+        format!(
+            "Model agreement: the account has not agreed to the terms of {model}; send {{\"prompt\": \"agree\"}} to this model once to accept them"
+        ),
+    ))
+}
+
+/// `GET .../ai/analytics?since_ms=&limit=`: one data point per request,
+/// newest first (a Hearth extension, Workers Analytics Engine style).
+pub async fn analytics(
+    State(state): State<AppState>,
+    Path(path): Path<HashMap<String, String>>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let account = path.get("account_id").cloned().unwrap_or_default();
+    let since_ms = match params.get("since_ms") {
+        None => 0,
+        Some(v) => v.parse::<i64>().map_err(|_| {
+            ApiError::invalid_input(format!(
+                "`since_ms` must be milliseconds since the epoch, got `{v}`"
+            ))
+        })?,
+    };
+    let limit = match params.get("limit") {
+        None => 1000,
+        Some(v) => match v.parse::<u32>() {
+            Ok(n) if (1..=10_000).contains(&n) => n,
+            _ => {
+                return Err(Failure(ApiError::invalid_input(format!(
+                    "`limit` must be 1 to 10000, got `{v}`"
+                ))));
+            }
+        },
+    };
+    let points = state
+        .app
+        .meter()
+        .store()
+        .requests(&account, since_ms, limit)
+        .map_err(|e| {
+            tracing::error!(error = %e, "analytics unreadable");
+            ApiError::plain(hearth_types::ErrorCode::Internal)
+        })?;
+    Ok(Json(Envelope::ok(points)).into_response())
+}
+
 fn day_param(
     params: &HashMap<String, String>,
     key: &str,

@@ -39,6 +39,8 @@ pub async fn chat_completions(
     let account = params.get("account_id").map(String::as_str).unwrap_or("");
     let task = state.app.resolve(&valid.model)?.task;
     let admission = Admission::admit(&state, account, &valid.model, &task)?;
+    // Terms are accepted on the native endpoint (`prompt: "agree"`).
+    crate::metering::agreement(&state, account, &valid.model, None)?;
     let mut generation = state
         .app
         .generate(

@@ -162,6 +162,18 @@ pub async fn run(
     }
     let input: TextGenerationInput = body::parse_json(&bytes)?;
     let valid = input.validate()?;
+    let prompt_text = match &valid.source {
+        PromptSource::Prompt(text) => Some(text.as_str()),
+        PromptSource::Messages(_) => None,
+    };
+    if crate::metering::agreement(&state, &account, &model, prompt_text)? {
+        return Ok(Json(Envelope::ok(TextGenerationOutput {
+            response: crate::metering::AGREED.into(),
+            tool_calls: Vec::new(),
+            usage: Usage::new(0, 0),
+        }))
+        .into_response());
+    }
     let prompt = match valid.source {
         PromptSource::Prompt(text) => PromptInput::Prompt {
             text,

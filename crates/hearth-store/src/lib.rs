@@ -1,5 +1,5 @@
 //! Rows that must survive a crash: the Neurons usage ledger, per-request
-//! analytics data points, and the Batch API's queue.
+//! analytics data points, model-terms agreements, and the Batch API's queue.
 //!
 //! The embedded default is one SQLite database (`<data_dir>/hearth.db`) in
 //! WAL mode with `synchronous = FULL`, so a committed write survives
@@ -40,6 +40,18 @@ pub struct UsageRow {
     pub day: String,
     pub model: String,
     pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub neurons: f64,
+}
+
+/// One request as an analytics data point (Workers Analytics Engine style).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestPoint {
+    pub time_ms: i64,
+    pub model: String,
+    pub task: String,
+    pub duration_ms: i64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub neurons: f64,
@@ -90,6 +102,10 @@ CREATE TABLE IF NOT EXISTS batches (
     requests TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status, created_ms);
+CREATE TABLE IF NOT EXISTS agreements (
+    account TEXT NOT NULL, model TEXT NOT NULL, time_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, model)
+);
 CREATE TABLE IF NOT EXISTS batch_items (
     request_id TEXT NOT NULL, idx INTEGER NOT NULL, success INTEGER NOT NULL,
     result TEXT NOT NULL, input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,
@@ -181,6 +197,55 @@ impl Store {
                     day: r.get(1)?,
                     model: r.get(2)?,
                     requests: r.get(3)?,
+                    input_tokens: r.get(4)?,
+                    output_tokens: r.get(5)?,
+                    neurons: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records that `account` accepted `model`'s terms.
+    pub fn agree(&self, account: &str, model: &str, time_ms: i64) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO agreements VALUES (?1, ?2, ?3)",
+            params![account, model, time_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn has_agreed(&self, account: &str, model: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM agreements WHERE account = ?1 AND model = ?2",
+                params![account, model],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// The latest analytics points of an account, newest first.
+    pub fn requests(
+        &self,
+        account: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<RequestPoint>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT time_ms, model, task, duration_ms, input_tokens, output_tokens, neurons
+             FROM requests WHERE account = ?1 AND time_ms >= ?2 ORDER BY time_ms DESC LIMIT ?3",
+        )?;
+        let rows = stmt
+            .query_map(params![account, since_ms, limit], |r| {
+                Ok(RequestPoint {
+                    time_ms: r.get(0)?,
+                    model: r.get(1)?,
+                    task: r.get(2)?,
+                    duration_ms: r.get(3)?,
                     input_tokens: r.get(4)?,
                     output_tokens: r.get(5)?,
                     neurons: r.get(6)?,

@@ -37,6 +37,8 @@ pub enum ErrorCode {
     /// model is used up. Cloudflare documents no code of its own for this;
     /// 3040 is the 429 that clients already retry.
     RateLimited,
+    /// 5016: the account has not accepted the model's terms (`prompt: "agree"`).
+    ModelAgreement,
     /// 9001 (Hearth): the model is in the catalog but its weights are not installed here.
     ModelNotInstalled,
     /// 10000: missing or wrong API token.
@@ -65,7 +67,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
@@ -78,6 +80,7 @@ impl ErrorCode {
         ErrorCode::OutOfCapacity,
         ErrorCode::AccountLimited,
         ErrorCode::RateLimited,
+        ErrorCode::ModelAgreement,
         ErrorCode::ModelNotInstalled,
         ErrorCode::AuthenticationError,
         ErrorCode::AccountForbidden,
@@ -118,6 +121,7 @@ impl ErrorCode {
                 "You have used up your daily free allocation of 10,000 neurons, please upgrade to Cloudflare's Workers Paid plan if you would like to continue usage.",
             ),
             ErrorCode::RateLimited => (3040, 429, "Rate limited"),
+            ErrorCode::ModelAgreement => (5016, 403, "Model agreement"),
             ErrorCode::ModelNotInstalled => (
                 9001,
                 503,

@@ -176,3 +176,78 @@ async fn neurons_allocation_and_rate_limits() {
     assert_eq!(report["today"]["day"], "2026-11-29");
     assert!(report["today"]["neurons"].as_f64().unwrap() < 10.0);
 }
+
+#[tokio::test]
+async fn model_terms_must_be_accepted_once_per_account() {
+    let (status, _, v) = post_json(
+        &run_url(TERMS_LLM),
+        &json!({"prompt": "Hello", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(
+        (status, v["errors"][0]["code"].as_u64()),
+        (403, Some(5016)),
+        "{v}"
+    );
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("agree"),
+        "{v}"
+    );
+    let (status, _, v) = post_json(&run_url(TERMS_LLM), &json!({"prompt": "agree"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["result"]["response"]
+            .as_str()
+            .unwrap()
+            .contains("agreeing"),
+        "{v}"
+    );
+    let (status, _, v) = post_json(
+        &run_url(TERMS_LLM),
+        &json!({"prompt": "The capital of France is", "raw": true, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    // Acceptance is per account.
+    let other = client()
+        .post(format!(
+            "{}/client/v4/accounts/{OTHER_ACCOUNT}/ai/run/{TERMS_LLM}",
+            server().base
+        ))
+        .bearer_auth(OTHER_TOKEN)
+        .json(&json!({"prompt": "Hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 403);
+}
+
+#[tokio::test]
+async fn analytics_has_one_point_per_request() {
+    let (status, _, _) = post_json(&run_url(BGE_ALIAS), &json!({"text": "analytics point"})).await;
+    assert_eq!(status, 200);
+    let resp = client()
+        .get(account_url("/ai/analytics?limit=500"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    let points = v["result"].as_array().expect("points");
+    let p = points
+        .iter()
+        .find(|p| p["model"] == BGE_ALIAS)
+        .expect("a point for the embedding request");
+    assert_eq!(p["task"], "Text Embeddings");
+    assert!(p["input_tokens"].as_u64().unwrap() > 0 && p["duration_ms"].as_i64().unwrap() >= 0);
+    let resp = client()
+        .get(account_url("/ai/analytics?limit=0"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

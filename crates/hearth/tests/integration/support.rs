@@ -19,6 +19,8 @@ pub const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 pub const ALIASED: &str = "@cf/meta/llama-3.1-8b-instruct";
 /// A text-generation id that takes async batches, served by SmolLM2.
 pub const BATCH_LLM: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
+/// A model whose terms must be accepted first, served by SmolLM2.
+pub const TERMS_LLM: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
 /// A bge id served by MiniLM through an alias.
 pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -98,6 +100,7 @@ pub fn server() -> &'static Server {
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
         config.aliases.insert(BATCH_LLM.into(), SMOLLM.into());
+        config.aliases.insert(TERMS_LLM.into(), SMOLLM.into());
         // No genuine reranker weights ship in a registry package: serve the
         // catalog id with a tiny random-weight model of the same architecture.
         let tiny = data.path().join("tiny-reranker");
