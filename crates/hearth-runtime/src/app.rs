@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hearth_catalog::{Catalog, ModelEntry, Weights};
-use hearth_engine::textgen::TextGenOptions;
+use hearth_engine::textgen::{Priority, TextGenOptions};
 use hearth_engine::{
     Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
     Pooling, Reranker, TextGenError, TextGenerator,
@@ -510,6 +510,19 @@ impl App {
         params: GenerationParams,
         reject_if_busy: bool,
     ) -> Result<Generation, AppError> {
+        self.generate_with(model, input, params, reject_if_busy, Priority::Interactive)
+            .await
+    }
+
+    /// [`App::generate`] at a chosen priority (Batch API items run in the background).
+    pub async fn generate_with(
+        &self,
+        model: &str,
+        input: PromptInput,
+        params: GenerationParams,
+        reject_if_busy: bool,
+        priority: Priority,
+    ) -> Result<Generation, AppError> {
         let resolved = self.resolve(model)?;
         let generator = self.text_generator(&resolved).await?;
         let text = match input {
@@ -521,7 +534,7 @@ impl App {
             PromptInput::Messages(messages) => generator.render_chat(&messages)?,
         };
         let tokens = generator.tokenize(&text);
-        let stream = generator.submit(tokens, params, reject_if_busy)?;
+        let stream = generator.submit_with(tokens, params, reject_if_busy, priority)?;
         Ok(Generation { stream, resolved })
     }
 }

@@ -204,7 +204,13 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                 };
                 let mut generation = state
                     .app
-                    .generate(&job.model, prompt, valid.params, false)
+                    .generate_with(
+                        &job.model,
+                        prompt,
+                        valid.params,
+                        false,
+                        hearth_engine::textgen::Priority::Background,
+                    )
                     .await
                     .map_err(ApiError::from)?;
                 let out = crate::workers_ai::collect(&mut generation, state.timeout()).await?;
@@ -297,11 +303,24 @@ pub fn spawn_worker(state: AppState) {
     });
 }
 
+/// Runs `work` on the store off the async workers (SQLite blocks).
+async fn on_store<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&hearth_store::Store) -> Result<T, hearth_store::StoreError> + Send + 'static,
+) -> Result<T, hearth_store::StoreError> {
+    let app = Arc::clone(&state.app);
+    tokio::task::spawn_blocking(move || work(app.meter().store()))
+        .await
+        .unwrap_or_else(|e| Err(hearth_store::StoreError::Task(e.to_string())))
+}
+
 async fn run_job(state: &AppState, job: &BatchJob) -> Result<(), hearth_store::StoreError> {
-    let store = state.app.meter().store();
-    store.batch_set_status(&job.request_id, "running", state.app.meter().now_ms())?;
-    let done: std::collections::HashSet<u32> = store
-        .batch_items(&job.request_id)?
+    let now = state.app.meter().now_ms();
+    let id = job.request_id.clone();
+    on_store(state, move |s| s.batch_set_status(&id, "running", now)).await?;
+    let id = job.request_id.clone();
+    let done: std::collections::HashSet<u32> = on_store(state, move |s| s.batch_items(&id))
+        .await?
         .into_iter()
         .map(|i| i.index)
         .collect();
@@ -312,9 +331,12 @@ async fn run_job(state: &AppState, job: &BatchJob) -> Result<(), hearth_store::S
         }
         let mut result = run_item(state, job, item).await;
         result.index = index as u32;
-        store.batch_item_done(&job.request_id, &result)?;
+        let id = job.request_id.clone();
+        on_store(state, move |s| s.batch_item_done(&id, &result)).await?;
     }
-    store.batch_set_status(&job.request_id, "done", state.app.meter().now_ms())?;
+    let now = state.app.meter().now_ms();
+    let id = job.request_id.clone();
+    on_store(state, move |s| s.batch_set_status(&id, "done", now)).await?;
     Ok(())
 }
 

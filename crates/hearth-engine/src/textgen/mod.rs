@@ -97,6 +97,16 @@ pub enum GenEvent {
     Failed(TextGenError),
 }
 
+/// Who waits for a generation. Background work (Batch API items) holds its
+/// sequence but sits out every step in which an interactive sequence runs,
+/// so interactive latency stays what it is without the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Background,
+}
+
 /// Receiver side of one generation. Dropping it cancels the request and frees
 /// its sequence at the scheduler's next step.
 pub struct GenerationStream {
@@ -125,6 +135,7 @@ impl Drop for LoadGuard {
 struct Job {
     prompt: Vec<i32>,
     params: GenerationParams,
+    priority: Priority,
     reply: mpsc::UnboundedSender<GenEvent>,
     _load: LoadGuard,
 }
@@ -228,13 +239,24 @@ impl TextGenerator {
         self.load.load(Ordering::Acquire)
     }
 
-    /// Queue a generation. Fails at once when the prompt cannot fit, the queue
-    /// is full, or (`reject_if_busy`) every sequence is taken.
+    /// Queue an interactive generation. Fails at once when the prompt cannot
+    /// fit, the queue is full, or (`reject_if_busy`) every sequence is taken.
     pub fn submit(
+        &self,
+        prompt: Vec<i32>,
+        params: GenerationParams,
+        reject_if_busy: bool,
+    ) -> Result<GenerationStream, TextGenError> {
+        self.submit_with(prompt, params, reject_if_busy, Priority::Interactive)
+    }
+
+    /// [`TextGenerator::submit`] with an explicit priority.
+    pub fn submit_with(
         &self,
         prompt: Vec<i32>,
         mut params: GenerationParams,
         reject_if_busy: bool,
+        priority: Priority,
     ) -> Result<GenerationStream, TextGenError> {
         let context = self.options.ctx_per_seq;
         if prompt.is_empty() || prompt.len() >= context as usize {
@@ -256,6 +278,7 @@ impl TextGenerator {
         let job = Job {
             prompt,
             params,
+            priority,
             reply,
             _load: guard,
         };

@@ -24,7 +24,7 @@ use llama_cpp_2::token::LlamaToken;
 use tokio::sync::mpsc;
 
 use super::sampling::Sampler;
-use super::{FinishReason, GenEvent, Job, TextGenError, TextGenOptions};
+use super::{FinishReason, GenEvent, Job, Priority, TextGenError, TextGenOptions};
 
 pub(super) fn spawn(
     model: Arc<LlamaModel>,
@@ -190,12 +190,22 @@ impl<'m> Scheduler<'m> {
         self.batch.clear();
         let budget = self.options.batch as usize;
         let mut used = 0usize;
+        // Background sequences wait while any interactive one runs.
+        let interactive = self.slots.iter().any(|s| {
+            s.run
+                .as_ref()
+                .is_some_and(|r| r.job.priority == Priority::Interactive)
+        });
+        let sits_out = |run: &Running| interactive && run.job.priority == Priority::Background;
         // Decoding sequences first: one token each keeps their latency flat.
         for slot in &mut self.slots {
             let Some(run) = slot.run.as_mut() else {
                 continue;
             };
             run.logits_at = None;
+            if sits_out(run) {
+                continue;
+            }
             if let Some(token) = run.next.take() {
                 let pos = slot.cached.len() as i32;
                 if self
@@ -216,7 +226,7 @@ impl<'m> Scheduler<'m> {
             let Some(run) = slot.run.as_mut() else {
                 continue;
             };
-            if run.pending.is_empty() || used >= budget {
+            if run.pending.is_empty() || used >= budget || sits_out(run) {
                 continue;
             }
             let take = run.pending.len().min(budget - used);
