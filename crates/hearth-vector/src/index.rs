@@ -506,23 +506,58 @@ impl IndexState {
         let k = options.top_k;
         let found: Vec<Scored> = match self.candidates(options) {
             Some(bits) if bits.len() <= EXACT_SCAN_MAX.max(self.live.len() / 50) => {
-                let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
                 let slots: Vec<u32> = bits.iter().collect();
-                for (i, &slot) in slots.iter().enumerate() {
-                    // Kept vectors are scattered: fetch two ahead while scoring this one.
-                    if let Some(&ahead) = slots.get(i + 2) {
-                        crate::distance::prefetch_all(self.vector(ahead));
-                    }
-                    let s = Scored {
-                        dist: distance(slot),
-                        node: slot,
-                    };
+                let mut heap: BinaryHeap<Scored> = BinaryHeap::with_capacity(k + 1);
+                let mut offer = |s: Scored| {
                     if heap.len() < k {
                         heap.push(s);
                     } else if heap.peek().is_some_and(|w| s < *w) {
                         heap.pop();
                         heap.push(s);
                     }
+                };
+                let mut groups = slots.chunks_exact(4);
+                for (g, group) in groups.by_ref().enumerate() {
+                    // Kept vectors are scattered: fetch the group after next
+                    // while scoring this one.
+                    if let Some(ahead) = slots.get((g + 2) * 4..(g + 3) * 4) {
+                        for &a in ahead {
+                            crate::distance::prefetch_all(self.vector(a));
+                        }
+                    }
+                    let rows = [
+                        self.vector(group[0]),
+                        self.vector(group[1]),
+                        self.vector(group[2]),
+                        self.vector(group[3]),
+                    ];
+                    match metric {
+                        Metric::Euclidean => {
+                            for &slot in group {
+                                offer(Scored {
+                                    dist: distance(slot),
+                                    node: slot,
+                                });
+                            }
+                        }
+                        Metric::Cosine | Metric::DotProduct => {
+                            let dots = crate::distance::dot4(query, rows);
+                            for (&slot, d) in group.iter().zip(dots) {
+                                let dist = if metric == Metric::Cosine {
+                                    1.0 - d * inv_q * self.inv_norm(slot)
+                                } else {
+                                    -d
+                                };
+                                offer(Scored { dist, node: slot });
+                            }
+                        }
+                    }
+                }
+                for &slot in groups.remainder() {
+                    offer(Scored {
+                        dist: distance(slot),
+                        node: slot,
+                    });
                 }
                 let mut v = heap.into_vec();
                 v.sort_unstable();
