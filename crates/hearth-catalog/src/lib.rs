@@ -144,6 +144,16 @@ impl ModelEntry {
         input + output
     }
 
+    /// Neurons for a request priced per unit rather than per token: audio
+    /// minutes (Whisper), images (ResNet-50), or image tiles plus diffusion
+    /// steps (FLUX.1 schnell: `units` tiles of 512x512 and `steps`).
+    pub fn neurons_for_units(&self, units: f64, steps: u32) -> f64 {
+        let Some(price) = &self.unit_price else {
+            return 0.0;
+        };
+        price.neurons * units + price.per_step_neurons.unwrap_or(0.0) * f64::from(steps)
+    }
+
     /// `properties` as `/ai/models/search` returns them.
     pub fn properties(&self) -> Vec<Value> {
         let mut props = Vec::new();
@@ -357,6 +367,20 @@ mod tests {
         let m = c.get("@cf/meta/llama-3.1-8b-instruct").unwrap();
         let n = m.neurons_for_tokens(1_000_000, 1_000_000);
         assert!((n - (25608.0 + 75147.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn unit_priced_models_charge_per_unit() {
+        let c = Catalog::builtin().unwrap();
+        let resnet = c.get("@cf/microsoft/resnet-50").unwrap();
+        assert!((resnet.neurons_for_units(1000.0, 0) - 228.055).abs() < 1e-9);
+        let llama = c.get("@cf/meta/llama-3.1-8b-instruct").unwrap();
+        assert_eq!(llama.neurons_for_units(10.0, 4), 0.0);
+        for entry in c.models() {
+            if let Some(p) = &entry.unit_price {
+                assert!(p.neurons > 0.0, "{}", entry.name);
+            }
+        }
     }
 
     #[test]

@@ -221,7 +221,8 @@ impl Meter {
         Ok(())
     }
 
-    /// Prices a finished request and writes it to the ledger. Returns the Neurons.
+    /// Prices a finished token-metered request and writes it to the ledger.
+    /// Returns the Neurons.
     #[allow(clippy::too_many_arguments)]
     pub fn charge(
         &self,
@@ -239,6 +240,47 @@ impl Meter {
                 output_tokens.min(u32::MAX as u64) as u32,
             )
         });
+        self.record(
+            account,
+            model,
+            task,
+            input_tokens,
+            output_tokens,
+            neurons,
+            started,
+        );
+        neurons
+    }
+
+    /// Prices a request metered in units (audio minutes, images, image
+    /// tiles plus steps) and writes it to the ledger. Returns the Neurons.
+    #[allow(clippy::too_many_arguments)]
+    pub fn charge_units(
+        &self,
+        account: &str,
+        model: &str,
+        task: &str,
+        entry: Option<&ModelEntry>,
+        units: f64,
+        steps: u32,
+        started: Instant,
+    ) -> f64 {
+        let neurons = entry.map_or(0.0, |e| e.neurons_for_units(units, steps));
+        self.record(account, model, task, 0, 0, neurons, started);
+        neurons
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        account: &str,
+        model: &str,
+        task: &str,
+        input_tokens: u64,
+        output_tokens: u64,
+        neurons: f64,
+        started: Instant,
+    ) {
         let now = self.now_ms();
         let charged = self.store.charge(&Charge {
             account,
@@ -256,7 +298,6 @@ impl Meter {
             // logged loudly rather than failing the client.
             tracing::error!(error = %e, account, model, "could not record usage");
         }
-        neurons
     }
 
     pub fn report(
@@ -349,6 +390,36 @@ mod tests {
         assert!(meter.admit("b", "m", "Text Generation", None).is_ok());
         clock.advance(60_000);
         assert!(meter.admit("a", "m", "Text Generation", None).is_ok());
+    }
+
+    #[test]
+    fn unit_priced_requests_reach_the_ledger() {
+        let (meter, _clock, _dir) = meter(LimitsConfig::default());
+        let catalog = hearth_catalog::Catalog::builtin().unwrap();
+        let whisper = catalog.get("@cf/openai/whisper");
+        let n = meter.charge_units(
+            "a",
+            "@cf/openai/whisper",
+            "Automatic Speech Recognition",
+            whisper,
+            2.5,
+            0,
+            Instant::now(),
+        );
+        assert!((n - 2.5 * 41.14).abs() < 1e-9);
+        let flux = catalog.get("@cf/black-forest-labs/flux-1-schnell");
+        let n = meter.charge_units(
+            "a",
+            "@cf/black-forest-labs/flux-1-schnell",
+            "Text-to-Image",
+            flux,
+            4.0,
+            4,
+            Instant::now(),
+        );
+        assert!((n - (4.0 * 4.8 + 4.0 * 9.6)).abs() < 1e-9);
+        let report = meter.report(Some("a"), "2025-11-28", "2025-11-28").unwrap();
+        assert_eq!(report.totals.requests, 2);
     }
 
     #[test]
