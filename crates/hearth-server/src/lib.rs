@@ -13,6 +13,7 @@ pub mod batch;
 pub mod body;
 pub mod embeddings;
 pub mod error;
+pub mod gateway;
 pub mod metering;
 pub mod openai;
 pub mod vectorize;
@@ -125,6 +126,16 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
         .route("/ai/v1/embeddings", post(embeddings::openai))
         .nest("/vectorize/v2/indexes", vectorize_routes())
+        .route(
+            "/ai-gateway/gateways",
+            get(gateway::list).post(gateway::create),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}",
+            get(gateway::get)
+                .put(gateway::update)
+                .delete(gateway::delete),
+        )
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

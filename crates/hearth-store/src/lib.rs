@@ -51,6 +51,16 @@ pub struct UsageRow {
     pub neurons: f64,
 }
 
+/// An AI Gateway's stored settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayRow {
+    pub id: String,
+    /// The settings object as the API takes it (without `id` and timestamps).
+    pub settings: serde_json::Value,
+    pub created_ms: i64,
+    pub modified_ms: i64,
+}
+
 /// One request as an analytics data point (Workers Analytics Engine style).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RequestPoint {
@@ -108,6 +118,11 @@ CREATE TABLE IF NOT EXISTS batches (
     requests TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status, created_ms);
+CREATE TABLE IF NOT EXISTS gateways (
+    account TEXT NOT NULL, id TEXT NOT NULL, settings TEXT NOT NULL,
+    created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, id)
+);
 CREATE TABLE IF NOT EXISTS agreements (
     account TEXT NOT NULL, model TEXT NOT NULL, time_ms INTEGER NOT NULL,
     PRIMARY KEY (account, model)
@@ -210,6 +225,68 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// Inserts a gateway; false when the id is taken in this account.
+    pub fn gateway_insert(&self, account: &str, row: &GatewayRow) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "INSERT OR IGNORE INTO gateways VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![
+                account,
+                row.id,
+                row.settings.to_string(),
+                row.created_ms,
+                row.modified_ms
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn gateway_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayRow> {
+        Ok(GatewayRow {
+            id: r.get(0)?,
+            settings: json_of(r.get(1)?),
+            created_ms: r.get(2)?,
+            modified_ms: r.get(3)?,
+        })
+    }
+
+    pub fn gateway_get(&self, account: &str, id: &str) -> Result<Option<GatewayRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 AND id = ?2",
+                params![account, id],
+                Self::gateway_from_row,
+            )
+            .optional()?)
+    }
+
+    pub fn gateway_list(&self, account: &str) -> Result<Vec<GatewayRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 ORDER BY created_ms, id",
+        )?;
+        let rows = stmt
+            .query_map(params![account], Self::gateway_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn gateway_update(&self, account: &str, row: &GatewayRow) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE gateways SET settings = ?3, modified_ms = ?4 WHERE account = ?1 AND id = ?2",
+            params![account, row.id, row.settings.to_string(), row.modified_ms],
+        )?;
+        Ok(())
+    }
+
+    pub fn gateway_delete(&self, account: &str, id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM gateways WHERE account = ?1 AND id = ?2",
+            params![account, id],
+        )?;
+        Ok(())
     }
 
     /// Records that `account` accepted `model`'s terms.

@@ -61,13 +61,21 @@ pub enum ErrorCode {
     VectorDimensionMismatch,
     /// Vectorize: the request breaks a documented rule or limit (the message names the field).
     VectorInvalid,
+    /// AI Gateway admin API: an invalid field (the message names it). The
+    /// gateway API's codes are undocumented; its custom-providers API answers
+    /// 1002/1003/1004 for invalid/duplicate/not found, and Hearth uses the same.
+    GatewayInvalid,
+    /// AI Gateway: a gateway with that id exists.
+    GatewayExists,
+    /// AI Gateway: no gateway with that id.
+    GatewayNotFound,
     /// 5000: something failed inside Hearth; details are in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 24] = [
+    pub const ALL: [ErrorCode; 27] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
@@ -91,6 +99,9 @@ impl ErrorCode {
         ErrorCode::VectorIndexExists,
         ErrorCode::VectorDimensionMismatch,
         ErrorCode::VectorInvalid,
+        ErrorCode::GatewayInvalid,
+        ErrorCode::GatewayExists,
+        ErrorCode::GatewayNotFound,
         ErrorCode::Internal,
     ];
 
@@ -142,6 +153,9 @@ impl ErrorCode {
                 (40006, 400, "vectorize.vector.dimension_mismatch")
             }
             ErrorCode::VectorInvalid => (40005, 400, "vectorize.invalid_request"),
+            ErrorCode::GatewayInvalid => (1002, 400, "Invalid gateway settings"),
+            ErrorCode::GatewayExists => (1003, 409, "Gateway already exists"),
+            ErrorCode::GatewayNotFound => (1004, 404, "Gateway not found"),
             ErrorCode::Internal => (5000, 500, "Internal error"),
         }
     }

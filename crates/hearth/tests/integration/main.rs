@@ -7,6 +7,7 @@
 mod bad_input;
 mod batch;
 mod embeddings;
+mod gateway;
 mod metering;
 mod models_pull;
 mod rerank;

@@ -1,0 +1,285 @@
+//! AI Gateway: gateways as account resources (this crate's first part), and
+//! later the data plane (providers, cache, retries, fallbacks, logs).
+//!
+//! A gateway's settings are kept as the JSON object Cloudflare's API takes,
+//! checked field by field on the way in (types, ranges, enums), so fields
+//! Hearth does not act on yet (`dlp`, `guardrails`, `otel`, ...) round-trip
+//! unchanged instead of being lost.
+
+use hearth_store::{GatewayRow, Store, StoreError};
+use hearth_types::{ApiError, ErrorCode};
+use serde_json::{Map, Value, json};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a gateway with id `{0}` already exists")]
+    Exists(String),
+    #[error("no gateway with id `{0}`")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        let code = match &e {
+            GatewayError::Invalid(_) => ErrorCode::GatewayInvalid,
+            GatewayError::Exists(_) => ErrorCode::GatewayExists,
+            GatewayError::NotFound(_) => ErrorCode::GatewayNotFound,
+            GatewayError::Store(_) => {
+                tracing::error!(error = %e, "gateway store failure");
+                return ApiError::plain(ErrorCode::Internal);
+            }
+        };
+        ApiError::new(code, e.to_string())
+    }
+}
+
+/// At most this many gateways per account (Cloudflare's documented figure is 10;
+/// Hearth allows more for self-hosting).
+pub const MAX_GATEWAYS_PER_ACCOUNT: usize = 1000;
+
+fn invalid(m: impl Into<String>) -> GatewayError {
+    GatewayError::Invalid(m.into())
+}
+
+pub fn validate_id(id: &str) -> Result<(), GatewayError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "`id` {id:?} is not a valid gateway id: 1 to 64 lowercase letters, digits, `-` or `_`"
+        )))
+    }
+}
+
+fn int_or_null(
+    map: &Map<String, Value>,
+    key: &str,
+    min: i64,
+    max: i64,
+    required: bool,
+) -> Result<(), GatewayError> {
+    match map.get(key) {
+        None if required => Err(invalid(format!("`{key}` is required (a number or null)"))),
+        None | Some(Value::Null) => Ok(()),
+        Some(v) => match v.as_i64() {
+            Some(n) if (min..=max).contains(&n) => Ok(()),
+            _ => Err(invalid(format!(
+                "`{key}` must be a whole number from {min} to {max} or null, got {v}"
+            ))),
+        },
+    }
+}
+
+fn boolean(map: &Map<String, Value>, key: &str, required: bool) -> Result<(), GatewayError> {
+    match map.get(key) {
+        None if required => Err(invalid(format!("`{key}` is required (true or false)"))),
+        None | Some(Value::Bool(_)) => Ok(()),
+        Some(v) => Err(invalid(format!("`{key}` must be true or false, got {v}"))),
+    }
+}
+
+fn one_of(map: &Map<String, Value>, key: &str, allowed: &[&str]) -> Result<(), GatewayError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(()),
+        Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(()),
+        Some(v) => Err(invalid(format!(
+            "`{key}` must be one of {allowed:?} or null, got {v}"
+        ))),
+    }
+}
+
+/// Checks a create (`creating`) or update body; returns the settings to
+/// store (everything but `id` and the timestamps).
+pub fn settings(body: &Value, creating: bool) -> Result<Map<String, Value>, GatewayError> {
+    let Value::Object(map) = body else {
+        return Err(invalid("the body must be a JSON object"));
+    };
+    boolean(map, "cache_invalidate_on_update", true)?;
+    int_or_null(map, "cache_ttl", 0, 31_536_000, true)?;
+    boolean(map, "collect_logs", true)?;
+    int_or_null(map, "rate_limiting_interval", 0, 86_400, true)?;
+    int_or_null(map, "rate_limiting_limit", 0, 1_000_000_000, true)?;
+    one_of(map, "rate_limiting_technique", &["fixed", "sliding"])?;
+    for key in [
+        "authentication",
+        "logpush",
+        "zdr",
+        "byok_only",
+        "log_classification",
+        "is_default",
+    ] {
+        boolean(map, key, false)?;
+    }
+    int_or_null(map, "log_management", 0, 10_000_000, false)?;
+    one_of(
+        map,
+        "log_management_strategy",
+        &["STOP_INSERTING", "DELETE_OLDEST"],
+    )?;
+    int_or_null(map, "retry_max_attempts", 1, 5, false)?;
+    int_or_null(map, "retry_delay", 0, 60_000, false)?;
+    one_of(map, "retry_backoff", &["constant", "linear", "exponential"])?;
+    one_of(map, "workers_ai_billing_mode", &["postpaid", "unified"])?;
+    let mut out = map.clone();
+    if creating {
+        let id = match out.remove("id") {
+            Some(Value::String(id)) => id,
+            Some(v) => return Err(invalid(format!("`id` must be a string, got {v}"))),
+            None => return Err(invalid("`id` is required")),
+        };
+        validate_id(&id)?;
+        out.insert("id".into(), Value::String(id));
+    } else {
+        out.remove("id");
+    }
+    Ok(out)
+}
+
+/// The gateway object of every answer.
+pub fn object(row: &GatewayRow, iso: impl Fn(i64) -> String) -> Value {
+    let mut obj = match &row.settings {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    for (key, default) in [
+        ("authentication", json!(false)),
+        ("logpush", json!(false)),
+        ("log_management", Value::Null),
+        ("log_management_strategy", Value::Null),
+        ("rate_limiting_technique", json!("fixed")),
+    ] {
+        obj.entry(key).or_insert(default);
+    }
+    obj.insert("id".into(), Value::String(row.id.clone()));
+    obj.insert("created_at".into(), Value::String(iso(row.created_ms)));
+    obj.insert("modified_at".into(), Value::String(iso(row.modified_ms)));
+    Value::Object(obj)
+}
+
+/// Gateway resources of every account, over the store.
+pub struct Gateways<'s> {
+    pub store: &'s Store,
+}
+
+impl Gateways<'_> {
+    pub fn create(
+        &self,
+        account: &str,
+        body: &Value,
+        now_ms: i64,
+    ) -> Result<GatewayRow, GatewayError> {
+        let mut settings = settings(body, true)?;
+        let id = match settings.remove("id") {
+            Some(Value::String(id)) => id,
+            _ => return Err(invalid("`id` is required")),
+        };
+        if self.store.gateway_list(account)?.len() >= MAX_GATEWAYS_PER_ACCOUNT {
+            return Err(invalid(format!(
+                "an account holds at most {MAX_GATEWAYS_PER_ACCOUNT} gateways"
+            )));
+        }
+        let row = GatewayRow {
+            id: id.clone(),
+            settings: Value::Object(settings),
+            created_ms: now_ms,
+            modified_ms: now_ms,
+        };
+        if !self.store.gateway_insert(account, &row)? {
+            return Err(GatewayError::Exists(id));
+        }
+        Ok(row)
+    }
+
+    pub fn get(&self, account: &str, id: &str) -> Result<GatewayRow, GatewayError> {
+        self.store
+            .gateway_get(account, id)?
+            .ok_or_else(|| GatewayError::NotFound(id.to_string()))
+    }
+
+    pub fn list(
+        &self,
+        account: &str,
+        search: Option<&str>,
+    ) -> Result<Vec<GatewayRow>, GatewayError> {
+        let mut rows = self.store.gateway_list(account)?;
+        if let Some(s) = search.filter(|s| !s.is_empty()) {
+            rows.retain(|r| r.id.contains(s));
+        }
+        Ok(rows)
+    }
+
+    pub fn update(
+        &self,
+        account: &str,
+        id: &str,
+        body: &Value,
+        now_ms: i64,
+    ) -> Result<GatewayRow, GatewayError> {
+        let settings = settings(body, false)?;
+        let mut row = self.get(account, id)?;
+        row.settings = Value::Object(settings);
+        row.modified_ms = now_ms;
+        self.store.gateway_update(account, &row)?;
+        Ok(row)
+    }
+
+    pub fn delete(&self, account: &str, id: &str) -> Result<GatewayRow, GatewayError> {
+        let row = self.get(account, id)?;
+        self.store.gateway_delete(account, id)?;
+        Ok(row)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        json!({"id": "my-gw", "cache_invalidate_on_update": false, "cache_ttl": null, "collect_logs": true,
+               "rate_limiting_interval": null, "rate_limiting_limit": null})
+    }
+
+    #[test]
+    fn checks_each_field_by_name() {
+        assert!(settings(&base(), true).is_ok());
+        for (key, value, needle) in [
+            ("id", json!("Bad Id"), "`id`"),
+            ("cache_ttl", json!(-1), "`cache_ttl`"),
+            ("collect_logs", json!("yes"), "`collect_logs`"),
+            (
+                "rate_limiting_technique",
+                json!("leaky"),
+                "`rate_limiting_technique`",
+            ),
+            ("retry_max_attempts", json!(9), "`retry_max_attempts`"),
+            (
+                "log_management_strategy",
+                json!("KEEP"),
+                "`log_management_strategy`",
+            ),
+        ] {
+            let mut body = base();
+            body[key] = value;
+            let e = settings(&body, true).unwrap_err().to_string();
+            assert!(e.contains(needle), "{key}: {e}");
+        }
+        let mut missing = base();
+        missing.as_object_mut().unwrap().remove("collect_logs");
+        assert!(
+            settings(&missing, true)
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
+    }
+}

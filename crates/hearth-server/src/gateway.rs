@@ -1,0 +1,124 @@
+//! AI Gateway admin routes: `/ai-gateway/gateways` (create, list with
+//! page/per_page/search) and `/ai-gateway/gateways/{gateway_id}` (get, update,
+//! delete), in the v4 envelope with snake_case fields as Cloudflare answers.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use hearth_gateway::{Gateways, object};
+use hearth_types::{ApiError, Envelope, ResultInfo};
+use serde_json::Value;
+
+use crate::error::Failure;
+use crate::{AppState, body};
+
+fn gateways(state: &AppState) -> Gateways<'_> {
+    Gateways {
+        store: state.app.meter().store(),
+    }
+}
+
+fn param<'a>(p: &'a HashMap<String, String>, key: &str) -> &'a str {
+    p.get(key).map(String::as_str).unwrap_or("")
+}
+
+fn as_object(row: &hearth_store::GatewayRow) -> Value {
+    object(row, hearth_vector::iso8601)
+}
+
+async fn json_body(state: &AppState, request_body: Body) -> Result<Value, Failure> {
+    let bytes = body::read(request_body, state.body_limit()).await?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Failure(ApiError::new(
+            hearth_types::ErrorCode::GatewayInvalid,
+            format!("the body is not valid JSON: {e}"),
+        ))
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let body = json_body(&state, request_body).await?;
+    let now = state.app.meter().now_ms();
+    let row = gateways(&state)
+        .create(param(&p, "account_id"), &body, now)
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(as_object(&row))).into_response())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let number = |key: &str, default: u64, max: u64| -> Result<u64, ApiError> {
+        match q.get(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::new(
+                    hearth_types::ErrorCode::GatewayInvalid,
+                    format!("`{key}` must be a whole number from 1 to {max}, got `{v}`"),
+                )),
+            },
+        }
+    };
+    let page = number("page", 1, u64::from(u32::MAX))?;
+    let per_page = number("per_page", 20, 100)?;
+    let rows = gateways(&state)
+        .list(param(&p, "account_id"), q.get("search").map(String::as_str))
+        .map_err(ApiError::from)?;
+    let total = rows.len() as u64;
+    let items: Vec<Value> = rows
+        .iter()
+        .skip(((page - 1) * per_page) as usize)
+        .take(per_page as usize)
+        .map(as_object)
+        .collect();
+    let info = ResultInfo {
+        page,
+        per_page,
+        count: items.len() as u64,
+        total_count: total,
+    };
+    Ok(Json(Envelope::with_info(items, info)).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let row = gateways(&state)
+        .get(param(&p, "account_id"), param(&p, "gateway_id"))
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(as_object(&row))).into_response())
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let body = json_body(&state, request_body).await?;
+    let now = state.app.meter().now_ms();
+    let row = gateways(&state)
+        .update(param(&p, "account_id"), param(&p, "gateway_id"), &body, now)
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(as_object(&row))).into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let row = gateways(&state)
+        .delete(param(&p, "account_id"), param(&p, "gateway_id"))
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(as_object(&row))).into_response())
+}

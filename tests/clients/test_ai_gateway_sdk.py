@@ -1,0 +1,48 @@
+"""AI Gateway admin API (gateways as resources) through the official `cloudflare` SDK."""
+
+import cloudflare
+import pytest
+from cloudflare import Cloudflare
+
+
+@pytest.fixture(scope="module")
+def cf(hearth):
+    return Cloudflare(api_token=hearth["token"], base_url=f"{hearth['base']}/client/v4", max_retries=0)
+
+
+def base_settings(**extra):
+    return dict(cache_invalidate_on_update=True, cache_ttl=300, collect_logs=True,
+                rate_limiting_interval=60, rate_limiting_limit=100, **extra)
+
+
+def test_gateway_lifecycle(cf, hearth):
+    acct = hearth["account"]
+    created = cf.ai_gateway.create(account_id=acct, id="sdk-gw", **base_settings(rate_limiting_technique="sliding",
+                                                                                 retry_max_attempts=3))
+    assert created.id == "sdk-gw" and created.cache_ttl == 300 and created.collect_logs
+    assert created.rate_limiting_technique == "sliding" and created.created_at is not None
+    with pytest.raises(cloudflare.ConflictError):
+        cf.ai_gateway.create(account_id=acct, id="sdk-gw", **base_settings())
+    cf.ai_gateway.create(account_id=acct, id="sdk-gw-2", **base_settings())
+    ids = [g.id for g in cf.ai_gateway.list(account_id=acct)]
+    assert "sdk-gw" in ids and "sdk-gw-2" in ids
+    assert [g.id for g in cf.ai_gateway.list(account_id=acct, search="gw-2")] == ["sdk-gw-2"]
+    got = cf.ai_gateway.get("sdk-gw", account_id=acct)
+    assert got.rate_limiting_limit == 100
+    updated = cf.ai_gateway.update("sdk-gw", account_id=acct, cache_invalidate_on_update=False, cache_ttl=None,
+                                   collect_logs=False, rate_limiting_interval=None, rate_limiting_limit=None)
+    assert updated.cache_ttl is None and updated.collect_logs is False
+    assert updated.modified_at >= updated.created_at
+    deleted = cf.ai_gateway.delete("sdk-gw", account_id=acct)
+    assert deleted.id == "sdk-gw"
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.ai_gateway.get("sdk-gw", account_id=acct)
+
+
+def test_gateway_settings_are_checked_by_name(cf, hearth):
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        cf.ai_gateway.create(account_id=hearth["account"], id="sdk-bad", **base_settings(retry_max_attempts=9))
+    assert "retry_max_attempts" in str(bad.value)
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        cf.ai_gateway.create(account_id=hearth["account"], id="Not A Valid Id", **base_settings())
+    assert "`id`" in str(bad.value)
