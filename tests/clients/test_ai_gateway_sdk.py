@@ -46,3 +46,26 @@ def test_gateway_settings_are_checked_by_name(cf, hearth):
     with pytest.raises(cloudflare.BadRequestError) as bad:
         cf.ai_gateway.create(account_id=hearth["account"], id="Not A Valid Id", **base_settings())
     assert "`id`" in str(bad.value)
+
+
+def test_openai_sdk_through_the_compat_endpoint_and_logs(cf, hearth):
+    import time
+
+    from openai import OpenAI
+
+    from conftest import SMOLLM
+
+    acct = hearth["account"]
+    cf.ai_gateway.create(account_id=acct, id="sdk-compat", **base_settings())
+    client = OpenAI(api_key=hearth["token"], base_url=f"{hearth['base']}/v1/{acct}/sdk-compat/compat", max_retries=0)
+    reply = client.chat.completions.create(model=f"workers-ai/{SMOLLM}", max_tokens=16, temperature=0,
+                                           messages=[{"role": "user", "content": "Name the capital of France."}])
+    assert "Paris" in reply.choices[0].message.content
+    for _ in range(200):
+        logs = list(cf.ai_gateway.logs.list("sdk-compat", account_id=acct))
+        if logs:
+            break
+        time.sleep(0.01)
+    assert logs and logs[0].model == SMOLLM and logs[0].provider == "workers-ai" and logs[0].success
+    one = cf.ai_gateway.logs.get(logs[0].id, account_id=acct, gateway_id="sdk-compat")
+    assert one.id == logs[0].id and one.tokens_in > 0

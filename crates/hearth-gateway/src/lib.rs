@@ -283,3 +283,129 @@ mod tests {
         );
     }
 }
+
+pub mod cache;
+
+/// A log id that sorts by time, as AI Gateway's ULID-looking ids do: 10
+/// Crockford base32 characters of milliseconds, then 16 of randomness.
+pub fn log_id(now_ms: i64, random: u128) -> String {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut out = String::with_capacity(26);
+    let t = now_ms.max(0) as u64;
+    for i in (0..10).rev() {
+        out.push(ALPHABET[((t >> (i * 5)) & 31) as usize] as char);
+    }
+    for i in (0..16).rev() {
+        out.push(ALPHABET[((random >> (i * 5)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Request headers that steer the gateway (`cf-aig-*`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AigHeaders {
+    pub cache_ttl: Option<u64>,
+    pub skip_cache: bool,
+    pub cache_key: Option<String>,
+    pub collect_log: Option<bool>,
+    pub metadata: Option<Map<String, Value>>,
+    pub event_id: Option<String>,
+}
+
+impl AigHeaders {
+    /// Parses the headers (`get` looks one up by lower-case name).
+    pub fn parse<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, GatewayError> {
+        let flag = |name: &str| -> Result<Option<bool>, GatewayError> {
+            match get(name) {
+                None => Ok(None),
+                Some("true") => Ok(Some(true)),
+                Some("false") => Ok(Some(false)),
+                Some(v) => Err(invalid(format!(
+                    "`{name}` must be true or false, got {v:?}"
+                ))),
+            }
+        };
+        let cache_ttl = match get("cf-aig-cache-ttl").or_else(|| get("cf-cache-ttl")) {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                invalid(format!(
+                    "`cf-aig-cache-ttl` must be whole seconds, got {v:?}"
+                ))
+            })?),
+        };
+        let metadata = match get("cf-aig-metadata") {
+            None => None,
+            Some(v) => match serde_json::from_str::<Value>(v) {
+                Ok(Value::Object(m)) => {
+                    if let Some((k, _)) = m.iter().find(|(_, v)| v.is_object() || v.is_array()) {
+                        return Err(invalid(format!(
+                            "`cf-aig-metadata` values must be strings, numbers or booleans (`{k}` is not)"
+                        )));
+                    }
+                    // Up to five entries; extra ones are dropped, as Cloudflare does.
+                    Some(m.into_iter().take(5).collect())
+                }
+                _ => return Err(invalid("`cf-aig-metadata` must be a JSON object")),
+            },
+        };
+        Ok(Self {
+            cache_ttl,
+            skip_cache: flag("cf-aig-skip-cache")?
+                .or(flag("cf-skip-cache")?)
+                .unwrap_or(false),
+            cache_key: get("cf-aig-cache-key").map(str::to_string),
+            collect_log: flag("cf-aig-collect-log")?,
+            metadata,
+            event_id: get("cf-aig-event-id").map(str::to_string),
+        })
+    }
+
+    /// The TTL that applies: the header, else 5 minutes for a custom key,
+    /// else the gateway's `cache_ttl`; 0 means no caching.
+    pub fn effective_ttl(&self, gateway: &GatewayRow) -> u64 {
+        self.cache_ttl
+            .or_else(|| self.cache_key.as_ref().map(|_| 300))
+            .or_else(|| gateway.settings.get("cache_ttl").and_then(Value::as_u64))
+            .unwrap_or(0)
+    }
+
+    pub fn collects_log(&self, gateway: &GatewayRow) -> bool {
+        self.collect_log.unwrap_or_else(|| {
+            gateway
+                .settings
+                .get("collect_logs")
+                .and_then(Value::as_bool)
+                .unwrap_or(true)
+        })
+    }
+}
+
+#[cfg(test)]
+mod header_tests {
+    use super::*;
+
+    #[test]
+    fn log_ids_sort_by_time() {
+        let a = log_id(1_000, u128::MAX);
+        let b = log_id(1_001, 0);
+        assert_eq!(a.len(), 26);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn headers_parse_and_refuse_by_name() {
+        let h = AigHeaders::parse(|n| match n {
+            "cf-aig-cache-ttl" => Some("120"),
+            "cf-aig-metadata" => Some(r#"{"a":1,"b":"x","c":true,"d":2,"e":3,"f":4}"#),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(h.cache_ttl, Some(120));
+        assert_eq!(h.metadata.unwrap().len(), 5);
+        let e = AigHeaders::parse(|n| (n == "cf-aig-skip-cache").then_some("yes")).unwrap_err();
+        assert!(e.to_string().contains("cf-aig-skip-cache"));
+        let e =
+            AigHeaders::parse(|n| (n == "cf-aig-metadata").then_some(r#"{"a":{}}"#)).unwrap_err();
+        assert!(e.to_string().contains("`a`"));
+    }
+}

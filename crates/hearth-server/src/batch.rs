@@ -342,5 +342,6 @@ async fn run_job(state: &AppState, job: &BatchJob) -> Result<(), hearth_store::S
 
 /// Background work of a serving process.
 pub fn spawn_background(app: Arc<hearth_runtime::App>) {
-    spawn_worker(AppState { app });
+    let gateway = crate::gateway_data::GatewayRuntime::start(Arc::clone(&app));
+    spawn_worker(AppState { app, gateway });
 }

@@ -14,6 +14,7 @@ pub mod body;
 pub mod embeddings;
 pub mod error;
 pub mod gateway;
+pub mod gateway_data;
 pub mod metering;
 pub mod openai;
 pub mod vectorize;
@@ -36,6 +37,8 @@ use crate::error::Failure;
 #[derive(Clone)]
 pub struct AppState {
     pub app: Arc<App>,
+    /// AI Gateway's response cache and log writer.
+    pub gateway: Arc<gateway_data::GatewayRuntime>,
 }
 
 impl AppState {
@@ -114,7 +117,8 @@ fn vectorize_routes() -> Router<AppState> {
 
 /// The whole HTTP service.
 pub fn router(app: Arc<App>) -> Router {
-    let state = AppState { app };
+    let gateway = gateway_data::GatewayRuntime::start(Arc::clone(&app));
+    let state = AppState { app, gateway };
     let account = Router::new()
         .route("/ai/run/{*model}", post(workers_ai::run))
         .route("/ai/models/search", get(workers_ai::models_search))
@@ -136,6 +140,30 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(gateway::update)
                 .delete(gateway::delete),
         )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}/logs",
+            get(gateway_data::list_logs),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}/logs/{log_id}",
+            get(gateway_data::get_log),
+        )
+        .method_not_allowed_fallback(wrong_method)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
+    // The gateway data plane lives outside /client/v4, as on
+    // gateway.ai.cloudflare.com/v1/{account}/{gateway}/...
+    let data_plane = Router::new()
+        .route(
+            "/{account_id}/{gateway_id}/workers-ai/{*model}",
+            post(gateway_data::workers_ai),
+        )
+        .route(
+            "/{account_id}/{gateway_id}/compat/chat/completions",
+            post(gateway_data::compat_chat),
+        )
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -144,6 +172,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/health", get(health))
         .nest("/client/v4/accounts/{account_id}", account)
+        .nest("/v1", data_plane)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(tower_http::trace::TraceLayer::new_for_http())

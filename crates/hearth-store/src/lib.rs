@@ -123,6 +123,10 @@ CREATE TABLE IF NOT EXISTS gateways (
     created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
     PRIMARY KEY (account, id)
 );
+CREATE TABLE IF NOT EXISTS gateway_logs (
+    account TEXT NOT NULL, gateway TEXT NOT NULL, id TEXT NOT NULL, entry TEXT NOT NULL,
+    PRIMARY KEY (account, gateway, id)
+);
 CREATE TABLE IF NOT EXISTS agreements (
     account TEXT NOT NULL, model TEXT NOT NULL, time_ms INTEGER NOT NULL,
     PRIMARY KEY (account, model)
@@ -287,6 +291,70 @@ impl Store {
             params![account, id],
         )?;
         Ok(())
+    }
+
+    /// Appends gateway log entries (JSON objects with an `id`) in one transaction.
+    pub fn gateway_logs_insert(
+        &self,
+        rows: &[(String, String, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt =
+                tx.prepare("INSERT OR IGNORE INTO gateway_logs VALUES (?1, ?2, ?3, ?4)")?;
+            for (account, gateway, entry) in rows {
+                let id = entry.get("id").and_then(|v| v.as_str()).unwrap_or_default();
+                stmt.execute(params![account, gateway, id, entry.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A page of a gateway's logs, newest first (ids sort by time), and the total.
+    pub fn gateway_logs(
+        &self,
+        account: &str,
+        gateway: &str,
+        offset: u64,
+        limit: u64,
+        ascending: bool,
+    ) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
+        let conn = self.conn();
+        let total: u64 = conn.query_row(
+            "SELECT COUNT(*) FROM gateway_logs WHERE account = ?1 AND gateway = ?2",
+            params![account, gateway],
+            |r| r.get(0),
+        )?;
+        let sql = if ascending {
+            "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 ORDER BY id ASC LIMIT ?3 OFFSET ?4"
+        } else {
+            "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+        };
+        let mut stmt = conn.prepare(sql)?;
+        let rows = stmt
+            .query_map(params![account, gateway, limit, offset], |r| {
+                Ok(json_of(r.get(0)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((rows, total))
+    }
+
+    pub fn gateway_log(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+                params![account, gateway, id],
+                |r| Ok(json_of(r.get(0)?)),
+            )
+            .optional()?)
     }
 
     /// Records that `account` accepted `model`'s terms.

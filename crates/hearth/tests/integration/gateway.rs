@@ -73,3 +73,153 @@ async fn gateways_page_round_trip_unknown_settings_and_stay_in_their_account() {
         .unwrap();
     assert_eq!(resp.status(), 404);
 }
+
+fn data_url(gateway: &str, rest: &str) -> String {
+    format!("{}/v1/{ACCOUNT}/{gateway}/{rest}", server().base)
+}
+
+async fn send(
+    url: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
+    let mut req = client().post(url).bearer_auth(TOKEN).json(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.text().await.expect("body"))
+}
+
+fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test]
+async fn data_plane_caches_logs_and_authenticates() {
+    let mut gw = settings("data-gw");
+    gw["cache_ttl"] = json!(120);
+    let (status, _, v) = post_json(&account_url("/ai-gateway/gateways"), &gw).await;
+    assert_eq!(status, 200, "{v}");
+    let url = data_url("data-gw", &format!("workers-ai/{SMOLLM}"));
+    let body = json!({"prompt": "The capital of France is", "raw": true, "max_tokens": 4, "temperature": 0});
+
+    let (status, h1, first) = send(&url, &body, &[("cf-aig-metadata", r#"{"user":"a"}"#)]).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(header(&h1, "cf-aig-cache-status"), Some("MISS"));
+    assert!(first.contains("Paris"), "{first}");
+    let miss_log = header(&h1, "cf-aig-log-id").expect("log id").to_string();
+    assert_eq!(miss_log.len(), 26);
+
+    // Same request, other metadata: metadata is not part of the key.
+    let (_, h2, second) = send(&url, &body, &[("cf-aig-metadata", r#"{"user":"b"}"#)]).await;
+    assert_eq!(header(&h2, "cf-aig-cache-status"), Some("HIT"));
+    assert_eq!(first, second);
+    let hit_log = header(&h2, "cf-aig-log-id").expect("log id").to_string();
+    let (_, h3, _) = send(&url, &body, &[("cf-aig-skip-cache", "true")]).await;
+    assert_eq!(header(&h3, "cf-aig-cache-status"), Some("MISS"));
+    let (_, h4, _) = send(&url, &body, &[("cf-aig-cache-key", "k1")]).await;
+    assert_eq!(header(&h4, "cf-aig-cache-status"), Some("MISS"));
+    let other = json!({"prompt": "Something else entirely", "max_tokens": 2});
+    let (_, h5, _) = send(&url, &other, &[("cf-aig-cache-key", "k1")]).await;
+    assert_eq!(
+        header(&h5, "cf-aig-cache-status"),
+        Some("HIT"),
+        "a custom key replaces the body"
+    );
+    let (status, _, e) = send(&url, &body, &[("cf-aig-cache-ttl", "soon")]).await;
+    assert_eq!(status, 400, "{e}");
+    assert!(e.contains("cf-aig-cache-ttl"));
+
+    // Streams pass through, uncached.
+    let (status, hs, sse) = send(
+        &url,
+        &json!({"prompt": "Hi", "max_tokens": 3, "stream": true}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(header(&hs, "cf-aig-cache-status").is_none());
+    assert!(sse.contains("data: [DONE]"), "{sse}");
+
+    // The OpenAI-compatible path with provider/model names.
+    let compat = data_url("data-gw", "compat/chat/completions");
+    let (status, _, chat) = send(
+        &compat,
+        &json!({"model": format!("workers-ai/{SMOLLM}"), "messages": [{"role": "user", "content": "Name the capital of France."}], "max_tokens": 16, "temperature": 0}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{chat}");
+    assert!(chat.contains("Paris"), "{chat}");
+    let (status, _, e) = send(
+        &compat,
+        &json!({"model": "openai/gpt-4o", "messages": []}),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(e.contains("1002"), "{e}");
+    let (status, _, e) = send(
+        &data_url("no-such-gw", &format!("workers-ai/{SMOLLM}")),
+        &body,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404, "{e}");
+
+    // Logs arrive (written in the background) with the request's facts.
+    let mut entry = Value::Null;
+    for _ in 0..200 {
+        let resp = client()
+            .get(account_url(&format!(
+                "/ai-gateway/gateways/data-gw/logs/{hit_log}"
+            )))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 200 {
+            entry = resp.json::<Value>().await.unwrap()["result"].clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(entry["cached"], true, "{entry}");
+    assert_eq!(entry["provider"], "workers-ai");
+    assert_eq!(entry["model"], SMOLLM);
+    assert_eq!(entry["metadata"], r#"{"user":"b"}"#);
+    assert!(entry["tokens_in"].as_u64().unwrap() > 0);
+    let resp = client()
+        .get(account_url(
+            "/ai-gateway/gateways/data-gw/logs?per_page=50&order_by_direction=asc",
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let logs: Value = resp.json().await.unwrap();
+    assert!(
+        logs["result_info"]["total_count"].as_u64().unwrap() >= 2,
+        "{logs}"
+    );
+    assert_eq!(
+        logs["result"][0]["id"],
+        miss_log.as_str(),
+        "oldest first when asked"
+    );
+
+    // A gateway with authentication wants cf-aig-authorization.
+    let mut auth = settings("auth-gw");
+    auth["authentication"] = json!(true);
+    let (status, _, v) = post_json(&account_url("/ai-gateway/gateways"), &auth).await;
+    assert_eq!(status, 200, "{v}");
+    let auth_url = data_url("auth-gw", &format!("workers-ai/{SMOLLM}"));
+    let (status, _, _) = send(&auth_url, &body, &[]).await;
+    assert_eq!(status, 401);
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, _) = send(&auth_url, &body, &[("cf-aig-authorization", &bearer)]).await;
+    assert_eq!(status, 200);
+}

@@ -1,0 +1,150 @@
+//! The exact-match response cache: key = SHA-256 of account, gateway,
+//! provider path and body (or the caller's `cf-aig-cache-key`), entries
+//! expire after their TTL and the oldest go first when the byte budget is
+//! spent. Metadata headers are not part of the key, as on Cloudflare.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cached {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+struct Entry {
+    value: Cached,
+    expires_ms: i64,
+    inserted: u64,
+}
+
+pub struct ResponseCache {
+    max_bytes: usize,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    entries: HashMap<String, Entry>,
+    bytes: usize,
+    counter: u64,
+}
+
+/// The default cache key of a request.
+pub fn key(account: &str, gateway: &str, generation: i64, path: &str, body: &[u8]) -> String {
+    let mut h = Sha256::new();
+    for part in [account.as_bytes(), gateway.as_bytes(), path.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    // Bumped when the gateway's settings change and it asks for invalidation.
+    h.update(generation.to_le_bytes());
+    h.update(body);
+    hex(&h.finalize())
+}
+
+/// The key of a caller-chosen `cf-aig-cache-key`, kept apart per gateway.
+pub fn custom_key(account: &str, gateway: &str, generation: i64, key: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"custom\0");
+    for part in [account.as_bytes(), gateway.as_bytes(), key.as_bytes()] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part);
+    }
+    h.update(generation.to_le_bytes());
+    hex(&h.finalize())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ResponseCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                bytes: 0,
+                counter: 0,
+            }),
+        }
+    }
+
+    pub fn get(&self, key: &str, now_ms: i64) -> Option<Cached> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.entries.get(key) {
+            Some(e) if e.expires_ms > now_ms => Some(e.value.clone()),
+            Some(_) => {
+                if let Some(e) = inner.entries.remove(key) {
+                    inner.bytes -= e.value.body.len();
+                }
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn put(&self, key: String, value: Cached, ttl_secs: u64, now_ms: i64) {
+        let size = value.body.len();
+        if size > self.max_bytes {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = inner.entries.remove(&key) {
+            inner.bytes -= old.value.body.len();
+        }
+        while inner.bytes + size > self.max_bytes {
+            // Expired first, else the oldest insertion.
+            let victim = inner
+                .entries
+                .iter()
+                .min_by_key(|(_, e)| (e.expires_ms > now_ms, e.inserted))
+                .map(|(k, _)| k.clone());
+            let Some(victim) = victim else { break };
+            if let Some(e) = inner.entries.remove(&victim) {
+                inner.bytes -= e.value.body.len();
+            }
+        }
+        inner.counter += 1;
+        let inserted = inner.counter;
+        inner.bytes += size;
+        inner.entries.insert(
+            key,
+            Entry {
+                value,
+                expires_ms: now_ms.saturating_add(ttl_secs as i64 * 1000),
+                inserted,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(n: usize) -> Cached {
+        Cached {
+            status: 200,
+            content_type: "application/json".into(),
+            body: vec![b'x'; n],
+        }
+    }
+
+    #[test]
+    fn entries_expire_and_the_budget_evicts_the_oldest() {
+        let c = ResponseCache::new(100);
+        c.put("a".into(), v(40), 60, 0);
+        c.put("b".into(), v(40), 60, 0);
+        assert!(c.get("a", 59_999).is_some());
+        assert!(c.get("a", 60_000).is_none(), "expired at its TTL");
+        c.put("a".into(), v(40), 60, 0);
+        c.put("c".into(), v(40), 60, 0);
+        assert!(c.get("b", 1).is_none(), "the oldest went first");
+        assert!(c.get("a", 1).is_some() && c.get("c", 1).is_some());
+        assert_ne!(key("a", "g", 0, "/p", b"{}"), key("a", "g", 1, "/p", b"{}"));
+    }
+}
