@@ -6,7 +6,8 @@
 //! Hearth does not act on yet (`dlp`, `guardrails`, `otel`, ...) round-trip
 //! unchanged instead of being lost.
 
-use hearth_store::{GatewayRow, Store, StoreError};
+pub use hearth_store::GatewayRow;
+use hearth_store::{Store, StoreError};
 use hearth_types::{ApiError, ErrorCode};
 use serde_json::{Map, Value, json};
 
@@ -407,5 +408,122 @@ mod header_tests {
         let e =
             AigHeaders::parse(|n| (n == "cf-aig-metadata").then_some(r#"{"a":{}}"#)).unwrap_err();
         assert!(e.to_string().contains("`a`"));
+    }
+}
+
+pub mod limits {
+    //! Gateway-wide rate limits: `rate_limiting_limit` requests per
+    //! `rate_limiting_interval` seconds, in aligned windows (`fixed`) or over
+    //! the trailing interval (`sliding`), counted under one lock.
+
+    use std::collections::{HashMap, VecDeque};
+    use std::sync::Mutex;
+
+    use serde_json::Value;
+
+    use crate::GatewayRow;
+
+    #[derive(Default)]
+    pub struct GatewayLimiter {
+        state: Mutex<HashMap<(String, String), Window>>,
+    }
+
+    #[derive(Default)]
+    struct Window {
+        fixed_start: i64,
+        fixed_count: u64,
+        sliding: VecDeque<i64>,
+    }
+
+    /// Limit and interval (ms) of a gateway, or `None` when it has no limit.
+    pub fn limit_of(gateway: &GatewayRow) -> Option<(u64, i64, bool)> {
+        let limit = gateway.settings.get("rate_limiting_limit")?.as_u64()?;
+        let interval = gateway.settings.get("rate_limiting_interval")?.as_u64()?;
+        if limit == 0 || interval == 0 {
+            return None;
+        }
+        let sliding = gateway
+            .settings
+            .get("rate_limiting_technique")
+            .and_then(Value::as_str)
+            == Some("sliding");
+        Some((limit, interval as i64 * 1000, sliding))
+    }
+
+    impl GatewayLimiter {
+        /// Takes one request; `Err(retry_after_ms)` when the limit is reached.
+        pub fn take(&self, account: &str, gateway: &GatewayRow, now_ms: i64) -> Result<(), i64> {
+            let Some((limit, interval, sliding)) = limit_of(gateway) else {
+                return Ok(());
+            };
+            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let w = state
+                .entry((account.to_string(), gateway.id.clone()))
+                .or_default();
+            if sliding {
+                while w.sliding.front().is_some_and(|&t| t <= now_ms - interval) {
+                    w.sliding.pop_front();
+                }
+                if w.sliding.len() as u64 >= limit {
+                    let oldest = w.sliding.front().copied().unwrap_or(now_ms);
+                    return Err(oldest + interval - now_ms);
+                }
+                w.sliding.push_back(now_ms);
+            } else {
+                let start = now_ms - now_ms.rem_euclid(interval);
+                if w.fixed_start != start {
+                    w.fixed_start = start;
+                    w.fixed_count = 0;
+                }
+                if w.fixed_count >= limit {
+                    return Err(start + interval - now_ms);
+                }
+                w.fixed_count += 1;
+            }
+            Ok(())
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        fn gw(technique: &str) -> GatewayRow {
+            GatewayRow {
+                id: "g".into(),
+                settings: json!({"rate_limiting_limit": 2, "rate_limiting_interval": 10, "rate_limiting_technique": technique}),
+                created_ms: 0,
+                modified_ms: 0,
+            }
+        }
+
+        #[test]
+        fn fixed_windows_reset_on_the_boundary() {
+            let l = GatewayLimiter::default();
+            let g = gw("fixed");
+            assert!(l.take("a", &g, 8_000).is_ok());
+            assert!(l.take("a", &g, 9_000).is_ok());
+            assert_eq!(l.take("a", &g, 9_999), Err(1));
+            assert!(l.take("a", &g, 10_000).is_ok(), "a new aligned window");
+            assert!(l.take("b", &g, 9_999).is_ok(), "accounts are apart");
+        }
+
+        #[test]
+        fn sliding_windows_count_the_trailing_interval() {
+            let l = GatewayLimiter::default();
+            let g = gw("sliding");
+            assert!(l.take("a", &g, 0).is_ok());
+            assert!(l.take("a", &g, 5_000).is_ok());
+            assert_eq!(l.take("a", &g, 9_000), Err(1_000));
+            assert!(
+                l.take("a", &g, 10_000).is_ok(),
+                "the first request left the window"
+            );
+            assert!(
+                l.take("a", &g, 12_000).is_err(),
+                "5 s and 10 s are still inside"
+            );
+        }
     }
 }

@@ -32,6 +32,7 @@ const LOG_HEAD_BYTES: usize = 4096;
 /// The gateway's shared pieces: response cache and the log writer's queue.
 pub struct GatewayRuntime {
     cache: ResponseCache,
+    limiter: hearth_gateway::limits::GatewayLimiter,
     logs: SyncSender<(String, String, Value)>,
 }
 
@@ -46,6 +47,7 @@ impl GatewayRuntime {
         }
         Arc::new(Self {
             cache: ResponseCache::new(256 << 20),
+            limiter: Default::default(),
             logs: tx,
         })
     }
@@ -143,6 +145,17 @@ where
             )));
         }
     }
+    let now = state.app.meter().now_ms();
+    if let Err(retry_ms) = state.gateway.limiter.take(&call.account, &gateway, now) {
+        return Err(Failure(ApiError::new(
+            ErrorCode::RateLimited,
+            format!(
+                "Rate limited by gateway `{}`; retry in {} s",
+                call.gateway,
+                (retry_ms + 999) / 1000
+            ),
+        )));
+    }
     let streaming = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("stream").and_then(Value::as_bool))
@@ -163,7 +176,6 @@ where
         Some(k) => custom_key(&call.account, &call.gateway, generation, k),
         None => key(&call.account, &call.gateway, generation, &call.path, &body),
     };
-    let now = state.app.meter().now_ms();
     let rt = Arc::clone(&state.gateway);
 
     let (mut response, status, response_head, cached, (tokens_in, tokens_out)) = match (cacheable

@@ -223,3 +223,20 @@ async fn data_plane_caches_logs_and_authenticates() {
     let (status, _, _) = send(&auth_url, &body, &[("cf-aig-authorization", &bearer)]).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn gateway_rate_limit_answers_429_past_the_limit() {
+    let mut gw = settings("limited-gw");
+    gw["rate_limiting_limit"] = json!(2);
+    gw["rate_limiting_interval"] = json!(3600);
+    gw["rate_limiting_technique"] = json!("sliding");
+    let (status, _, v) = post_json(&account_url("/ai-gateway/gateways"), &gw).await;
+    assert_eq!(status, 200, "{v}");
+    let url = data_url("limited-gw", &format!("workers-ai/{BGE_ALIAS}"));
+    let body = json!({"text": "rate limited"});
+    assert_eq!(send(&url, &body, &[]).await.0, 200);
+    assert_eq!(send(&url, &body, &[]).await.0, 200);
+    let (status, _, e) = send(&url, &body, &[]).await;
+    assert_eq!(status, 429, "{e}");
+    assert!(e.contains("limited-gw"), "{e}");
+}
