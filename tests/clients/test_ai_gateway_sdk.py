@@ -69,3 +69,10 @@ def test_openai_sdk_through_the_compat_endpoint_and_logs(cf, hearth):
     assert logs and logs[0].model == SMOLLM and logs[0].provider == "workers-ai" and logs[0].success
     one = cf.ai_gateway.logs.get(logs[0].id, account_id=acct, gateway_id="sdk-compat")
     assert one.id == logs[0].id and one.tokens_in > 0
+    cf.ai_gateway.logs.edit(logs[0].id, account_id=acct, gateway_id="sdk-compat", feedback=1, score=90,
+                            metadata={"reviewed": True})
+    edited = cf.ai_gateway.logs.get(logs[0].id, account_id=acct, gateway_id="sdk-compat")
+    assert edited.metadata == '{"reviewed":true}'
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        cf.ai_gateway.logs.edit(logs[0].id, account_id=acct, gateway_id="sdk-compat", feedback=3)
+    assert "feedback" in str(bad.value)

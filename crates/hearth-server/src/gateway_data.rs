@@ -487,3 +487,85 @@ pub async fn get_log(
         })?;
     Ok(axum::Json(Envelope::ok(entry)).into_response())
 }
+
+/// `PATCH .../ai-gateway/gateways/{gateway_id}/logs/{id}`: human feedback
+/// (`feedback` 1 or -1), a `score` (0-100) and `metadata` (up to five
+/// string/number/boolean values), each nullable.
+pub async fn edit_log(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (_, body) = read_body(&state, request).await?;
+    let invalid = |m: String| gateway_failure(GatewayError::Invalid(m));
+    let patch: Value = serde_json::from_slice(&body)
+        .map_err(|e| invalid(format!("the body is not valid JSON: {e}")))?;
+    let Value::Object(patch) = patch else {
+        return Err(invalid("the body must be a JSON object".into()));
+    };
+    let (account, gateway, id) = (
+        param(&p, "account_id"),
+        param(&p, "gateway_id"),
+        param(&p, "log_id"),
+    );
+    let store = state.app.meter().store();
+    let not_found = || {
+        Failure(ApiError::new(
+            ErrorCode::GatewayNotFound,
+            format!("no log `{id}` in this gateway"),
+        ))
+    };
+    let mut entry = store
+        .gateway_log(&account, &gateway, &id)
+        .map_err(|e| gateway_failure(GatewayError::Store(e)))?
+        .ok_or_else(not_found)?;
+    for (key, value) in patch {
+        match (key.as_str(), &value) {
+            ("feedback", Value::Null) => {}
+            ("feedback", v) if v.as_f64() == Some(1.0) || v.as_f64() == Some(-1.0) => {}
+            ("feedback", v) => {
+                return Err(invalid(format!(
+                    "`feedback` must be 1, -1 or null, got {v}"
+                )));
+            }
+            ("score", Value::Null) => {}
+            ("score", v) if v.as_f64().is_some_and(|s| (0.0..=100.0).contains(&s)) => {}
+            ("score", v) => {
+                return Err(invalid(format!(
+                    "`score` must be a number from 0 to 100 or null, got {v}"
+                )));
+            }
+            ("metadata", Value::Null) => {}
+            ("metadata", Value::Object(m)) => {
+                if m.len() > 5
+                    || m.values()
+                        .any(|v| v.is_object() || v.is_array() || v.is_null())
+                {
+                    return Err(invalid(
+                        "`metadata` takes up to 5 string, number or boolean values".into(),
+                    ));
+                }
+            }
+            ("metadata", v) => {
+                return Err(invalid(format!(
+                    "`metadata` must be an object or null, got {v}"
+                )));
+            }
+            (other, _) => {
+                return Err(invalid(format!(
+                    "unknown field `{other}` (feedback, score and metadata can be edited)"
+                )));
+            }
+        }
+        let stored = if key == "metadata" && value.is_object() {
+            Value::String(value.to_string())
+        } else {
+            value
+        };
+        entry[key.as_str()] = stored;
+    }
+    store
+        .gateway_log_replace(&account, &gateway, &id, &entry)
+        .map_err(|e| gateway_failure(GatewayError::Store(e)))?;
+    Ok(axum::Json(Envelope::ok(entry)).into_response())
+}

@@ -146,7 +146,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/ai-gateway/gateways/{gateway_id}/logs/{log_id}",
-            get(gateway_data::get_log),
+            get(gateway_data::get_log).patch(gateway_data::edit_log),
         )
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(

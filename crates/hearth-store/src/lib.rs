@@ -293,6 +293,21 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a log entry; false when there is none with that id.
+    pub fn gateway_log_replace(
+        &self,
+        account: &str,
+        gateway: &str,
+        id: &str,
+        entry: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE gateway_logs SET entry = ?4 WHERE account = ?1 AND gateway = ?2 AND id = ?3",
+            params![account, gateway, id, entry.to_string()],
+        )?;
+        Ok(n == 1)
+    }
+
     /// Appends gateway log entries (JSON objects with an `id`) in one transaction.
     pub fn gateway_logs_insert(
         &self,
