@@ -32,6 +32,8 @@ const LOG_HEAD_BYTES: usize = 4096;
 /// The gateway's shared pieces: response cache and the log writer's queue.
 pub struct GatewayRuntime {
     cache: ResponseCache,
+    /// Cache misses being fetched, by cache key.
+    inflight: std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Cached>>>>,
     limiter: hearth_gateway::limits::GatewayLimiter,
     logs: SyncSender<(String, String, Value)>,
 }
@@ -47,6 +49,7 @@ impl GatewayRuntime {
         }
         Arc::new(Self {
             cache: ResponseCache::new(256 << 20),
+            inflight: Default::default(),
             limiter: Default::default(),
             logs: tx,
         })
@@ -178,23 +181,74 @@ where
     };
     let rt = Arc::clone(&state.gateway);
 
-    let (mut response, status, response_head, cached, (tokens_in, tokens_out)) = match (cacheable
-        && !aig.skip_cache)
+    let from_cache = |hit: &Cached, cached: bool| {
+        let parsed: Value = serde_json::from_slice(&hit.body).unwrap_or(Value::Null);
+        let response = Response::builder()
+            .status(hit.status)
+            .header(CONTENT_TYPE, hit.content_type.clone())
+            .body(Body::from(hit.body.clone()))
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+        (
+            response,
+            hit.status,
+            head(&hit.body),
+            cached,
+            tokens(&parsed),
+        )
+    };
+    let lookup = (cacheable && !aig.skip_cache)
         .then(|| rt.cache.get(&cache_key, now))
-        .flatten()
-    {
-        Some(hit) => {
-            let parsed: Value = serde_json::from_slice(&hit.body).unwrap_or(Value::Null);
-            let response = Response::builder()
-                .status(hit.status)
-                .header(CONTENT_TYPE, hit.content_type.clone())
-                .body(Body::from(hit.body.clone()))
-                .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-            (response, hit.status, head(&hit.body), true, tokens(&parsed))
+        .flatten();
+    let (mut response, status, response_head, cached, (tokens_in, tokens_out)) = match lookup {
+        Some(hit) => from_cache(&hit, true),
+        None if cacheable && !aig.skip_cache => {
+            // Identical requests in flight share one upstream call: the
+            // first runs it, the others wait for its answer (and count as hits).
+            let cell = {
+                let mut inflight = rt.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                Arc::clone(inflight.entry(cache_key.clone()).or_default())
+            };
+            let led = std::sync::atomic::AtomicBool::new(false);
+            let shared = cell
+                .get_or_init(|| async {
+                    led.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let response = upstream(state.clone(), body.clone()).await;
+                    let status = response.status().as_u16();
+                    let (parts, response_body) = response.into_parts();
+                    let bytes = axum::body::to_bytes(response_body, MAX_CACHED_BYTES)
+                        .await
+                        .unwrap_or_default();
+                    let value = Cached {
+                        status,
+                        content_type: parts
+                            .headers
+                            .get(CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("application/json")
+                            .to_string(),
+                        body: bytes.to_vec(),
+                    };
+                    if status == 200 {
+                        rt.cache.put(cache_key.clone(), value.clone(), ttl, now);
+                    }
+                    value
+                })
+                .await
+                .clone();
+            let leader = led.load(std::sync::atomic::Ordering::Relaxed);
+            if leader {
+                let mut inflight = rt.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                if inflight
+                    .get(&cache_key)
+                    .is_some_and(|c| Arc::ptr_eq(c, &cell))
+                {
+                    inflight.remove(&cache_key);
+                }
+            }
+            from_cache(&shared, !leader)
         }
         None => {
-            let request_body = body.clone();
-            let response = upstream(state.clone(), request_body).await;
+            let response = upstream(state.clone(), body.clone()).await;
             let status = response.status().as_u16();
             let is_stream = response
                 .headers()
@@ -210,24 +264,6 @@ where
                     .await
                     .unwrap_or_default();
                 let parsed: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                if cacheable && status == 200 {
-                    let content_type = parts
-                        .headers
-                        .get(CONTENT_TYPE)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("application/json")
-                        .to_string();
-                    rt.cache.put(
-                        cache_key.clone(),
-                        Cached {
-                            status,
-                            content_type,
-                            body: bytes.to_vec(),
-                        },
-                        ttl,
-                        now,
-                    );
-                }
                 let logged_head = head(&bytes);
                 (
                     Response::from_parts(parts, Body::from(bytes)),

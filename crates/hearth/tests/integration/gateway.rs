@@ -240,3 +240,38 @@ async fn gateway_rate_limit_answers_429_past_the_limit() {
     assert_eq!(status, 429, "{e}");
     assert!(e.contains("limited-gw"), "{e}");
 }
+
+#[tokio::test]
+async fn identical_concurrent_requests_share_one_upstream_call() {
+    let mut gw = settings("coalesce-gw");
+    gw["cache_ttl"] = json!(600);
+    let (status, _, v) = post_json(&account_url("/ai-gateway/gateways"), &gw).await;
+    assert_eq!(status, 200, "{v}");
+    let url = data_url("coalesce-gw", &format!("workers-ai/{SMOLLM}"));
+    let body = json!({"prompt": "Tell me about the ocean.", "max_tokens": 16, "temperature": 0});
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let (url, body) = (url.clone(), body.clone());
+            tokio::spawn(async move { send(&url, &body, &[]).await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    let mut bodies = std::collections::HashSet::new();
+    for c in calls {
+        let (status, h, text) = c.await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        statuses.push(header(&h, "cf-aig-cache-status").unwrap_or("").to_string());
+        bodies.insert(text);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "MISS").count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| *s == "HIT").count(),
+        9,
+        "{statuses:?}"
+    );
+    assert_eq!(bodies.len(), 1, "every caller gets the one answer");
+}
