@@ -15,7 +15,7 @@ use hearth_engine::{
     Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
     Pooling, Reranker, TextGenError, TextGenerator,
 };
-use hearth_types::textgen::{GenerationParams, ValidMessage};
+use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
 use hearth_types::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
 
@@ -159,6 +159,16 @@ pub enum PromptInput {
         raw: bool,
     },
     Messages(Vec<ValidMessage>),
+}
+
+impl PromptInput {
+    /// A validated request's prompt or messages.
+    pub fn from_source(source: PromptSource, raw: bool) -> Self {
+        match source {
+            PromptSource::Prompt(text) => PromptInput::Prompt { text, raw },
+            PromptSource::Messages(m) => PromptInput::Messages(m),
+        }
+    }
 }
 
 /// A running generation and the facts a response reports about it.

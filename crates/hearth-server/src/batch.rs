@@ -16,7 +16,7 @@ use hearth_runtime::PromptInput;
 use hearth_runtime::app::{Resolved, TEXT_EMBEDDINGS, TEXT_GENERATION};
 use hearth_store::{BatchItem, BatchJob};
 use hearth_types::embeddings::{EmbeddingsInput, EmbeddingsOutput, PoolingChoice};
-use hearth_types::textgen::{PromptSource, TextGenerationInput, TextGenerationOutput};
+use hearth_types::textgen::{TextGenerationInput, TextGenerationOutput};
 use hearth_types::{ApiError, Envelope, ErrorCode};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -195,13 +195,7 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                 let input: TextGenerationInput =
                     serde_json::from_value(item).map_err(parse_error)?;
                 let valid = input.validate()?;
-                let prompt = match valid.source {
-                    PromptSource::Prompt(text) => PromptInput::Prompt {
-                        text,
-                        raw: valid.raw,
-                    },
-                    PromptSource::Messages(m) => PromptInput::Messages(m),
-                };
+                let prompt = PromptInput::from_source(valid.source, valid.raw);
                 let mut generation = state
                     .app
                     .generate_with(

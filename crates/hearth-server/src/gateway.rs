@@ -39,6 +39,30 @@ async fn json_body(state: &AppState, request_body: Body) -> Result<Value, Failur
     })
 }
 
+/// `page` (from 1) and `per_page` (1 to `max_per_page`, default 20) of the
+/// gateway list endpoints.
+pub(crate) fn page_params(
+    q: &HashMap<String, String>,
+    max_per_page: u64,
+) -> Result<(u64, u64), ApiError> {
+    let number = |key: &str, default: u64, max: u64| -> Result<u64, ApiError> {
+        match q.get(key) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::new(
+                    hearth_types::ErrorCode::GatewayInvalid,
+                    format!("`{key}` must be a whole number from 1 to {max}, got `{v}`"),
+                )),
+            },
+        }
+    };
+    Ok((
+        number("page", 1, u64::from(u32::MAX))?,
+        number("per_page", 20, max_per_page)?,
+    ))
+}
+
 pub async fn create(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
@@ -57,20 +81,7 @@ pub async fn list(
     Path(p): Path<HashMap<String, String>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let number = |key: &str, default: u64, max: u64| -> Result<u64, ApiError> {
-        match q.get(key) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(ApiError::new(
-                    hearth_types::ErrorCode::GatewayInvalid,
-                    format!("`{key}` must be a whole number from 1 to {max}, got `{v}`"),
-                )),
-            },
-        }
-    };
-    let page = number("page", 1, u64::from(u32::MAX))?;
-    let per_page = number("per_page", 20, 100)?;
+    let (page, per_page) = page_params(&q, 100)?;
     let rows = gateways(&state)
         .list(param(&p, "account_id"), q.get("search").map(String::as_str))
         .map_err(ApiError::from)?;

@@ -376,9 +376,11 @@ pub async fn workers_ai(
                 builder = builder.header(CONTENT_TYPE, ct);
             }
             match builder.body(Body::from(body)) {
-                Ok(req) => crate::workers_ai::run(State(state), Path(params), req)
-                    .await
-                    .into_response(),
+                Ok(req) => {
+                    crate::workers_ai::run(State(state), Path(params), Query(HashMap::new()), req)
+                        .await
+                        .into_response()
+                }
                 Err(_) => Failure(ApiError::plain(ErrorCode::Internal)).into_response(),
             }
         },
@@ -460,19 +462,7 @@ pub async fn list_logs(
         .gateway_get(&account, &gateway)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?
         .ok_or_else(|| gateway_failure(GatewayError::NotFound(gateway.clone())))?;
-    let number = |key: &str, default: u64, max: u64| -> Result<u64, Failure> {
-        match q.get(key) {
-            None => Ok(default),
-            Some(v) => match v.parse::<u64>() {
-                Ok(n) if (1..=max).contains(&n) => Ok(n),
-                _ => Err(gateway_failure(GatewayError::Invalid(format!(
-                    "`{key}` must be a whole number from 1 to {max}, got `{v}`"
-                )))),
-            },
-        }
-    };
-    let page = number("page", 1, u64::from(u32::MAX))?;
-    let per_page = number("per_page", 20, 50)?;
+    let (page, per_page) = crate::gateway::page_params(&q, 50)?;
     let ascending = match q.get("order_by_direction").map(String::as_str) {
         None | Some("desc") => false,
         Some("asc") => true,

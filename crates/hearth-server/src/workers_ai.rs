@@ -110,6 +110,7 @@ fn sse_event(value: &impl serde::Serialize) -> Result<Event, Infallible> {
 pub async fn run(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
+    Query(query): Query<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, Failure> {
     let model = params.get("model").cloned().unwrap_or_default();
@@ -117,18 +118,6 @@ pub async fn run(
     // Resolving first picks the task (and so the input schema) and answers
     // unknown or absent models before the body is read.
     let resolved = state.app.resolve(&model)?;
-    let query: HashMap<String, String> = request
-        .uri()
-        .query()
-        .map(|q| {
-            q.split('&')
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.to_string(), v.to_string())
-                })
-                .collect()
-        })
-        .unwrap_or_default();
     let bytes = body::read(request.into_body(), crate::batch::MAX_BATCH_BYTES).await?;
     if crate::batch::is_batch_call(&query, &bytes)? {
         return crate::batch::submit_or_poll(&state, &account, &model, &resolved, &bytes).await;
@@ -174,13 +163,7 @@ pub async fn run(
         }))
         .into_response());
     }
-    let prompt = match valid.source {
-        PromptSource::Prompt(text) => PromptInput::Prompt {
-            text,
-            raw: valid.raw,
-        },
-        PromptSource::Messages(m) => PromptInput::Messages(m),
-    };
+    let prompt = PromptInput::from_source(valid.source, valid.raw);
     let mut generation = state
         .app
         .generate(&model, prompt, valid.params, valid.reject_if_busy)

@@ -344,29 +344,15 @@ impl IndexState {
                 }
                 self.remove(&record.id);
             }
-            let slot_no = self.slots.len() as u32;
-            self.push_values(&record.values);
             let slot = Slot {
                 id: record.id.clone(),
                 namespace: record.namespace.clone(),
                 metadata: record.metadata.as_ref().map(metadata_text),
                 write_seq: seq,
             };
-            for (property, key) in self.keys_of(record.metadata.as_ref(), seq) {
-                if let Some(index) = self.meta_indexes.get_mut(&property) {
-                    index.entries.entry(key).or_default().insert(slot_no);
-                }
-            }
-            if let Some(ns) = &slot.namespace {
-                self.namespaces
-                    .entry(ns.clone())
-                    .or_default()
-                    .insert(slot_no);
-            }
-            self.ids.insert(record.id.clone(), slot_no);
-            self.live.insert(slot_no);
-            self.deleted.push(false);
-            self.slots.push(slot);
+            // The record's parsed metadata is at hand: no need to re-read the text.
+            let keys = self.keys_of(record.metadata.as_ref(), seq);
+            self.push_slot_with_keys(slot, &record.values, keys);
         }
         self.link_from(first, threads);
     }
@@ -672,9 +658,16 @@ impl IndexState {
 
     /// Adds a slot without linking it (used by compaction and snapshots).
     fn push_slot(&mut self, slot: Slot, values: &[f32]) {
+        let keys = self.indexed_keys(&slot);
+        self.push_slot_with_keys(slot, values, keys);
+    }
+
+    /// Adds a live slot and its entries in the metadata indexes and
+    /// namespaces, without linking it into the graph.
+    fn push_slot_with_keys(&mut self, slot: Slot, values: &[f32], keys: Vec<(String, IndexKey)>) {
         let slot_no = self.slots.len() as u32;
         self.push_values(values);
-        for (property, key) in self.indexed_keys(&slot) {
+        for (property, key) in keys {
             if let Some(index) = self.meta_indexes.get_mut(&property) {
                 index.entries.entry(key).or_default().insert(slot_no);
             }

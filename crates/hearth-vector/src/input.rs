@@ -162,42 +162,42 @@ pub fn record(input: VectorInput, dims: u32, at: &str) -> Result<Record, VectorE
 pub fn parse_vectors(body: &[u8], dims: u32, discard: bool) -> Result<Vec<Record>, VectorError> {
     let text = std::str::from_utf8(body)
         .map_err(|_| VectorError::invalid("the body is not UTF-8 text"))?;
-    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text)
-        && let Some(vectors) = obj.get("vectors")
+    let mut out = Vec::new();
+    // One vector read: kept, skipped (`discard`), or the request's error.
+    let mut keep = |parsed: Result<VectorInput, String>, at: String| -> Result<(), VectorError> {
+        match parsed
+            .map_err(|e| VectorError::invalid(format!("{at}: {e}")))
+            .and_then(|v| record(v, dims, &at))
+        {
+            Ok(r) => out.push(r),
+            Err(_) if discard => {}
+            Err(e) => return Err(e),
+        }
+        check_count(out.len())
+    };
+    if let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text)
+        && let Some(vectors) = obj.remove("vectors")
     {
         let Value::Array(items) = vectors else {
             return Err(VectorError::invalid("`vectors` must be an array"));
         };
         check_count(items.len())?;
-        let mut out = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let at = format!("vectors[{i}]");
-            let parsed = serde_json::from_value::<VectorInput>(item.clone())
-                .map_err(|e| VectorError::invalid(format!("{at}: {e}")))
-                .and_then(|v| record(v, dims, &at));
-            match parsed {
-                Ok(r) => out.push(r),
-                Err(_) if discard => {}
-                Err(e) => return Err(e),
-            }
+        for (i, item) in items.into_iter().enumerate() {
+            keep(
+                serde_json::from_value(item).map_err(|e| e.to_string()),
+                format!("vectors[{i}]"),
+            )?;
         }
         return Ok(out);
     }
-    let mut out = Vec::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let at = format!("line {}", n + 1);
-        let parsed = serde_json::from_str::<VectorInput>(line)
-            .map_err(|e| VectorError::invalid(format!("{at}: {e}")))
-            .and_then(|v| record(v, dims, &at));
-        match parsed {
-            Ok(r) => out.push(r),
-            Err(_) if discard => {}
-            Err(e) => return Err(e),
-        }
-        check_count(out.len())?;
+        keep(
+            serde_json::from_str(line).map_err(|e| e.to_string()),
+            format!("line {}", n + 1),
+        )?;
     }
     if out.is_empty() && !discard {
         return Err(VectorError::invalid("the body holds no vectors"));

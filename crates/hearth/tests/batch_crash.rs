@@ -5,20 +5,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ACCOUNT, TOKEN, free_port, spawn_server, wait_ready};
+use common::{ACCOUNT, TOKEN, free_port, models_dir, spawn_server, wait_ready};
 use serde_json::{Value, json};
 
 const MODEL: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 const ITEMS: usize = 24;
-
-fn models_dir() -> String {
-    std::env::var("HEARTH_MODELS_DIR").unwrap_or_else(|_| {
-        hearth_runtime::config::default_data_dir()
-            .join("models")
-            .display()
-            .to_string()
-    })
-}
 
 async fn post(client: &reqwest::Client, url: &str, body: &Value) -> Value {
     let resp = client

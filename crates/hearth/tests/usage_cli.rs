@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{ACCOUNT, TOKEN, free_port, spawn_server, wait_ready};
+use common::{ACCOUNT, TOKEN, free_port, models_dir, spawn_server, wait_ready};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -15,12 +15,7 @@ async fn usage_cli_reports_the_ledger() {
         "[aliases]\n\"@cf/baai/bge-small-en-v1.5\" = \"@cf/sentence-transformers/all-minilm-l6-v2\"\n",
     )
     .expect("config");
-    let models = std::env::var("HEARTH_MODELS_DIR").unwrap_or_else(|_| {
-        hearth_runtime::config::default_data_dir()
-            .join("models")
-            .display()
-            .to_string()
-    });
+    let models = models_dir();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut server = spawn_server(data.path(), port, &[("HEARTH_MODELS_DIR", models.as_str())]);

@@ -47,3 +47,15 @@ pub async fn wait_ready(client: &reqwest::Client, base: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Where `scripts/fetch-test-models` put the weights (`$HEARTH_MODELS_DIR`
+/// when set).
+#[allow(dead_code)] // not every test binary that includes this module serves models
+pub fn models_dir() -> String {
+    std::env::var("HEARTH_MODELS_DIR").unwrap_or_else(|_| {
+        hearth_runtime::config::default_data_dir()
+            .join("models")
+            .display()
+            .to_string()
+    })
+}
