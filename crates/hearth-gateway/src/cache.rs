@@ -87,10 +87,28 @@ impl ResponseCache {
         }
     }
 
-    pub fn put(&self, key: String, value: Cached, ttl_secs: u64, now_ms: i64) {
+    /// Stores a response for `ttl_secs`; returns the keys evicted to make room.
+    pub fn put(&self, key: String, value: Cached, ttl_secs: u64, now_ms: i64) -> Vec<String> {
+        self.put_until(
+            key,
+            value,
+            now_ms.saturating_add(ttl_secs as i64 * 1000),
+            now_ms,
+        )
+    }
+
+    /// Stores a response until `expires_ms` (a copy restored from disk).
+    pub fn put_until(
+        &self,
+        key: String,
+        value: Cached,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Vec<String> {
         let size = value.body.len();
+        let mut evicted = Vec::new();
         if size > self.max_bytes {
-            return;
+            return evicted;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = inner.entries.remove(&key) {
@@ -107,6 +125,7 @@ impl ResponseCache {
             if let Some(e) = inner.entries.remove(&victim) {
                 inner.bytes -= e.value.body.len();
             }
+            evicted.push(victim);
         }
         inner.counter += 1;
         let inserted = inner.counter;
@@ -115,10 +134,11 @@ impl ResponseCache {
             key,
             Entry {
                 value,
-                expires_ms: now_ms.saturating_add(ttl_secs as i64 * 1000),
+                expires_ms,
                 inserted,
             },
         );
+        evicted
     }
 }
 
@@ -142,7 +162,7 @@ mod tests {
         assert!(c.get("a", 59_999).is_some());
         assert!(c.get("a", 60_000).is_none(), "expired at its TTL");
         c.put("a".into(), v(40), 60, 0);
-        c.put("c".into(), v(40), 60, 0);
+        assert_eq!(c.put("c".into(), v(40), 60, 0), vec!["b".to_string()]);
         assert!(c.get("b", 1).is_none(), "the oldest went first");
         assert!(c.get("a", 1).is_some() && c.get("c", 1).is_some());
         assert_ne!(key("a", "g", 0, "/p", b"{}"), key("a", "g", 1, "/p", b"{}"));

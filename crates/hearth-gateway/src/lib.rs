@@ -1,5 +1,8 @@
-//! AI Gateway: gateways as account resources (this crate's first part), and
-//! later the data plane (providers, cache, retries, fallbacks, logs).
+//! AI Gateway's logic, free of HTTP: gateways and custom providers as
+//! account resources, the `cf-aig-*` request headers, retry policies and
+//! universal-endpoint steps (`request`), the response cache (`cache`),
+//! gateway rate limits (`limits`) and the logs API's query language (`logs`).
+//! `hearth-server` routes requests through these.
 //!
 //! A gateway's settings are kept as the JSON object Cloudflare's API takes,
 //! checked field by field on the way in (types, ranges, enums), so fields
@@ -42,7 +45,7 @@ impl From<GatewayError> for ApiError {
 /// Hearth allows more for self-hosting).
 pub const MAX_GATEWAYS_PER_ACCOUNT: usize = 1000;
 
-fn invalid(m: impl Into<String>) -> GatewayError {
+pub(crate) fn invalid(m: impl Into<String>) -> GatewayError {
     GatewayError::Invalid(m.into())
 }
 
@@ -128,7 +131,13 @@ pub fn settings(body: &Value, creating: bool) -> Result<Map<String, Value>, Gate
         &["STOP_INSERTING", "DELETE_OLDEST"],
     )?;
     int_or_null(map, "retry_max_attempts", 1, 5, false)?;
-    int_or_null(map, "retry_delay", 0, 60_000, false)?;
+    int_or_null(
+        map,
+        "retry_delay",
+        0,
+        request::MAX_RETRY_DELAY_MS as i64,
+        false,
+    )?;
     one_of(map, "retry_backoff", &["constant", "linear", "exponential"])?;
     one_of(map, "workers_ai_billing_mode", &["postpaid", "unified"])?;
     let mut out = map.clone();
@@ -286,6 +295,9 @@ mod tests {
 }
 
 pub mod cache;
+pub mod logs;
+pub mod providers;
+pub mod request;
 
 /// A log id that sorts by time, as AI Gateway's ULID-looking ids do: 10
 /// Crockford base32 characters of milliseconds, then 16 of randomness.
@@ -302,6 +314,10 @@ pub fn log_id(now_ms: i64, random: u128) -> String {
     out
 }
 
+/// Cache TTL bounds (seconds): a minute to a month, as Cloudflare documents.
+pub const MIN_CACHE_TTL: u64 = 60;
+pub const MAX_CACHE_TTL: u64 = 30 * 24 * 3600;
+
 /// Request headers that steer the gateway (`cf-aig-*`).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AigHeaders {
@@ -311,6 +327,12 @@ pub struct AigHeaders {
     pub collect_log: Option<bool>,
     pub metadata: Option<Map<String, Value>>,
     pub event_id: Option<String>,
+    /// Milliseconds to the first byte of the answer.
+    pub request_timeout_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    pub retry_delay_ms: Option<u64>,
+    pub backoff: Option<request::Backoff>,
+    pub custom_cost: Option<request::CustomCost>,
 }
 
 impl AigHeaders {
@@ -328,11 +350,15 @@ impl AigHeaders {
         };
         let cache_ttl = match get("cf-aig-cache-ttl").or_else(|| get("cf-cache-ttl")) {
             None => None,
-            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
-                invalid(format!(
-                    "`cf-aig-cache-ttl` must be whole seconds, got {v:?}"
-                ))
-            })?),
+            // 0 turns caching off; otherwise Cloudflare's bounds, 60 s to a month.
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if n == 0 || (MIN_CACHE_TTL..=MAX_CACHE_TTL).contains(&n) => Some(n),
+                _ => {
+                    return Err(invalid(format!(
+                        "`cf-aig-cache-ttl` must be 0 or whole seconds from {MIN_CACHE_TTL} to {MAX_CACHE_TTL}, got {v:?}"
+                    )));
+                }
+            },
         };
         let metadata = match get("cf-aig-metadata") {
             None => None,
@@ -349,7 +375,44 @@ impl AigHeaders {
                 _ => return Err(invalid("`cf-aig-metadata` must be a JSON object")),
             },
         };
+        let number = |name: &str, max: u64| -> Result<Option<u64>, GatewayError> {
+            match get(name) {
+                None => Ok(None),
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(n) if n <= max => Ok(Some(n)),
+                    _ => Err(invalid(format!(
+                        "`{name}` must be a whole number from 0 to {max}, got {v:?}"
+                    ))),
+                },
+            }
+        };
+        let max_attempts = match number("cf-aig-max-attempts", request::MAX_ATTEMPTS as u64)? {
+            Some(0) => {
+                return Err(invalid(format!(
+                    "`cf-aig-max-attempts` must be from 1 to {}, got 0",
+                    request::MAX_ATTEMPTS
+                )));
+            }
+            n => n.map(|n| n as u32),
+        };
+        let backoff = match get("cf-aig-backoff") {
+            None => None,
+            Some(v) => Some(request::Backoff::parse(v).ok_or_else(|| {
+                invalid(format!(
+                    "`cf-aig-backoff` must be constant, linear or exponential, got {v:?}"
+                ))
+            })?),
+        };
+        let custom_cost = match get("cf-aig-custom-cost") {
+            None => None,
+            Some(v) => Some(request::CustomCost::parse(v)?),
+        };
         Ok(Self {
+            request_timeout_ms: number("cf-aig-request-timeout", u64::MAX / 2)?,
+            max_attempts,
+            retry_delay_ms: number("cf-aig-retry-delay", request::MAX_RETRY_DELAY_MS)?,
+            backoff,
+            custom_cost,
             cache_ttl,
             skip_cache: flag("cf-aig-skip-cache")?
                 .or(flag("cf-skip-cache")?)

@@ -153,6 +153,43 @@ impl Default for BatchConfig {
     }
 }
 
+/// One OpenAI-compatible upstream (vLLM, TGI, llama.cpp server, Ollama,
+/// another Hearth, a hosted API) reachable through every gateway as
+/// `/v1/{account}/{gateway}/<slug>/...` and `<slug>/<model>` in `/compat`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The API root provider paths are appended to (`http://host:8000/v1`).
+    pub base_url: String,
+    /// Bearer key sent when a request brings no `Authorization`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Read the key from this environment variable instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// USD per million tokens by model name, for gateway logs' `cost`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, hearth_gateway::providers::Price>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Bytes of cached responses kept (in memory, mirrored in the data dir).
+    pub cache_bytes: usize,
+    /// Upstream providers by slug.
+    pub providers: BTreeMap<String, UpstreamConfig>,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 << 20,
+            providers: BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -178,6 +215,7 @@ pub struct Config {
     pub vectorize: VectorizeConfig,
     pub limits: LimitsConfig,
     pub batch: BatchConfig,
+    pub gateway: GatewayConfig,
     /// Serve a catalog id with another entry's weights: `"@cf/meta/llama-3.1-8b-instruct" = "@cf/huggingfacetb/smollm2-135m-instruct"`.
     pub aliases: BTreeMap<String, String>,
 }
@@ -206,6 +244,7 @@ impl Default for Config {
             vectorize: VectorizeConfig::default(),
             limits: LimitsConfig::default(),
             batch: BatchConfig::default(),
+            gateway: GatewayConfig::default(),
             aliases: BTreeMap::new(),
         }
     }
@@ -375,6 +414,28 @@ impl Config {
         }
         if self.request_timeout_secs == 0 {
             return bad("`request_timeout_secs` must be at least 1".into());
+        }
+        for (slug, upstream) in &self.gateway.providers {
+            if matches!(slug.as_str(), "workers-ai" | "compat") || slug.starts_with("custom-") {
+                return bad(format!(
+                    "`gateway.providers.{slug}`: `workers-ai`, `compat` and `custom-*` are reserved"
+                ));
+            }
+            if slug.is_empty()
+                || !slug
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return bad(format!(
+                    "`gateway.providers.{slug}`: a slug is lowercase letters, digits, `-` or `_`"
+                ));
+            }
+            if let Err(e) = hearth_gateway::providers::check_base_url(
+                &format!("gateway.providers.{slug}.base_url"),
+                &upstream.base_url,
+            ) {
+                return bad(e.to_string());
+            }
         }
         for (from, to) in &self.aliases {
             if from == to {

@@ -22,14 +22,63 @@ fn bearer(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// Where the data plane found the caller's Hearth token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// `cf-aig-authorization`: `Authorization` is then the provider's key
+    /// and is forwarded upstream.
+    AigHeader,
+    /// `Authorization`: it is Hearth's and never leaves.
+    Authorization,
+}
+
 pub async fn require_token(
     State(state): State<AppState>,
     Path(params): Path<HashMap<String, String>>,
     request: Request,
     next: Next,
 ) -> Result<Response, Failure> {
+    let token = bearer(&request).map(str::to_string);
+    check(&state, &params, &request, token.as_deref())?;
+    Ok(next.run(request).await)
+}
+
+/// The data plane's check: the account's token in `cf-aig-authorization`
+/// (as authenticated gateways take it) or in `Authorization` (as the
+/// workers-ai provider takes it).
+pub async fn require_gateway_token(
+    State(state): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, Failure> {
+    let aig = request
+        .headers()
+        .get("cf-aig-authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let (token, source) = match aig {
+        Some(t) => (Some(t), TokenSource::AigHeader),
+        None => (
+            bearer(&request).map(str::to_string),
+            TokenSource::Authorization,
+        ),
+    };
+    check(&state, &params, &request, token.as_deref())?;
+    request.extensions_mut().insert(source);
+    Ok(next.run(request).await)
+}
+
+fn check(
+    state: &AppState,
+    params: &HashMap<String, String>,
+    request: &Request,
+    token: Option<&str>,
+) -> Result<(), Failure> {
     let account_id = params.get("account_id").map(String::as_str).unwrap_or("");
-    let Some(token) = bearer(&request) else {
+    let Some(token) = token else {
         return Err(Failure(ApiError::new(
             ErrorCode::AuthenticationError,
             "Authentication error: missing `Authorization: Bearer <token>` header",
@@ -52,5 +101,5 @@ pub async fn require_token(
     if owner != account_id {
         return Err(Failure(ApiError::plain(ErrorCode::AccountForbidden)));
     }
-    Ok(next.run(request).await)
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! AI Gateway admin routes: `/ai-gateway/gateways` (create, list with
 //! page/per_page/search) and `/ai-gateway/gateways/{gateway_id}` (get, update,
+//! delete), and `/ai-gateway/custom-providers` (create, list, get, edit,
 //! delete), in the v4 envelope with snake_case fields as Cloudflare answers.
 
 use std::collections::HashMap;
@@ -8,6 +9,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
+use hearth_gateway::providers::{CustomProviders, custom_provider_object};
 use hearth_gateway::{Gateways, object};
 use hearth_types::{ApiError, Envelope, ResultInfo};
 use serde_json::Value;
@@ -132,4 +134,125 @@ pub async fn delete(
         .delete(param(&p, "account_id"), param(&p, "gateway_id"))
         .map_err(ApiError::from)?;
     Ok(Json(Envelope::ok(as_object(&row))).into_response())
+}
+
+fn custom_providers(state: &AppState) -> CustomProviders<'_> {
+    CustomProviders {
+        store: state.app.meter().store(),
+    }
+}
+
+fn provider_object(row: &hearth_store::CustomProviderRow) -> Value {
+    custom_provider_object(row, hearth_vector::iso8601)
+}
+
+/// `POST .../ai-gateway/custom-providers`.
+pub async fn create_provider(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let body = json_body(&state, request_body).await?;
+    let now = state.app.meter().now_ms();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let row = custom_providers(&state)
+        .create(param(&p, "account_id"), id, &body, now)
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(provider_object(&row))).into_response())
+}
+
+/// `GET .../ai-gateway/custom-providers` (page, per_page <= 100, search over
+/// id/name/slug, enable, beta).
+pub async fn list_providers(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (page, per_page) = page_params(&q, 100)?;
+    let flag = |key: &str| -> Result<Option<bool>, ApiError> {
+        match q.get(key).map(String::as_str) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(v) => Err(ApiError::new(
+                hearth_types::ErrorCode::GatewayInvalid,
+                format!("`{key}` must be true or false, got `{v}`"),
+            )),
+        }
+    };
+    let (enable, beta) = (flag("enable")?, flag("beta")?);
+    let search = q.get("search").map(|s| s.to_lowercase());
+    let rows: Vec<Value> = state
+        .app
+        .meter()
+        .store()
+        .custom_provider_list(param(&p, "account_id"))
+        .map_err(|e| ApiError::from(hearth_gateway::GatewayError::Store(e)))?
+        .iter()
+        .map(provider_object)
+        .filter(|o| enable.is_none_or(|e| o["enable"].as_bool() == Some(e)))
+        .filter(|o| beta.is_none_or(|b| o["beta"].as_bool() == Some(b)))
+        .filter(|o| {
+            search.as_ref().is_none_or(|s| {
+                ["id", "name", "slug"].iter().any(|k| {
+                    o[*k]
+                        .as_str()
+                        .is_some_and(|v| v.to_lowercase().contains(s.as_str()))
+                })
+            })
+        })
+        .collect();
+    let total = rows.len() as u64;
+    let items: Vec<Value> = rows
+        .into_iter()
+        .skip(((page - 1) * per_page) as usize)
+        .take(per_page as usize)
+        .collect();
+    let info = ResultInfo {
+        page,
+        per_page,
+        count: items.len() as u64,
+        total_count: total,
+    };
+    Ok(Json(Envelope::with_info(items, info)).into_response())
+}
+
+pub async fn get_provider(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let row = custom_providers(&state)
+        .get(param(&p, "account_id"), param(&p, "provider_id"))
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(provider_object(&row))).into_response())
+}
+
+/// `PATCH .../ai-gateway/custom-providers/{id}`: the fields given replace
+/// the stored ones.
+pub async fn edit_provider(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request_body: Body,
+) -> Result<Response, Failure> {
+    let body = json_body(&state, request_body).await?;
+    let now = state.app.meter().now_ms();
+    let row = custom_providers(&state)
+        .edit(
+            param(&p, "account_id"),
+            param(&p, "provider_id"),
+            &body,
+            now,
+        )
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(provider_object(&row))).into_response())
+}
+
+pub async fn delete_provider(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let row = custom_providers(&state)
+        .delete(param(&p, "account_id"), param(&p, "provider_id"))
+        .map_err(ApiError::from)?;
+    Ok(Json(Envelope::ok(provider_object(&row))).into_response())
 }

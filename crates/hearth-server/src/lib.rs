@@ -15,6 +15,7 @@ pub mod embeddings;
 pub mod error;
 pub mod gateway;
 pub mod gateway_data;
+pub mod gateway_logs;
 pub mod metering;
 pub mod openai;
 pub mod vectorize;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use hearth_runtime::App;
 use hearth_runtime::app::Resolved;
 use hearth_types::{ApiError, ErrorCode};
@@ -117,8 +118,17 @@ fn vectorize_routes() -> Router<AppState> {
 
 /// The whole HTTP service.
 pub fn router(app: Arc<App>) -> Router {
+    service(app).0
+}
+
+/// The HTTP service and the gateway runtime, whose queued log entries
+/// `GatewayRuntime::flush` stores at a clean shutdown.
+pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
     let gateway = gateway_data::GatewayRuntime::start(Arc::clone(&app));
-    let state = AppState { app, gateway };
+    let state = AppState {
+        app,
+        gateway: Arc::clone(&gateway),
+    };
     let account = Router::new()
         .route("/ai/run/{*model}", post(workers_ai::run))
         .route("/ai/models/search", get(workers_ai::models_search))
@@ -142,11 +152,33 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/ai-gateway/gateways/{gateway_id}/logs",
-            get(gateway_data::list_logs),
+            get(gateway_logs::list_logs).delete(gateway_logs::delete_logs),
         )
         .route(
             "/ai-gateway/gateways/{gateway_id}/logs/{log_id}",
-            get(gateway_data::get_log).patch(gateway_data::edit_log),
+            get(gateway_logs::get_log).patch(gateway_logs::edit_log),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}/logs/{log_id}/request",
+            get(gateway_logs::log_request),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}/logs/{log_id}/response",
+            get(gateway_logs::log_response),
+        )
+        .route(
+            "/ai-gateway/gateways/{gateway_id}/analytics",
+            get(gateway_logs::analytics),
+        )
+        .route(
+            "/ai-gateway/custom-providers",
+            get(gateway::list_providers).post(gateway::create_provider),
+        )
+        .route(
+            "/ai-gateway/custom-providers/{provider_id}",
+            get(gateway::get_provider)
+                .patch(gateway::edit_provider)
+                .delete(gateway::delete_provider),
         )
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
@@ -156,25 +188,27 @@ pub fn router(app: Arc<App>) -> Router {
     // The gateway data plane lives outside /client/v4, as on
     // gateway.ai.cloudflare.com/v1/{account}/{gateway}/...
     let data_plane = Router::new()
-        .route(
-            "/{account_id}/{gateway_id}/workers-ai/{*model}",
-            post(gateway_data::workers_ai),
-        )
+        .route("/{account_id}/{gateway_id}", post(gateway_data::universal))
         .route(
             "/{account_id}/{gateway_id}/compat/chat/completions",
             post(gateway_data::compat_chat),
         )
+        .route(
+            "/{account_id}/{gateway_id}/{provider}/{*path}",
+            any(gateway_data::provider),
+        )
         .method_not_allowed_fallback(wrong_method)
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            auth::require_token,
+            auth::require_gateway_token,
         ));
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health))
         .nest("/client/v4/accounts/{account_id}", account)
         .nest("/v1", data_plane)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    (router, gateway)
 }

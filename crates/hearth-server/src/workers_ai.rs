@@ -128,6 +128,28 @@ pub async fn run(
             format!("the body is over the {}-byte limit", state.body_limit()),
         )));
     }
+    // `gateway: {id, ...}` routes the call through that AI Gateway (cache,
+    // logs, limits), as the binding's third argument does.
+    if bytes.windows(9).any(|w| w == b"\"gateway\"")
+        && let Ok(Value::Object(mut input)) = serde_json::from_slice::<Value>(&bytes)
+        && let Some(options) = input.remove("gateway")
+    {
+        let inner = bytes::Bytes::from(Value::Object(input).to_string());
+        return crate::gateway_data::run_through(&state, &account, &model, &options, inner).await;
+    }
+    run_model(&state, &account, &model, resolved, bytes).await
+}
+
+/// A Workers AI call once the body is read: admission, the task's handler,
+/// the charge. The gateway data plane calls this directly.
+pub async fn run_model(
+    state: &AppState,
+    account: &str,
+    model: &str,
+    resolved: hearth_runtime::Resolved,
+    bytes: bytes::Bytes,
+) -> Result<Response, Failure> {
+    let (state, account, model) = (state.clone(), account.to_string(), model.to_string());
     let admission = crate::metering::Admission::admit(&state, &account, &model, &resolved.task)?;
     match resolved.task.as_str() {
         hearth_runtime::app::TEXT_GENERATION => {}

@@ -1,5 +1,6 @@
 //! Rows that must survive a crash: the Neurons usage ledger, per-request
-//! analytics data points, model-terms agreements, and the Batch API's queue.
+//! analytics data points, model-terms agreements, the Batch API's queue,
+//! and AI Gateway's gateways, custom providers, logs and cache (`gateway`).
 //!
 //! The embedded default is one SQLite database (`<data_dir>/hearth.db`) in
 //! WAL mode with `synchronous = NORMAL`: a committed write survives the
@@ -8,6 +9,12 @@
 //! take back the last transactions, and it cannot corrupt the database.
 //! (`FULL` would add an fsync to every request's ledger line.) Every write
 //! that a client hears about is committed first.
+
+mod gateway;
+pub use gateway::{
+    AnalyticsRow, Body, Bucket, CacheRow, CustomProviderRow, FILTER_KEYS, FilterOp, LogFilter,
+    LogQuery, LogRecord, ORDER_KEYS,
+};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +26,9 @@ use serde::{Deserialize, Serialize};
 pub enum StoreError {
     #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A query the caller built cannot be run (names the part).
+    #[error("{0}")]
+    Invalid(String),
     /// The thread running a store call died.
     #[error("store task failed: {0}")]
     Task(String),
@@ -118,15 +128,6 @@ CREATE TABLE IF NOT EXISTS batches (
     requests TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status, created_ms);
-CREATE TABLE IF NOT EXISTS gateways (
-    account TEXT NOT NULL, id TEXT NOT NULL, settings TEXT NOT NULL,
-    created_ms INTEGER NOT NULL, modified_ms INTEGER NOT NULL,
-    PRIMARY KEY (account, id)
-);
-CREATE TABLE IF NOT EXISTS gateway_logs (
-    account TEXT NOT NULL, gateway TEXT NOT NULL, id TEXT NOT NULL, entry TEXT NOT NULL,
-    PRIMARY KEY (account, gateway, id)
-);
 CREATE TABLE IF NOT EXISTS agreements (
     account TEXT NOT NULL, model TEXT NOT NULL, time_ms INTEGER NOT NULL,
     PRIMARY KEY (account, model)
@@ -138,7 +139,7 @@ CREATE TABLE IF NOT EXISTS batch_items (
 );
 ";
 
-fn json_of(text: String) -> serde_json::Value {
+pub(crate) fn json_of(text: String) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
 }
 
@@ -149,6 +150,7 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(gateway::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -229,147 +231,6 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// Inserts a gateway; false when the id is taken in this account.
-    pub fn gateway_insert(&self, account: &str, row: &GatewayRow) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO gateways VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                account,
-                row.id,
-                row.settings.to_string(),
-                row.created_ms,
-                row.modified_ms
-            ],
-        )?;
-        Ok(n == 1)
-    }
-
-    fn gateway_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayRow> {
-        Ok(GatewayRow {
-            id: r.get(0)?,
-            settings: json_of(r.get(1)?),
-            created_ms: r.get(2)?,
-            modified_ms: r.get(3)?,
-        })
-    }
-
-    pub fn gateway_get(&self, account: &str, id: &str) -> Result<Option<GatewayRow>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 AND id = ?2",
-                params![account, id],
-                Self::gateway_from_row,
-            )
-            .optional()?)
-    }
-
-    pub fn gateway_list(&self, account: &str) -> Result<Vec<GatewayRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 ORDER BY created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map(params![account], Self::gateway_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    pub fn gateway_update(&self, account: &str, row: &GatewayRow) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE gateways SET settings = ?3, modified_ms = ?4 WHERE account = ?1 AND id = ?2",
-            params![account, row.id, row.settings.to_string(), row.modified_ms],
-        )?;
-        Ok(())
-    }
-
-    pub fn gateway_delete(&self, account: &str, id: &str) -> Result<(), StoreError> {
-        self.conn().execute(
-            "DELETE FROM gateways WHERE account = ?1 AND id = ?2",
-            params![account, id],
-        )?;
-        Ok(())
-    }
-
-    /// Replaces a log entry; false when there is none with that id.
-    pub fn gateway_log_replace(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-        entry: &serde_json::Value,
-    ) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "UPDATE gateway_logs SET entry = ?4 WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-            params![account, gateway, id, entry.to_string()],
-        )?;
-        Ok(n == 1)
-    }
-
-    /// Appends gateway log entries (JSON objects with an `id`) in one transaction.
-    pub fn gateway_logs_insert(
-        &self,
-        rows: &[(String, String, serde_json::Value)],
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        {
-            let mut stmt =
-                tx.prepare("INSERT OR IGNORE INTO gateway_logs VALUES (?1, ?2, ?3, ?4)")?;
-            for (account, gateway, entry) in rows {
-                let id = entry.get("id").and_then(|v| v.as_str()).unwrap_or_default();
-                stmt.execute(params![account, gateway, id, entry.to_string()])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// A page of a gateway's logs, newest first (ids sort by time), and the total.
-    pub fn gateway_logs(
-        &self,
-        account: &str,
-        gateway: &str,
-        offset: u64,
-        limit: u64,
-        ascending: bool,
-    ) -> Result<(Vec<serde_json::Value>, u64), StoreError> {
-        let conn = self.conn();
-        let total: u64 = conn.query_row(
-            "SELECT COUNT(*) FROM gateway_logs WHERE account = ?1 AND gateway = ?2",
-            params![account, gateway],
-            |r| r.get(0),
-        )?;
-        let sql = if ascending {
-            "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 ORDER BY id ASC LIMIT ?3 OFFSET ?4"
-        } else {
-            "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-        };
-        let mut stmt = conn.prepare(sql)?;
-        let rows = stmt
-            .query_map(params![account, gateway, limit, offset], |r| {
-                Ok(json_of(r.get(0)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok((rows, total))
-    }
-
-    pub fn gateway_log(
-        &self,
-        account: &str,
-        gateway: &str,
-        id: &str,
-    ) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT entry FROM gateway_logs WHERE account = ?1 AND gateway = ?2 AND id = ?3",
-                params![account, gateway, id],
-                |r| Ok(json_of(r.get(0)?)),
-            )
-            .optional()?)
     }
 
     /// Records that `account` accepted `model`'s terms.

@@ -69,13 +69,19 @@ pub enum ErrorCode {
     GatewayExists,
     /// AI Gateway: no gateway with that id.
     GatewayNotFound,
+    /// AI Gateway: the provider did not start answering within
+    /// `cf-aig-request-timeout` (Hearth's code; Cloudflare documents none).
+    GatewayTimeout,
+    /// AI Gateway: the provider could not be reached (connection refused or
+    /// dropped) after every attempt (Hearth's code).
+    GatewayUpstream,
     /// 5000: something failed inside Hearth; details are in the server log.
     Internal,
 }
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 27] = [
+    pub const ALL: [ErrorCode; 29] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
@@ -102,6 +108,8 @@ impl ErrorCode {
         ErrorCode::GatewayInvalid,
         ErrorCode::GatewayExists,
         ErrorCode::GatewayNotFound,
+        ErrorCode::GatewayTimeout,
+        ErrorCode::GatewayUpstream,
         ErrorCode::Internal,
     ];
 
@@ -156,6 +164,8 @@ impl ErrorCode {
             ErrorCode::GatewayInvalid => (1002, 400, "Invalid gateway settings"),
             ErrorCode::GatewayExists => (1003, 409, "Gateway already exists"),
             ErrorCode::GatewayNotFound => (1004, 404, "Gateway not found"),
+            ErrorCode::GatewayTimeout => (2007, 504, "Provider request timed out"),
+            ErrorCode::GatewayUpstream => (2008, 502, "Provider unreachable"),
             ErrorCode::Internal => (5000, 500, "Internal error"),
         }
     }

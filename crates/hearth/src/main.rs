@@ -254,9 +254,12 @@ async fn serve(config: Config) -> Result<()> {
         }
     });
     hearth_server::batch::spawn_background(Arc::clone(&app));
-    axum::serve(listener, hearth_server::router(app))
+    let (router, gateway) = hearth_server::service(app);
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    // Gateway log entries still queued are stored before exiting.
+    tokio::task::spawn_blocking(move || gateway.flush()).await?;
     Ok(())
 }
 

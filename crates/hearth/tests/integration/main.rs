@@ -8,6 +8,7 @@ mod bad_input;
 mod batch;
 mod embeddings;
 mod gateway;
+mod gateway_upstream;
 mod metering;
 mod models_pull;
 mod rerank;

@@ -153,6 +153,48 @@ pub fn metered_server() -> &'static MeteredServer {
     })
 }
 
+/// A server whose gateways reach two upstream providers over HTTP: `fault`
+/// (the test's fault-injecting server at `fault_base`) and `hearth2` (the
+/// shared server's OpenAI-compatible API, with a price table). `data_dir`
+/// reuses another server's data (a restart).
+pub fn gateway_server(fault_base: &str, data_dir: Option<&std::path::Path>) -> Server {
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut config = base_config(&data);
+    if let Some(dir) = data_dir {
+        config.data_dir = dir.to_path_buf();
+    }
+    config.aliases.insert(ALIASED.into(), SMOLLM.into());
+    let upstream = |base_url: String, api_key: &str| hearth_runtime::config::UpstreamConfig {
+        base_url,
+        api_key: Some(api_key.into()),
+        api_key_env: None,
+        prices: Default::default(),
+    };
+    config.gateway.providers.insert(
+        "fault".into(),
+        upstream(format!("{fault_base}/v1"), "cfg-key"),
+    );
+    let mut hearth2 = upstream(
+        format!("{}/client/v4/accounts/{ACCOUNT}/ai/v1", server().base),
+        TOKEN,
+    );
+    hearth2.prices.insert(
+        SMOLLM.into(),
+        hearth_gateway::providers::Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+        },
+    );
+    config.gateway.providers.insert("hearth2".into(), hearth2);
+    start(config, data)
+}
+
+impl Server {
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data.path()
+    }
+}
+
 /// A server whose requests time out after one second.
 pub fn impatient_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
