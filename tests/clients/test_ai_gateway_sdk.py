@@ -76,3 +76,36 @@ def test_openai_sdk_through_the_compat_endpoint_and_logs(cf, hearth):
     with pytest.raises(cloudflare.BadRequestError) as bad:
         cf.ai_gateway.logs.edit(logs[0].id, account_id=acct, gateway_id="sdk-compat", feedback=3)
     assert "feedback" in str(bad.value)
+    # Filters as the SDK serializes them, the stored bodies, and a bulk delete.
+    hit = list(cf.ai_gateway.logs.list("sdk-compat", account_id=acct,
+                                       filters=[{"key": "provider", "operator": "eq", "value": ["workers-ai"]},
+                                                {"key": "tokens_in", "operator": "gt", "value": [0]}]))
+    assert [l.id for l in hit] == [logs[0].id]
+    none = list(cf.ai_gateway.logs.list("sdk-compat", account_id=acct,
+                                        filters=[{"key": "success", "operator": "eq", "value": [False]}]))
+    assert none == []
+    sent = cf.ai_gateway.logs.request(logs[0].id, account_id=acct, gateway_id="sdk-compat")
+    assert sent["messages"][0]["content"] == "Name the capital of France."
+    answered = cf.ai_gateway.logs.response(logs[0].id, account_id=acct, gateway_id="sdk-compat")
+    assert "Paris" in answered["choices"][0]["message"]["content"]
+    assert cf.ai_gateway.logs.delete("sdk-compat", account_id=acct,
+                                     filters=[{"key": "model", "operator": "eq", "value": [SMOLLM]}]).success
+    assert list(cf.ai_gateway.logs.list("sdk-compat", account_id=acct)) == []
+
+
+def test_custom_providers_lifecycle(cf, hearth):
+    acct = hearth["account"]
+    made = cf.ai_gateway.custom_providers.create(account_id=acct, name="Local vLLM", slug="vllm-local",
+                                                 base_url="http://127.0.0.1:8000/v1", enable=True)
+    assert made.slug == "vllm-local" and made.enable and made.created_at is not None
+    with pytest.raises(cloudflare.ConflictError):
+        cf.ai_gateway.custom_providers.create(account_id=acct, name="Again", slug="vllm-local",
+                                              base_url="http://127.0.0.1:8001/v1")
+    with pytest.raises(cloudflare.BadRequestError) as bad:
+        cf.ai_gateway.custom_providers.create(account_id=acct, name="Bad", slug="bad", base_url="ftp://x")
+    assert "base_url" in str(bad.value)
+    assert [p.slug for p in cf.ai_gateway.custom_providers.list(account_id=acct, search="vllm")] == ["vllm-local"]
+    assert cf.ai_gateway.custom_providers.get(made.id, account_id=acct).base_url == "http://127.0.0.1:8000/v1"
+    assert cf.ai_gateway.custom_providers.delete(made.id, account_id=acct).id == made.id
+    with pytest.raises(cloudflare.NotFoundError):
+        cf.ai_gateway.custom_providers.get(made.id, account_id=acct)

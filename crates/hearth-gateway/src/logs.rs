@@ -89,6 +89,70 @@ fn from_json(raw: &str) -> Result<Vec<LogFilter>, GatewayError> {
         .collect()
 }
 
+/// Groups dotted filter fields into filters. Two orders reach the server:
+/// each filter's fields together (`key, operator, value, key, ...`), or,
+/// as the official Python SDK's HTTP client merges repeated names, all
+/// keys, then all operators, then all values; then filter i takes key i,
+/// operator i and value i (or every value when there is one filter).
+fn group_dotted(
+    (keys, ops, values): (Vec<String>, Vec<String>, Vec<Value>),
+    order: &[String],
+) -> Result<Vec<LogFilter>, GatewayError> {
+    if keys.is_empty() {
+        if ops.is_empty() && values.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Err(invalid("each of `filters[]` needs a `key`"));
+    }
+    let interleaved = order.windows(2).all(|w| !(w[0] == "key" && w[1] == "key"));
+    if interleaved {
+        let (mut k, mut o, mut v) = (keys.into_iter(), ops.into_iter(), values.into_iter());
+        let mut out = Vec::new();
+        let mut current: Option<Partial> = None;
+        for field in order {
+            match field.as_str() {
+                "key" => {
+                    if let Some(done) = current.take() {
+                        out.push(done.finish()?);
+                    }
+                    current = Some(Partial {
+                        key: k.next(),
+                        ..Default::default()
+                    });
+                }
+                "operator" => current.get_or_insert_with(Default::default).op = o.next(),
+                _ => current
+                    .get_or_insert_with(Default::default)
+                    .values
+                    .extend(v.next()),
+            }
+        }
+        if let Some(done) = current.take() {
+            out.push(done.finish()?);
+        }
+        return Ok(out);
+    }
+    if values.len() != keys.len() {
+        return Err(invalid(format!(
+            "{} filter keys with {} values: send one value per filter, or the filters as JSON in `filters`",
+            keys.len(),
+            values.len()
+        )));
+    }
+    keys.into_iter()
+        .zip(values)
+        .enumerate()
+        .map(|(i, (key, value))| {
+            Partial {
+                key: Some(key),
+                op: ops.get(i).cloned(),
+                values: vec![value],
+            }
+            .finish()
+        })
+        .collect()
+}
+
 /// The query of a logs list or bulk delete, from the query-string pairs in
 /// order. Returns the query and the other pairs (paging, limit).
 pub fn parse_query(
@@ -96,7 +160,9 @@ pub fn parse_query(
 ) -> Result<(LogQuery, Vec<(String, String)>), GatewayError> {
     let mut q = LogQuery::default();
     let mut rest = Vec::new();
-    let mut current: Option<Partial> = None;
+    // Dotted fields (keys, operators, values) in arrival order.
+    let mut dotted: (Vec<String>, Vec<String>, Vec<Value>) = Default::default();
+    let mut order: Vec<String> = Vec::new();
     // Bracketed forms carry an index: `filters[0][key]`.
     let mut indexed: std::collections::BTreeMap<usize, Partial> = Default::default();
     let mut flat = Vec::new();
@@ -111,22 +177,12 @@ pub fn parse_query(
         let field = field.map(|f| f.trim_end_matches("[]"));
         if let Some(field) = field {
             match field {
-                "key" => {
-                    if let Some(done) = current.take() {
-                        q.filters.push(done.finish()?);
-                    }
-                    current = Some(Partial {
-                        key: Some(v.clone()),
-                        ..Default::default()
-                    });
-                }
-                "operator" => current.get_or_insert_with(Default::default).op = Some(v.clone()),
-                "value" => current
-                    .get_or_insert_with(Default::default)
-                    .values
-                    .push(scalar(v)),
+                "key" => dotted.0.push(v.clone()),
+                "operator" => dotted.1.push(v.clone()),
+                "value" => dotted.2.push(scalar(v)),
                 other => return Err(invalid(format!("unknown filter field `{other}`"))),
             }
+            order.push(field.to_string());
             continue;
         }
         if let Some((idx, field)) = k
@@ -225,9 +281,7 @@ pub fn parse_query(
             }
         }
     }
-    if let Some(done) = current.take() {
-        q.filters.push(done.finish()?);
-    }
+    q.filters.extend(group_dotted(dotted, &order)?);
     for (_, p) in indexed {
         q.filters.push(p.finish()?);
     }
@@ -263,6 +317,25 @@ mod tests {
         assert_eq!(q.filters[0].values.len(), 2);
         assert_eq!(q.filters[1].op, FilterOp::Gt);
         assert_eq!(rest, pairs(&[("page", "2")]));
+        // What the SDK's HTTP client actually sends: the names grouped.
+        let (q, _) = parse_query(&pairs(&[
+            ("filters.key", "provider"),
+            ("filters.key", "tokens_in"),
+            ("filters.operator", "eq"),
+            ("filters.operator", "gt"),
+            ("filters.value", "workers-ai"),
+            ("filters.value", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(q.filters.len(), 2);
+        assert_eq!(
+            (q.filters[1].key.as_str(), q.filters[1].op),
+            ("tokens_in", FilterOp::Gt)
+        );
+        assert_eq!(
+            q.filters[0].values,
+            vec![Value::String("workers-ai".into())]
+        );
     }
 
     #[test]
