@@ -87,12 +87,20 @@ pub async fn list(
     let rows = gateways(&state)
         .list(param(&p, "account_id"), q.get("search").map(String::as_str))
         .map_err(ApiError::from)?;
-    let total = rows.len() as u64;
-    let items: Vec<Value> = rows
-        .iter()
+    Ok(one_page(
+        rows.iter().map(as_object).collect(),
+        page,
+        per_page,
+    ))
+}
+
+/// One page of a list answer, with its `result_info`.
+fn one_page(all: Vec<Value>, page: u64, per_page: u64) -> Response {
+    let total = all.len() as u64;
+    let items: Vec<Value> = all
+        .into_iter()
         .skip(((page - 1) * per_page) as usize)
         .take(per_page as usize)
-        .map(as_object)
         .collect();
     let info = ResultInfo {
         page,
@@ -100,7 +108,7 @@ pub async fn list(
         count: items.len() as u64,
         total_count: total,
     };
-    Ok(Json(Envelope::with_info(items, info)).into_response())
+    Json(Envelope::with_info(items, info)).into_response()
 }
 
 pub async fn get(
@@ -202,19 +210,7 @@ pub async fn list_providers(
             })
         })
         .collect();
-    let total = rows.len() as u64;
-    let items: Vec<Value> = rows
-        .into_iter()
-        .skip(((page - 1) * per_page) as usize)
-        .take(per_page as usize)
-        .collect();
-    let info = ResultInfo {
-        page,
-        per_page,
-        count: items.len() as u64,
-        total_count: total,
-    };
-    Ok(Json(Envelope::with_info(items, info)).into_response())
+    Ok(one_page(rows, page, per_page))
 }
 
 pub async fn get_provider(
