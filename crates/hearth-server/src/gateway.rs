@@ -23,8 +23,21 @@ fn gateways(state: &AppState) -> Gateways<'_> {
     }
 }
 
-fn param<'a>(p: &'a HashMap<String, String>, key: &str) -> &'a str {
+pub(crate) fn param<'a>(p: &'a HashMap<String, String>, key: &str) -> &'a str {
     p.get(key).map(String::as_str).unwrap_or("")
+}
+
+pub(crate) fn gateway_failure(e: hearth_gateway::GatewayError) -> Failure {
+    Failure(ApiError::from(e))
+}
+
+/// The gateway `id` of `account`, or 1004/404 naming it.
+pub(crate) fn find_gateway(
+    state: &AppState,
+    account: &str,
+    id: &str,
+) -> Result<hearth_store::GatewayRow, Failure> {
+    gateways(state).get(account, id).map_err(gateway_failure)
 }
 
 fn as_object(row: &hearth_store::GatewayRow) -> Value {

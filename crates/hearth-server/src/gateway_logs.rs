@@ -18,26 +18,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::Failure;
-
-fn gateway_failure(e: GatewayError) -> Failure {
-    Failure(ApiError::from(e))
-}
-
-fn param(p: &HashMap<String, String>, key: &str) -> String {
-    p.get(key).cloned().unwrap_or_default()
-}
-
-/// Checks the gateway exists in the account (404 1004 otherwise).
-fn gateway_exists(state: &AppState, account: &str, gateway: &str) -> Result<(), Failure> {
-    state
-        .app
-        .meter()
-        .store()
-        .gateway_get(account, gateway)
-        .map_err(|e| gateway_failure(GatewayError::Store(e)))?
-        .ok_or_else(|| gateway_failure(GatewayError::NotFound(gateway.to_string())))?;
-    Ok(())
-}
+use crate::gateway::{find_gateway, gateway_failure, param};
 
 fn query_of(pairs: &[(String, String)]) -> Result<(LogQuery, HashMap<String, String>), Failure> {
     let (q, rest) = parse_query(pairs).map_err(gateway_failure)?;
@@ -52,14 +33,14 @@ pub async fn list_logs(
 ) -> Result<Response, Failure> {
     let account = param(&p, "account_id");
     let gateway = param(&p, "gateway_id");
-    gateway_exists(&state, &account, &gateway)?;
+    find_gateway(&state, account, gateway)?;
     let (query, rest) = query_of(&pairs)?;
     let (page, per_page) = crate::gateway::page_params(&rest, 50)?;
     let (rows, total) = state
         .app
         .meter()
         .store()
-        .gateway_logs(&account, &gateway, &query, (page - 1) * per_page, per_page)
+        .gateway_logs(account, gateway, &query, (page - 1) * per_page, per_page)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?;
     let info = ResultInfo {
         page,
@@ -79,7 +60,7 @@ pub async fn delete_logs(
 ) -> Result<Response, Failure> {
     let account = param(&p, "account_id");
     let gateway = param(&p, "gateway_id");
-    gateway_exists(&state, &account, &gateway)?;
+    find_gateway(&state, account, gateway)?;
     let (query, rest) = query_of(&pairs)?;
     let limit = match rest.get("limit") {
         None => None,
@@ -93,7 +74,7 @@ pub async fn delete_logs(
         .app
         .meter()
         .store()
-        .gateway_logs_delete(&account, &gateway, &query, limit)
+        .gateway_logs_delete(account, gateway, &query, limit)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?;
     tracing::info!(%account, %gateway, deleted, "gateway logs deleted");
     Ok(axum::Json(Envelope::ok(json!({"success": true}))).into_response())
@@ -120,11 +101,11 @@ async fn log_body(
     );
     let store = state.app.meter().store();
     let entry = store
-        .gateway_log(&account, &gateway, &id)
+        .gateway_log(account, gateway, id)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?
-        .ok_or_else(|| log_not_found(&id))?;
+        .ok_or_else(|| log_not_found(id))?;
     let body = store
-        .gateway_log_body(&account, &gateway, &id, which)
+        .gateway_log_body(account, gateway, id, which)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?
         .unwrap_or_default();
     let type_field = match which {
@@ -169,7 +150,7 @@ pub async fn analytics(
 ) -> Result<Response, Failure> {
     let account = param(&p, "account_id");
     let gateway = param(&p, "gateway_id");
-    gateway_exists(&state, &account, &gateway)?;
+    find_gateway(&state, account, gateway)?;
     let invalid = |m: String| gateway_failure(GatewayError::Invalid(m));
     let now = state.app.meter().now_ms();
     let end = q
@@ -217,8 +198,8 @@ pub async fn analytics(
         .meter()
         .store()
         .gateway_analytics(
-            &account,
-            &gateway,
+            account,
+            gateway,
             &start,
             &end,
             bucket,
@@ -275,12 +256,12 @@ pub async fn get_log(
         .meter()
         .store()
         .gateway_log(
-            &param(&p, "account_id"),
-            &param(&p, "gateway_id"),
-            &param(&p, "log_id"),
+            param(&p, "account_id"),
+            param(&p, "gateway_id"),
+            param(&p, "log_id"),
         )
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?
-        .ok_or_else(|| log_not_found(&param(&p, "log_id")))?;
+        .ok_or_else(|| log_not_found(param(&p, "log_id")))?;
     Ok(axum::Json(Envelope::ok(entry)).into_response())
 }
 
@@ -312,7 +293,7 @@ pub async fn edit_log(
         ))
     };
     let mut entry = store
-        .gateway_log(&account, &gateway, &id)
+        .gateway_log(account, gateway, id)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?
         .ok_or_else(not_found)?;
     for (key, value) in patch {
@@ -361,7 +342,7 @@ pub async fn edit_log(
         entry[key.as_str()] = stored;
     }
     store
-        .gateway_log_replace(&account, &gateway, &id, &entry)
+        .gateway_log_replace(account, gateway, id, &entry)
         .map_err(|e| gateway_failure(GatewayError::Store(e)))?;
     Ok(axum::Json(Envelope::ok(entry)).into_response())
 }

@@ -40,6 +40,7 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::auth::TokenSource;
 use crate::error::Failure;
+use crate::gateway::{find_gateway, gateway_failure, param};
 pub use forward::{Call, Target};
 
 /// Largest response the cache keeps (Cloudflare's limit is 25 MB).
@@ -223,14 +224,6 @@ fn write_loop(app: Arc<hearth_runtime::App>, rx: Receiver<Write>, queued: Arc<At
     }
 }
 
-fn gateway_failure(e: GatewayError) -> Failure {
-    Failure(ApiError::from(e))
-}
-
-fn param(p: &HashMap<String, String>, key: &str) -> String {
-    p.get(key).cloned().unwrap_or_default()
-}
-
 fn head(bytes: &[u8]) -> String {
     let end = bytes.len().min(LOG_HEAD_BYTES);
     String::from_utf8_lossy(&bytes[..end]).into_owned()
@@ -276,13 +269,7 @@ fn open(
     gateway_id: &str,
     source: TokenSource,
 ) -> Result<Opened, Failure> {
-    let gateway = state
-        .app
-        .meter()
-        .store()
-        .gateway_get(account, gateway_id)
-        .map_err(|e| gateway_failure(GatewayError::Store(e)))?
-        .ok_or_else(|| gateway_failure(GatewayError::NotFound(gateway_id.to_string())))?;
+    let gateway = find_gateway(state, account, gateway_id)?;
     let authenticated = gateway
         .settings
         .get("authentication")
@@ -641,14 +628,12 @@ async fn execute(
     let lookup = (cacheable && !aig.skip_cache)
         .then(|| rt.cache.get(&cache_key, now))
         .flatten();
-    let mut response = match lookup {
+    let (mut response, cached) = match lookup {
         Some(hit) => {
             if let Some(d) = draft {
                 d.finish(hit.status, true, Some(hit.content_type.clone()), &hit.body);
             }
-            let mut r = from_cache(&hit);
-            r.extensions_mut().insert(SharedHit);
-            r
+            (from_cache(&hit), true)
         }
         None if cacheable && !aig.skip_cache => {
             // Identical requests in flight share one provider call: the
@@ -722,15 +707,11 @@ async fn execute(
                     &shared.body,
                 );
             }
-            let mut r = from_cache(&shared);
-            if !leader {
-                r.extensions_mut().insert(SharedHit);
-            }
-            r
+            (from_cache(&shared), !leader)
         }
         None => {
             let response = forward::with_retries(state, &rt.http, &call, policy).await;
-            match draft {
+            let response = match draft {
                 None => response,
                 Some(d) => {
                     let status = response.status().as_u16();
@@ -743,10 +724,10 @@ async fn execute(
                     };
                     Response::from_parts(parts, Body::from_stream(tee))
                 }
-            }
+            };
+            (response, false)
         }
     };
-    let cached = lookup_was_hit(&response);
     let headers = response.headers_mut();
     if cacheable {
         headers.insert(
@@ -762,14 +743,6 @@ async fn execute(
         headers.insert("cf-aig-step", v);
     }
     response
-}
-
-/// Marks an answer that came from the cache or from another caller's call.
-#[derive(Clone, Copy)]
-struct SharedHit;
-
-fn lookup_was_hit(response: &Response) -> bool {
-    response.extensions().get::<SharedHit>().is_some()
 }
 
 async fn read_request(
@@ -801,15 +774,15 @@ pub async fn provider(
     let (method, headers, query, source, body) = read_request(&state, request).await?;
     let opened = open(
         &state,
-        &param(&p, "account_id"),
-        &param(&p, "gateway_id"),
+        param(&p, "account_id"),
+        param(&p, "gateway_id"),
         source,
     )?;
     let planned = plan(
         &state,
         &opened,
-        &param(&p, "provider"),
-        &param(&p, "path"),
+        param(&p, "provider"),
+        param(&p, "path"),
         query,
         method,
         headers,
@@ -847,8 +820,8 @@ pub async fn compat_chat(
     };
     let opened = open(
         &state,
-        &param(&p, "account_id"),
-        &param(&p, "gateway_id"),
+        param(&p, "account_id"),
+        param(&p, "gateway_id"),
         source,
     )?;
     json["model"] = Value::String(model.to_string());
@@ -886,8 +859,8 @@ pub async fn universal(
     let steps = parse_steps(&body).map_err(gateway_failure)?;
     let opened = open(
         &state,
-        &param(&p, "account_id"),
-        &param(&p, "gateway_id"),
+        param(&p, "account_id"),
+        param(&p, "gateway_id"),
         source,
     )?;
     // Every step is checked before any runs, so a typo in a fallback is
