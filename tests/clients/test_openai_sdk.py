@@ -45,3 +45,58 @@ def test_embeddings_create(oa):
     cos = sum(x * y for x, y in zip(out.data[0].embedding, out.data[1].embedding))
     assert abs(cos - 0.755) < 0.005
     assert out.usage.prompt_tokens > 10
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Get the current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def test_tool_calling_flow_runs_unchanged(oa):
+    """The SDK's documented tool-calling loop: call, run the tool, answer."""
+    import json
+
+    messages = [{"role": "user", "content": "What is the weather like in Paris today?"}]
+    first = oa.chat.completions.create(model=SMOLLM, messages=messages, tools=[WEATHER], tool_choice="required",
+                                       temperature=0, max_tokens=64)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather"
+    args = json.loads(call.function.arguments)
+    assert isinstance(args["city"], str) and args.get("unit") in (None, "celsius", "fahrenheit")
+
+    messages.append(choice.message.model_dump(exclude_none=True))
+    messages.append({"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temperature_c": 21, "sky": "sunny"})})
+    second = oa.chat.completions.create(model=SMOLLM, messages=messages, tools=[WEATHER], tool_choice="none",
+                                        temperature=0, max_tokens=48)
+    assert second.choices[0].message.tool_calls is None
+    assert second.choices[0].message.content.strip()
+
+    # Streaming: the SDK's chunks carry the call as tool_calls deltas.
+    chunks = list(oa.chat.completions.create(model=SMOLLM, messages=messages[:1], tools=[WEATHER],
+                                             tool_choice="required", temperature=0, max_tokens=64, stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas and deltas[0].function.name == "get_weather"
+    assert json.loads(deltas[0].function.arguments) == args
+
+
+def test_json_schema_response_format(oa):
+    import json
+
+    schema = {"type": "object", "properties": {"capital": {"type": "string", "maxLength": 30}},
+              "required": ["capital"], "additionalProperties": False}
+    out = oa.chat.completions.create(
+        model=SMOLLM, messages=QUESTION, temperature=0, max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema, "strict": True}})
+    value = json.loads(out.choices[0].message.content)
+    assert set(value) == {"capital"} and isinstance(value["capital"], str)

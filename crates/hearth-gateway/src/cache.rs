@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 pub struct Cached {
     pub status: u16,
     pub content_type: String,
-    pub body: Vec<u8>,
+    /// Shared, so that a hit hands out the body without copying it.
+    pub body: bytes::Bytes,
 }
 
 struct Entry {
@@ -150,7 +151,7 @@ mod tests {
         Cached {
             status: 200,
             content_type: "application/json".into(),
-            body: vec![b'x'; n],
+            body: vec![b'x'; n].into(),
         }
     }
 

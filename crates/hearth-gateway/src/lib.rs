@@ -9,6 +9,10 @@
 //! Hearth does not act on yet (`dlp`, `guardrails`, `otel`, ...) round-trip
 //! unchanged instead of being lost.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 pub use hearth_store::GatewayRow;
 use hearth_store::{Store, StoreError};
 use hearth_types::{ApiError, ErrorCode};
@@ -176,9 +180,48 @@ pub fn object(row: &GatewayRow, iso: impl Fn(i64) -> String) -> Value {
     Value::Object(obj)
 }
 
-/// Gateway resources of every account, over the store.
+/// Gateway resources of every account, over the store, with the settings
+/// the data plane reads on every request kept in memory.
 pub struct Gateways<'s> {
     pub store: &'s Store,
+    pub known: &'s KnownGateways,
+}
+
+/// Gateways read recently, by account and id. The data plane looks its
+/// gateway up on every request, and the store's one connection is shared
+/// with the log writer: a read queued behind a batch of log inserts would
+/// add milliseconds to a cache hit that otherwise takes microseconds.
+#[derive(Default)]
+pub struct KnownGateways {
+    rows: std::sync::RwLock<HashMap<String, HashMap<String, Arc<GatewayRow>>>>,
+    /// Bumped by every change, so that a row read from the store before a
+    /// change is not remembered after it.
+    changes: AtomicU64,
+}
+
+impl KnownGateways {
+    fn get(&self, account: &str, id: &str) -> Option<Arc<GatewayRow>> {
+        let rows = self.rows.read().unwrap_or_else(|e| e.into_inner());
+        rows.get(account).and_then(|m| m.get(id)).cloned()
+    }
+
+    fn remember(&self, account: &str, row: Arc<GatewayRow>, changes_before_read: u64) {
+        let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
+        if self.changes.load(Ordering::Acquire) == changes_before_read {
+            rows.entry(account.to_string())
+                .or_default()
+                .insert(row.id.clone(), row);
+        }
+    }
+
+    /// Called after the store changed the gateway.
+    fn forget(&self, account: &str, id: &str) {
+        let mut rows = self.rows.write().unwrap_or_else(|e| e.into_inner());
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        if let Some(m) = rows.get_mut(account) {
+            m.remove(id);
+        }
+    }
 }
 
 impl Gateways<'_> {
@@ -211,9 +254,23 @@ impl Gateways<'_> {
     }
 
     pub fn get(&self, account: &str, id: &str) -> Result<GatewayRow, GatewayError> {
-        self.store
-            .gateway_get(account, id)?
-            .ok_or_else(|| GatewayError::NotFound(id.to_string()))
+        self.settings(account, id).map(|row| (*row).clone())
+    }
+
+    /// The gateway as the data plane uses it, from memory when it was read
+    /// before and has not changed since.
+    pub fn settings(&self, account: &str, id: &str) -> Result<Arc<GatewayRow>, GatewayError> {
+        if let Some(row) = self.known.get(account, id) {
+            return Ok(row);
+        }
+        let changes = self.known.changes.load(Ordering::Acquire);
+        let row = Arc::new(
+            self.store
+                .gateway_get(account, id)?
+                .ok_or_else(|| GatewayError::NotFound(id.to_string()))?,
+        );
+        self.known.remember(account, Arc::clone(&row), changes);
+        Ok(row)
     }
 
     pub fn list(
@@ -240,12 +297,14 @@ impl Gateways<'_> {
         row.settings = Value::Object(settings);
         row.modified_ms = now_ms;
         self.store.gateway_update(account, &row)?;
+        self.known.forget(account, id);
         Ok(row)
     }
 
     pub fn delete(&self, account: &str, id: &str) -> Result<GatewayRow, GatewayError> {
         let row = self.get(account, id)?;
         self.store.gateway_delete(account, id)?;
+        self.known.forget(account, id);
         Ok(row)
     }
 }

@@ -10,12 +10,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use hearth_catalog::{Catalog, ModelEntry, Weights};
+use hearth_engine::textgen::constrain;
 use hearth_engine::textgen::{Priority, TextGenOptions};
 use hearth_engine::{
     Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
     Pooling, Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
+use hearth_types::tools::{ResponseFormat, Tool, ToolChoice};
 use hearth_types::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
 
@@ -80,6 +82,7 @@ impl From<AppError> for ApiError {
                     ApiError::plain(ErrorCode::OutOfCapacity)
                 }
                 TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
+                TextGenError::Schema(_) | TextGenError::Grammar(_) => ApiError::invalid_input(e),
                 TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
                     tracing::error!(error = %e, "engine failure");
                     ApiError::plain(ErrorCode::Internal)
@@ -167,6 +170,26 @@ impl PromptInput {
         match source {
             PromptSource::Prompt(text) => PromptInput::Prompt { text, raw },
             PromptSource::Messages(m) => PromptInput::Messages(m),
+        }
+    }
+}
+
+/// What an answer must be besides free text: calls to offered tools, or
+/// JSON (JSON mode).
+#[derive(Debug, Clone, Default)]
+pub struct OutputShape {
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub response_format: Option<ResponseFormat>,
+}
+
+impl OutputShape {
+    /// The tools the model is told about (none under `tool_choice: none`).
+    pub fn offered(&self) -> &[Tool] {
+        if self.tool_choice == ToolChoice::None {
+            &[]
+        } else {
+            &self.tools
         }
     }
 }
@@ -520,28 +543,43 @@ impl App {
         params: GenerationParams,
         reject_if_busy: bool,
     ) -> Result<Generation, AppError> {
-        self.generate_with(model, input, params, reject_if_busy, Priority::Interactive)
-            .await
+        self.generate_with(
+            model,
+            input,
+            &OutputShape::default(),
+            params,
+            reject_if_busy,
+            Priority::Interactive,
+        )
+        .await
     }
 
-    /// [`App::generate`] at a chosen priority (Batch API items run in the background).
+    /// [`App::generate`] with an output shape (tools offered, in the chat
+    /// template or in Hearth's tool prompt, with calls held to their
+    /// schemas; or JSON mode), at a chosen priority (Batch API items run in
+    /// the background).
     pub async fn generate_with(
         &self,
         model: &str,
         input: PromptInput,
-        params: GenerationParams,
+        shape: &OutputShape,
+        mut params: GenerationParams,
         reject_if_busy: bool,
         priority: Priority,
     ) -> Result<Generation, AppError> {
+        let tools = shape.offered();
+        params.grammar = match &shape.response_format {
+            Some(format) => Some(constrain::json_mode(format)?),
+            None => constrain::tool_calls(tools, &shape.tool_choice)?,
+        };
         let resolved = self.resolve(model)?;
         let generator = self.text_generator(&resolved).await?;
         let text = match input {
             PromptInput::Prompt { text, raw: true } => text,
-            PromptInput::Prompt { text, raw: false } => generator.render_chat(&[ValidMessage {
-                role: "user".into(),
-                content: text,
-            }])?,
-            PromptInput::Messages(messages) => generator.render_chat(&messages)?,
+            PromptInput::Prompt { text, raw: false } => {
+                generator.render_chat(&[ValidMessage::new("user", text)], tools)?
+            }
+            PromptInput::Messages(messages) => generator.render_chat(&messages, tools)?,
         };
         let tokens = generator.tokenize(&text);
         let stream = generator.submit_with(tokens, params, reject_if_busy, priority)?;

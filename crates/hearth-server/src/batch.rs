@@ -196,11 +196,17 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                     serde_json::from_value(item).map_err(parse_error)?;
                 let valid = input.validate()?;
                 let prompt = PromptInput::from_source(valid.source, valid.raw);
+                let shape = hearth_runtime::OutputShape {
+                    tools: valid.tools,
+                    tool_choice: valid.tool_choice,
+                    response_format: valid.response_format,
+                };
                 let mut generation = state
                     .app
                     .generate_with(
                         &job.model,
                         prompt,
+                        &shape,
                         valid.params,
                         false,
                         hearth_engine::textgen::Priority::Background,
@@ -213,9 +219,10 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                     u64::from(out.usage.completion_tokens),
                 );
                 admission.charge(i, o);
+                let shaped = crate::shaping::shape(out.text, &shape, out.finish)?;
                 let value = serde_json::to_value(TextGenerationOutput {
-                    response: out.text,
-                    tool_calls: Vec::new(),
+                    response: shaped.json.unwrap_or(Value::String(shaped.text)),
+                    tool_calls: shaped.calls.iter().map(|c| c.as_native()).collect(),
                     usage: out.usage,
                 })
                 .unwrap_or(Value::Null);

@@ -20,6 +20,7 @@ use crate::{AppState, body};
 fn gateways(state: &AppState) -> Gateways<'_> {
     Gateways {
         store: state.app.meter().store(),
+        known: &state.gateway.known,
     }
 }
 
@@ -36,8 +37,10 @@ pub(crate) fn find_gateway(
     state: &AppState,
     account: &str,
     id: &str,
-) -> Result<hearth_store::GatewayRow, Failure> {
-    gateways(state).get(account, id).map_err(gateway_failure)
+) -> Result<std::sync::Arc<hearth_store::GatewayRow>, Failure> {
+    gateways(state)
+        .settings(account, id)
+        .map_err(gateway_failure)
 }
 
 fn as_object(row: &hearth_store::GatewayRow) -> Value {

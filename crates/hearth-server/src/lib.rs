@@ -18,6 +18,7 @@ pub mod gateway_data;
 pub mod gateway_logs;
 pub mod metering;
 pub mod openai;
+mod shaping;
 pub mod vectorize;
 pub mod workers_ai;
 

@@ -10,7 +10,9 @@ use axum::extract::{Path, Request, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hearth_runtime::PromptInput;
+use hearth_engine::textgen::Priority;
+use hearth_runtime::{OutputShape, PromptInput};
+use hearth_types::tools::ToolCall;
 
 use hearth_types::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
@@ -19,6 +21,7 @@ use hearth_types::openai::{
 
 use crate::error::Failure;
 use crate::metering::Admission;
+use crate::shaping::{self, ToolStream};
 use crate::workers_ai::{StreamItem, collect, stream_items};
 use crate::{AppState, body, tag_response};
 
@@ -41,13 +44,20 @@ pub async fn chat_completions(
     let admission = Admission::admit(&state, account, &valid.model, &task)?;
     // Terms are accepted on the native endpoint (`prompt: "agree"`).
     crate::metering::agreement(&state, account, &valid.model, None)?;
+    let shape = OutputShape {
+        tools: valid.tools,
+        tool_choice: valid.tool_choice,
+        response_format: valid.response_format,
+    };
     let mut generation = state
         .app
-        .generate(
+        .generate_with(
             &valid.model,
             PromptInput::Messages(valid.messages),
+            &shape,
             valid.params,
             valid.reject_if_busy,
+            Priority::Interactive,
         )
         .await?;
     let resolved = generation.resolved.clone();
@@ -83,27 +93,58 @@ pub async fn chat_completions(
             Delta {
                 role: Some("assistant".into()),
                 content: Some(String::new()),
+                ..Delta::default()
             },
             None,
             None,
         ));
+        let text = |t: String| Delta {
+            content: Some(t),
+            ..Delta::default()
+        };
+        let mut tools = ToolStream::new(!shape.offered().is_empty());
         let body = stream_items(generation, state.timeout()).flat_map(move |item| {
             let events: Vec<Result<Event, Infallible>> = match item {
-                StreamItem::Text(t) => vec![data(&chunk(
-                    Delta {
-                        role: None,
-                        content: Some(t),
-                    },
-                    None,
-                    None,
-                ))],
+                StreamItem::Text(t) => {
+                    let now = tools.push(&t);
+                    if now.is_empty() {
+                        Vec::new()
+                    } else {
+                        vec![data(&chunk(text(now), None, None))]
+                    }
+                }
                 StreamItem::End { usage, finish } => {
                     admission.charge(
                         u64::from(usage.prompt_tokens),
                         u64::from(usage.completion_tokens),
                     );
-                    let mut events =
-                        vec![data(&chunk(Delta::default(), Some(finish.into()), None))];
+                    let (rest, calls) = tools.finish();
+                    let mut events = Vec::new();
+                    if !rest.is_empty() {
+                        events.push(data(&chunk(text(rest), None, None)));
+                    }
+                    let finish = if calls.is_empty() {
+                        finish
+                    } else {
+                        "tool_calls"
+                    };
+                    if !calls.is_empty() {
+                        let deltas = calls
+                            .iter()
+                            .enumerate()
+                            .map(|(i, c)| {
+                                let mut v = c.as_openai();
+                                v["index"] = i.into();
+                                v
+                            })
+                            .collect();
+                        let delta = Delta {
+                            tool_calls: deltas,
+                            ..Delta::default()
+                        };
+                        events.push(data(&chunk(delta, None, None)));
+                    }
+                    events.push(data(&chunk(Delta::default(), Some(finish.into()), None)));
                     if include_usage {
                         events.push(data(&chunk(Delta::default(), None, Some(usage))));
                     }
@@ -123,6 +164,12 @@ pub async fn chat_completions(
             u64::from(out.usage.prompt_tokens),
             u64::from(out.usage.completion_tokens),
         );
+        let shaped = shaping::shape(out.text, &shape, out.finish)?;
+        let finish = if shaped.calls.is_empty() {
+            out.finish
+        } else {
+            "tool_calls"
+        };
         Json(ChatCompletion {
             id,
             object: "chat.completion".into(),
@@ -132,9 +179,14 @@ pub async fn chat_completions(
                 index: 0,
                 message: AssistantMessage {
                     role: "assistant".into(),
-                    content: Some(out.text),
+                    content: match (&shaped.json, shaped.calls.is_empty()) {
+                        (Some(json), _) => Some(json.to_string()),
+                        (None, false) if shaped.text.is_empty() => None,
+                        (None, _) => Some(shaped.text),
+                    },
+                    tool_calls: shaped.calls.iter().map(ToolCall::as_openai).collect(),
                 },
-                finish_reason: out.finish.into(),
+                finish_reason: finish.into(),
                 logprobs: None,
             }],
             usage: out.usage,

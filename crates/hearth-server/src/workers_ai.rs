@@ -11,14 +11,17 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use hearth_catalog::SearchQuery;
 use hearth_engine::GenEvent;
-use hearth_runtime::{Generation, PromptInput};
+use hearth_engine::textgen::Priority;
+use hearth_runtime::{Generation, OutputShape, PromptInput};
 use hearth_types::textgen::{
     PromptSource, TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
 };
+use hearth_types::tools::ToolCall;
 use hearth_types::{ApiError, Envelope, ErrorCode, ResultInfo};
 use serde_json::{Value, json};
 
 use crate::error::Failure;
+use crate::shaping::{self, ToolStream};
 use crate::{AppState, body, tag_response};
 
 /// The collected result of a non-streamed generation.
@@ -179,38 +182,67 @@ pub async fn run_model(
     };
     if crate::metering::agreement(&state, &account, &model, prompt_text)? {
         return Ok(Json(Envelope::ok(TextGenerationOutput {
-            response: crate::metering::AGREED.into(),
+            response: Value::String(crate::metering::AGREED.into()),
             tool_calls: Vec::new(),
             usage: Usage::new(0, 0),
         }))
         .into_response());
     }
     let prompt = PromptInput::from_source(valid.source, valid.raw);
+    let shape = OutputShape {
+        tools: valid.tools,
+        tool_choice: valid.tool_choice,
+        response_format: valid.response_format,
+    };
     let mut generation = state
         .app
-        .generate(&model, prompt, valid.params, valid.reject_if_busy)
+        .generate_with(
+            &model,
+            prompt,
+            &shape,
+            valid.params,
+            valid.reject_if_busy,
+            Priority::Interactive,
+        )
         .await?;
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
+        let mut tools = ToolStream::new(!shape.offered().is_empty());
+        let chunk = |response: String, tool_calls: Option<Vec<Value>>, usage: Option<Usage>| {
+            sse_event(&TextGenerationChunk {
+                response,
+                tool_calls,
+                usage,
+            })
+        };
         let events =
             futures::StreamExt::flat_map(stream_items(generation, state.timeout()), move |item| {
                 let events: Vec<Result<Event, Infallible>> = match item {
-                    StreamItem::Text(t) => vec![sse_event(&TextGenerationChunk {
-                        response: t,
-                        usage: None,
-                    })],
+                    StreamItem::Text(t) => {
+                        let now = tools.push(&t);
+                        if now.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![chunk(now, None, None)]
+                        }
+                    }
                     StreamItem::End { usage, .. } => {
                         admission.charge(
                             u64::from(usage.prompt_tokens),
                             u64::from(usage.completion_tokens),
                         );
-                        vec![
-                            sse_event(&TextGenerationChunk {
-                                response: String::new(),
-                                usage: Some(usage),
-                            }),
-                            Ok(Event::default().data("[DONE]")),
-                        ]
+                        let (rest, calls) = tools.finish();
+                        let mut events = Vec::new();
+                        if !rest.is_empty() {
+                            events.push(chunk(rest, None, None));
+                        }
+                        if !calls.is_empty() {
+                            let calls = calls.iter().map(ToolCall::as_native).collect();
+                            events.push(chunk(String::new(), Some(calls), None));
+                        }
+                        events.push(chunk(String::new(), None, Some(usage)));
+                        events.push(Ok(Event::default().data("[DONE]")));
+                        events
                     }
                     StreamItem::Failed => vec![Ok(Event::default().data("[DONE]"))],
                 };
@@ -223,9 +255,10 @@ pub async fn run_model(
             u64::from(out.usage.prompt_tokens),
             u64::from(out.usage.completion_tokens),
         );
+        let shaped = shaping::shape(out.text, &shape, out.finish)?;
         Json(Envelope::ok(TextGenerationOutput {
-            response: out.text,
-            tool_calls: Vec::new(),
+            response: shaped.json.unwrap_or(Value::String(shaped.text)),
+            tool_calls: shaped.calls.iter().map(ToolCall::as_native).collect(),
             usage: out.usage,
         }))
         .into_response()

@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod error;
 pub mod openai;
 pub mod textgen;
+pub mod tools;
 pub mod vectorize;
 
 pub use envelope::{Envelope, EnvelopeError, ResultInfo};

@@ -11,6 +11,9 @@ use crate::textgen::{
     ChatMessage, GenerationParams, RunOptions, Usage, ValidMessage, validate_messages,
     validate_params,
 };
+use crate::tools::{
+    ResponseFormat, Tool, ToolChoice, parse_response_format, parse_tool_choice, parse_tools,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -34,6 +37,8 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub ignore_eos: bool,
     pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<Value>,
     pub options: Option<RunOptions>,
 }
@@ -60,20 +65,19 @@ pub struct ValidChatCompletion {
     pub include_usage: bool,
     pub params: GenerationParams,
     pub reject_if_busy: bool,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub response_format: Option<ResponseFormat>,
 }
 
 impl ChatCompletionRequest {
     pub fn validate(self) -> Result<ValidChatCompletion, ApiError> {
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+        let tools = parse_tools(self.tools.as_deref().unwrap_or_default())?;
+        let tool_choice = parse_tool_choice(self.tool_choice.as_ref(), &tools)?;
+        let response_format = parse_response_format(self.response_format.as_ref(), true)?;
+        if !tools.is_empty() && response_format.is_some() && tool_choice != ToolChoice::None {
             return Err(ApiError::invalid_input(
-                "`tools` is not supported by this model on Hearth yet",
-            ));
-        }
-        if let Some(format) = &self.response_format
-            && format.get("type").and_then(Value::as_str) != Some("text")
-        {
-            return Err(ApiError::invalid_input(
-                "`response_format` is not supported by this model on Hearth yet",
+                "give either `tools` or `response_format`, not both",
             ));
         }
         if let Some(n) = self.n
@@ -108,6 +112,9 @@ impl ChatCompletionRequest {
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             params,
             reject_if_busy: self.options.is_some_and(|o| o.reject_if_busy),
+            tools,
+            tool_choice,
+            response_format,
         })
     }
 }
@@ -134,6 +141,8 @@ pub struct ChatChoice {
 pub struct AssistantMessage {
     pub role: String,
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,4 +170,6 @@ pub struct Delta {
     pub role: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<Value>,
 }

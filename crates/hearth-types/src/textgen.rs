@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
+use crate::tools::{
+    ResponseFormat, Tool, ToolChoice, parse_response_format, parse_tool_choice, parse_tools,
+};
 
 /// Workers AI's default `max_tokens` for nearly every text-generation model.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -37,6 +40,7 @@ pub struct TextGenerationInput {
     pub lora: Option<String>,
     pub response_format: Option<Value>,
     pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
     pub functions: Option<Vec<Value>>,
     pub image: Option<Value>,
     pub guided_json: Option<Value>,
@@ -112,11 +116,29 @@ impl MessageContent {
     }
 }
 
-/// A message after validation: a known role and plain text.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// A message after validation: a known role and plain text, and for
+/// function calling the assistant's calls (OpenAI's shape, `arguments` an
+/// object, as chat templates expect) or the id of the call a tool answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ValidMessage {
     pub role: String,
     pub content: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl ValidMessage {
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            ..Self::default()
+        }
+    }
 }
 
 /// What the model is asked to continue.
@@ -142,6 +164,18 @@ pub struct GenerationParams {
     pub ignore_eos: bool,
     /// Strings that end generation when they appear; they are not returned.
     pub stop: Vec<String>,
+    /// Constrained decoding (JSON mode, tool calls).
+    pub grammar: Option<Grammar>,
+}
+
+/// A llama.cpp GBNF grammar the output is held to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grammar {
+    pub gbnf: String,
+    /// Lazy grammars hold the output only from the first occurrence of this
+    /// text on (a tool call the model chooses to start); without it the
+    /// whole output is held from the first token.
+    pub trigger: Option<String>,
 }
 
 impl Default for GenerationParams {
@@ -157,6 +191,7 @@ impl Default for GenerationParams {
             presence_penalty: None,
             ignore_eos: false,
             stop: Vec::new(),
+            grammar: None,
         }
     }
 }
@@ -169,6 +204,9 @@ pub struct ValidTextGeneration {
     pub stream: bool,
     pub params: GenerationParams,
     pub reject_if_busy: bool,
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub response_format: Option<ResponseFormat>,
 }
 
 pub(crate) fn check_range(field: &str, value: f64, lo: f64, hi: f64) -> Result<f32, ApiError> {
@@ -255,12 +293,62 @@ pub fn validate_messages(messages: &[ChatMessage]) -> Result<Vec<ValidMessage>, 
                     "`messages[{i}].content` has an image part; this model takes text only"
                 )));
             }
+            let tool_calls = match (&m.tool_calls, m.role.as_str()) {
+                (None | Some(Value::Null), _) => None,
+                (Some(Value::Array(calls)), "assistant") => Some(
+                    calls
+                        .iter()
+                        .enumerate()
+                        .map(|(j, c)| template_call(c).ok_or_else(|| {
+                            ApiError::invalid_input(format!(
+                                "`messages[{i}].tool_calls[{j}]` must have a `name` (or `function.name`) and object `arguments`"
+                            ))
+                        }))
+                        .collect::<Result<Vec<_>, _>>()?,
+                ),
+                (Some(_), "assistant") => {
+                    return Err(ApiError::invalid_input(format!(
+                        "`messages[{i}].tool_calls` must be an array"
+                    )));
+                }
+                (Some(_), _) => {
+                    return Err(ApiError::invalid_input(format!(
+                        "`messages[{i}].tool_calls` is only allowed on assistant messages"
+                    )));
+                }
+            };
             Ok(ValidMessage {
                 role: m.role.clone(),
                 content: m.content.text(),
+                tool_calls,
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
             })
         })
         .collect()
+}
+
+/// A call of an earlier assistant turn in the shape chat templates read:
+/// `{id?, type: "function", function: {name, arguments: object}}`, from
+/// either the legacy `{name, arguments}` or OpenAI's form (whose
+/// `arguments` is a JSON string).
+fn template_call(call: &Value) -> Option<Value> {
+    let func = call.get("function").unwrap_or(call);
+    let name = func.get("name")?.as_str()?;
+    let arguments = match func.get("arguments") {
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok()?,
+        Some(v @ Value::Object(_)) => v.clone(),
+        None | Some(Value::Null) => serde_json::json!({}),
+        Some(_) => return None,
+    };
+    let mut out = serde_json::json!({
+        "type": "function",
+        "function": {"name": name, "arguments": arguments},
+    });
+    if let Some(id) = call.get("id").and_then(Value::as_str) {
+        out["id"] = Value::String(id.to_string());
+    }
+    Some(out)
 }
 
 impl TextGenerationInput {
@@ -271,10 +359,7 @@ impl TextGenerationInput {
             ));
         }
         for (field, present) in [
-            ("tools", self.tools.is_some()),
             ("functions", self.functions.is_some()),
-            ("response_format", self.response_format.is_some()),
-            ("guided_json", self.guided_json.is_some()),
             ("image", self.image.is_some()),
         ] {
             if present {
@@ -319,12 +404,49 @@ impl TextGenerationInput {
             self.frequency_penalty,
             self.presence_penalty,
         )?;
+        let tools = parse_tools(self.tools.as_deref().unwrap_or_default())?;
+        let tool_choice = parse_tool_choice(self.tool_choice.as_ref(), &tools)?;
+        let mut response_format = parse_response_format(self.response_format.as_ref(), false)?;
+        match self.guided_json {
+            None | Some(Value::Null) => {}
+            Some(schema @ Value::Object(_)) if response_format.is_none() => {
+                response_format = Some(ResponseFormat::JsonSchema(schema));
+            }
+            Some(Value::Object(_)) => {
+                return Err(ApiError::invalid_input(
+                    "give either `guided_json` or `response_format`, not both",
+                ));
+            }
+            Some(_) => {
+                return Err(ApiError::invalid_input(
+                    "`guided_json` must be a JSON Schema object",
+                ));
+            }
+        }
+        if response_format.is_some() && self.stream {
+            return Err(ApiError::invalid_input(
+                "JSON mode (`response_format`) does not stream on Workers AI; drop `stream` or `response_format`",
+            ));
+        }
+        if self.raw && (!tools.is_empty() || response_format.is_some()) {
+            return Err(ApiError::invalid_input(
+                "`raw: true` skips the chat template that carries `tools`; use `messages` without `raw`",
+            ));
+        }
+        if !tools.is_empty() && response_format.is_some() && tool_choice != ToolChoice::None {
+            return Err(ApiError::invalid_input(
+                "give either `tools` or `response_format`, not both",
+            ));
+        }
         Ok(ValidTextGeneration {
             source,
             raw: self.raw,
             stream: self.stream,
             params,
             reject_if_busy: self.options.is_some_and(|o| o.reject_if_busy),
+            tools,
+            tool_choice,
+            response_format,
         })
     }
 }
@@ -350,7 +472,8 @@ impl Usage {
 /// Non-streamed `result` of a text-generation run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextGenerationOutput {
-    pub response: String,
+    /// The answer's text, or under JSON mode the JSON value it holds.
+    pub response: Value,
     pub tool_calls: Vec<Value>,
     pub usage: Usage,
 }
@@ -359,7 +482,10 @@ pub struct TextGenerationOutput {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TextGenerationChunk {
     pub response: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// Calls, sent once each is complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
 

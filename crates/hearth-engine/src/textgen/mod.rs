@@ -5,6 +5,7 @@
 //! thread ([`scheduler`]), which runs them with continuous batching; text comes
 //! back on each request's own channel as [`GenEvent`]s.
 
+pub mod constrain;
 mod sampling;
 mod scheduler;
 pub mod template;
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use hearth_types::textgen::{GenerationParams, ValidMessage};
+use hearth_types::tools::Tool;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::model::LlamaModel;
 use llama_cpp_2::model::params::LlamaModelParams;
@@ -64,6 +66,12 @@ pub enum TextGenError {
     Stopped,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    /// A JSON Schema that llama.cpp's converter cannot turn into a grammar.
+    #[error("JSON Mode couldn't be met: the schema is not supported ({0})")]
+    Schema(String),
+    /// A grammar llama.cpp refused, or a token it could not follow.
+    #[error("constrained decoding failed: {0}")]
+    Grammar(String),
 }
 
 /// Why a generation ended.
@@ -211,10 +219,14 @@ impl TextGenerator {
         &self.options
     }
 
-    /// Apply the model's chat template to `messages`.
-    pub fn render_chat(&self, messages: &[ValidMessage]) -> Result<String, TextGenError> {
+    /// Apply the model's chat template to `messages`, offering `tools`.
+    pub fn render_chat(
+        &self,
+        messages: &[ValidMessage],
+        tools: &[Tool],
+    ) -> Result<String, TextGenError> {
         self.template
-            .render(messages)
+            .render(messages, tools)
             .map_err(|e| TextGenError::Template(e.to_string()))
     }
 

@@ -20,7 +20,10 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 use tokio::sync::mpsc;
 
 use super::sampling::Sampler;
@@ -74,6 +77,8 @@ struct Slot {
 struct Running {
     job: Job,
     sampler: Sampler,
+    /// llama.cpp's grammar sampler when the output is held to a grammar.
+    grammar: Option<LlamaSampler>,
     /// Prompt tokens not yet sent to llama.cpp.
     pending: Vec<i32>,
     /// The sampled token to feed at the next step.
@@ -91,6 +96,8 @@ struct Scheduler<'m> {
     options: TextGenOptions,
     slots: Vec<Slot>,
     batch: LlamaBatch<'static>,
+    /// Logits after a grammar masked them, reused between steps.
+    scratch: Vec<f32>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -109,6 +116,7 @@ impl<'m> Scheduler<'m> {
             options,
             slots,
             batch,
+            scratch: Vec::new(),
         }
     }
 
@@ -146,6 +154,24 @@ impl<'m> Scheduler<'m> {
         else {
             return;
         };
+        let grammar = match &job.params.grammar {
+            None => None,
+            Some(g) => {
+                let made = match &g.trigger {
+                    None => LlamaSampler::grammar(self.model, &g.gbnf, "root"),
+                    Some(t) => LlamaSampler::grammar_lazy(self.model, &g.gbnf, "root", [t], &[]),
+                };
+                match made {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        let _ = job
+                            .reply
+                            .send(GenEvent::Failed(TextGenError::Grammar(e.to_string())));
+                        return;
+                    }
+                }
+            }
+        };
         let slot = &mut self.slots[slot_index];
         // At least one prompt token must be decoded to get logits.
         let mut keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
@@ -169,6 +195,7 @@ impl<'m> Scheduler<'m> {
             pending: job.prompt[keep..].to_vec(),
             job,
             sampler,
+            grammar,
             next: None,
             logits_at: None,
             generated: 0,
@@ -274,8 +301,25 @@ impl<'m> Scheduler<'m> {
                 continue;
             };
             let Some(at) = run.logits_at else { continue };
-            let token = run.sampler.sample(self.ctx.get_logits_ith(at));
+            let logits = self.ctx.get_logits_ith(at);
+            let token = match run.grammar.as_mut() {
+                None => run.sampler.sample(logits),
+                Some(grammar) => constrained(grammar, &mut run.sampler, logits, &mut self.scratch),
+            };
             run.sampler.accept(token);
+            // An end-of-generation token ends the sequence here; llama.cpp's
+            // grammar aborts the process when handed one it did not allow.
+            if !vocab.is_eog(LlamaToken(token))
+                && let Some(grammar) = run.grammar.as_mut()
+                && let Err(e) = grammar.try_accept(LlamaToken(token))
+            {
+                let _ = run
+                    .job
+                    .reply
+                    .send(GenEvent::Failed(TextGenError::Grammar(e.to_string())));
+                slot.run = None;
+                continue;
+            }
             run.generated += 1;
             let finish = if !run.job.params.ignore_eos && vocab.is_eog(LlamaToken(token)) {
                 Some(FinishReason::Stop)
@@ -316,6 +360,47 @@ impl<'m> Scheduler<'m> {
             }
         }
     }
+}
+
+/// Samples under a grammar. The unconstrained choice is tried first and
+/// kept when the grammar allows it (most steps, and far cheaper than masking
+/// the whole vocabulary); otherwise every token the grammar forbids is
+/// masked and the draw repeated.
+fn constrained(
+    grammar: &mut LlamaSampler,
+    sampler: &mut Sampler,
+    logits: &[f32],
+    scratch: &mut Vec<f32>,
+) -> i32 {
+    let first = sampler.sample(logits);
+    let mut one = LlamaTokenDataArray::new(
+        vec![LlamaTokenData::new(
+            LlamaToken(first),
+            logits[first as usize],
+            0.0,
+        )],
+        false,
+    );
+    grammar.apply(&mut one);
+    if one.data[0].logit().is_finite() {
+        return first;
+    }
+    let mut all = LlamaTokenDataArray::from_iter(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| LlamaTokenData::new(LlamaToken(i as i32), l, 0.0)),
+        false,
+    );
+    grammar.apply(&mut all);
+    scratch.clear();
+    scratch.resize(logits.len(), f32::NEG_INFINITY);
+    for d in &all.data {
+        if let Some(slot) = scratch.get_mut(d.id().0 as usize) {
+            *slot = d.logit();
+        }
+    }
+    sampler.sample(scratch)
 }
 
 fn common_prefix(a: &[i32], b: &[i32]) -> usize {

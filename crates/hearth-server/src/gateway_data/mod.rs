@@ -71,6 +71,7 @@ pub struct GatewayRuntime {
     http: reqwest::Client,
     /// Upstreams of the config file, by slug.
     upstreams: HashMap<String, Upstream>,
+    pub(crate) known: hearth_gateway::KnownGateways,
 }
 
 impl GatewayRuntime {
@@ -84,7 +85,7 @@ impl GatewayRuntime {
                     let value = Cached {
                         status: row.status,
                         content_type: row.content_type,
-                        body: row.body,
+                        body: row.body.into(),
                     };
                     cache.put_until(row.key, value, row.expires_ms, now);
                 }
@@ -132,6 +133,7 @@ impl GatewayRuntime {
             queued_bytes,
             http,
             upstreams,
+            known: Default::default(),
         })
     }
 
@@ -259,7 +261,7 @@ fn tokens(body: &[u8]) -> (Option<u64>, Option<u64>) {
 /// A gateway opened for one request: found, authenticated, rate-limited.
 struct Opened {
     account: String,
-    gateway: GatewayRow,
+    gateway: Arc<GatewayRow>,
     forward_authorization: bool,
 }
 
@@ -654,7 +656,7 @@ async fn execute(
                             status,
                             content_type: content_type(&parts.headers)
                                 .unwrap_or_else(|| "application/json".into()),
-                            body: bytes.to_vec(),
+                            body: bytes,
                         },
                         Err(_) => Cached {
                             status: 502,
@@ -665,7 +667,8 @@ async fn execute(
                                     "the provider's answer broke off or is over 25 MB",
                                 ),
                             ))
-                            .unwrap_or_default(),
+                            .unwrap_or_default()
+                            .into(),
                         },
                     };
                     if (200..300).contains(&value.status) {
@@ -679,7 +682,7 @@ async fn execute(
                             stored_ms: now,
                             status: value.status,
                             content_type: value.content_type.clone(),
-                            body: value.body.clone(),
+                            body: value.body.to_vec(),
                         }));
                         if !evicted.is_empty() {
                             rt.queue(Write::CacheDelete(evicted));

@@ -14,4 +14,5 @@ mod models_pull;
 mod rerank;
 mod support;
 mod textgen;
+mod tools;
 mod vectorize;
