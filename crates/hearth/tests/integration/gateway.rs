@@ -275,3 +275,39 @@ async fn identical_concurrent_requests_share_one_upstream_call() {
     );
     assert_eq!(bodies.len(), 1, "every caller gets the one answer");
 }
+
+/// The data plane keeps gateway settings in memory; an update or a delete
+/// through the API must reach the very next request.
+#[tokio::test]
+async fn gateway_updates_and_deletes_reach_the_next_request() {
+    let (status, _, v) = post_json(
+        &account_url("/ai-gateway/gateways"),
+        &settings("changing-gw"),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let url = data_url("changing-gw", &format!("workers-ai/{BGE_ALIAS}"));
+    let body = json!({"text": "settings change"});
+    assert_eq!(send(&url, &body, &[]).await.0, 200);
+    let mut locked = settings("changing-gw");
+    locked["authentication"] = json!(true);
+    let resp = client()
+        .put(account_url("/ai-gateway/gateways/changing-gw"))
+        .bearer_auth(TOKEN)
+        .json(&locked)
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(send(&url, &body, &[]).await.0, 401, "the update is seen");
+    let resp = client()
+        .delete(account_url("/ai-gateway/gateways/changing-gw"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(resp.status(), 200);
+    let bearer = format!("Bearer {TOKEN}");
+    let (status, _, e) = send(&url, &body, &[("cf-aig-authorization", &bearer)]).await;
+    assert_eq!(status, 404, "the delete is seen: {e}");
+}
