@@ -7,8 +7,9 @@
 # logs nothing.
 #
 # Per round, for each of upstream-direct / Hearth / LiteLLM:
-#   miss:  oha at MISS_RPS req/s for SECONDS with caching off -> p50/p99 (the
-#          latency the gateway adds = gateway - direct)
+#   miss:  oha at MISS_RPS (50) req/s for SECONDS with caching off -> p50/p99
+#          (the latency the gateway adds = gateway - direct); 50 req/s is
+#          within both gateways' capacity
 #   hit:   oha at 1,000 req/s on one cached request -> p50/p99
 #   max:   wrk, 1 thread, 32 connections, for SECONDS on cache hits -> req/s
 #
@@ -22,10 +23,11 @@ venv="${BENCH_VENV:-$HOME/.cache/bench-venv}"
 oha="${OHA:-$(command -v oha || echo "$HOME/.cache/tools/bin/oha")}"
 rounds="${1:-2}"
 secs="${2:-10}"
-miss_rps="${MISS_RPS:-200}"
+miss_rps="${MISS_RPS:-50}"
 work="${GATEWAY_BENCH_DIR:-/tmp/hearth-gateway-bench}"
 up=18090 hp=18091 lp=18092 lp_nocache=18093
-acct=benchacct token=bench-token-0123456789
+acct=0123456789abcdef0123456789abcdef token=bench-token-0123456789
+lkey=sk-bench-0123456789abcdef
 
 rm -rf "$work" && mkdir -p "$work/data"
 cargo build --release -q -p hearth
@@ -70,6 +72,8 @@ model_list:
       model: openai/bench-model
       api_base: http://127.0.0.1:$up/v1
       api_key: sk-upstream
+general_settings:
+  master_key: $lkey
 litellm_settings:
   cache: $cache
   cache_params:
@@ -99,7 +103,7 @@ cat >"$work/post.lua" <<EOF
 wrk.method = "POST"
 wrk.body = '$body'
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer $token"
+wrk.headers["Authorization"] = "Bearer __TOKEN__"
 EOF
 direct="http://127.0.0.1:$up/v1/chat/completions"
 hearth_hit="http://127.0.0.1:$hp/v1/$acct/cached/up/chat/completions"
@@ -110,26 +114,29 @@ litellm_miss="http://127.0.0.1:$lp_nocache/v1/chat/completions"
 # Fill both caches (LiteLLM's per worker) and check that hits are hits.
 for _ in $(seq 50); do
   curl -sf -H "$auth" -H 'Content-Type: application/json' "$hearth_hit" -d "$body" -o /dev/null
-  curl -sf -H 'Content-Type: application/json' "$litellm_hit" -d "$body" -o /dev/null
+  curl -sf -H "Authorization: Bearer $lkey" -H 'Content-Type: application/json' "$litellm_hit" -d "$body" -o /dev/null
 done
 curl -sf -D - -o /dev/null -H "$auth" -H 'Content-Type: application/json' "$hearth_hit" -d "$body" | grep -qi 'cf-aig-cache-status: HIT'
 
-at_rate() { # NAME URL RPS
+at_rate() { # NAME URL RPS TOKEN
   "$oha" --no-tui --output-format json -z "${secs}s" -q "$3" -c 64 --latency-correction \
-    -m POST -H 'Content-Type: application/json' -H "$auth" -D "$work/body.json" "$2" \
+    -m POST -H 'Content-Type: application/json' -H "Authorization: Bearer $4" -D "$work/body.json" "$2" \
     >"$work/$1-r$r.json"
 }
-max_rate() { # NAME URL
-  wrk -t1 -c32 -d"${secs}s" --latency -s "$work/post.lua" "$2" >"$work/$1-r$r.wrk"
+max_rate() { # NAME URL TOKEN
+  sed "s/__TOKEN__/$3/" "$work/post.lua" >"$work/post-$1.lua"
+  wrk -t1 -c32 -d"${secs}s" --latency -s "$work/post-$1.lua" "$2" >"$work/$1-r$r.wrk"
 }
 for r in $(seq "$rounds"); do
   echo "== round $r"
-  at_rate direct-miss "$direct" "$miss_rps"
-  at_rate hearth-miss "$hearth_miss" "$miss_rps"
-  at_rate litellm-miss "$litellm_miss" "$miss_rps"
-  at_rate hearth-hit "$hearth_hit" 1000
-  at_rate litellm-hit "$litellm_hit" 1000
-  max_rate hearth-max "$hearth_hit"
-  max_rate litellm-max "$litellm_hit"
+  # An overloaded LiteLLM keeps working through its backlog after a run,
+  # so Hearth goes first and every LiteLLM run is followed by a pause.
+  at_rate direct-miss "$direct" "$miss_rps" none
+  at_rate hearth-miss "$hearth_miss" "$miss_rps" "$token"
+  at_rate hearth-hit "$hearth_hit" 1000 "$token"
+  max_rate hearth-max "$hearth_hit" "$token"
+  at_rate litellm-miss "$litellm_miss" "$miss_rps" "$lkey"; sleep 5
+  at_rate litellm-hit "$litellm_hit" 1000 "$lkey"; sleep 5
+  max_rate litellm-max "$litellm_hit" "$lkey"; sleep 5
 done
 "$venv/bin/python" bench/summarize_gateway.py "$work" "$rounds"

@@ -14,6 +14,9 @@ pub struct Cached {
     pub content_type: String,
     /// Shared, so that a hit hands out the body without copying it.
     pub body: bytes::Bytes,
+    /// Tokens in and out the answer reports, read once when it is stored
+    /// rather than on every hit's log entry.
+    pub tokens: (Option<u64>, Option<u64>),
 }
 
 struct Entry {
@@ -152,6 +155,7 @@ mod tests {
             status: 200,
             content_type: "application/json".into(),
             body: vec![b'x'; n].into(),
+            tokens: (None, None),
         }
     }
 

@@ -485,14 +485,18 @@ impl Store {
                 .get("id")
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            tx.execute(
-                "INSERT OR IGNORE INTO gateway_logs VALUES (?1, ?2, ?3, ?4)",
-                params![r.account, r.gateway, id, r.entry.to_string()],
-            )?;
-            tx.execute(
+            tx.prepare_cached("INSERT OR IGNORE INTO gateway_logs VALUES (?1, ?2, ?3, ?4)")?
+                .execute(params![r.account, r.gateway, id, r.entry.to_string()])?;
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO gateway_log_bodies VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![r.account, r.gateway, id, r.request_body, r.response_body],
-            )?;
+            )?
+            .execute(params![
+                r.account,
+                r.gateway,
+                id,
+                r.request_body,
+                r.response_body
+            ])?;
         }
         tx.commit()?;
         Ok(dropped)

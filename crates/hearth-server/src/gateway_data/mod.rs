@@ -49,6 +49,8 @@ const MAX_CACHED_BYTES: usize = 25 << 20;
 const LOG_HEAD_BYTES: usize = 4096;
 /// Bodies above this are not kept with their log (Cloudflare: 10 MB).
 const MAX_LOG_BODY: usize = 10 << 20;
+/// How long the writer waits for more entries to store together.
+const WRITE_LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 /// Bytes of log bodies waiting for the writer; past it entries are dropped.
 const MAX_QUEUED_LOG_BYTES: usize = 256 << 20;
 
@@ -85,6 +87,7 @@ impl GatewayRuntime {
                     let value = Cached {
                         status: row.status,
                         content_type: row.content_type,
+                        tokens: tokens(&row.body),
                         body: row.body.into(),
                     };
                     cache.put_until(row.key, value, row.expires_ms, now);
@@ -179,9 +182,13 @@ impl GatewayRuntime {
 fn write_loop(app: Arc<hearth_runtime::App>, rx: Receiver<Write>, queued: Arc<AtomicUsize>) {
     let store = app.meter().store();
     while let Ok(first) = rx.recv() {
+        // Entries that arrive within a few milliseconds share a transaction:
+        // under load that is one commit per batch instead of per request.
+        let until = Instant::now() + WRITE_LINGER;
         let mut pending = vec![first];
-        while pending.len() < 500 {
-            match rx.try_recv() {
+        while pending.len() < 500 && !matches!(pending.last(), Some(Write::Flush(_))) {
+            let left = until.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
                 Ok(w) => pending.push(w),
                 Err(_) => break,
             }
@@ -256,6 +263,18 @@ fn tokens(body: &[u8]) -> (Option<u64>, Option<u64>) {
         .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
         .find_map(|v| usage_of(&v))
         .unwrap_or((None, None))
+}
+
+/// The two fields of a request body the gateway acts on, read without
+/// building the whole body as a JSON tree.
+#[derive(Default, serde::Deserialize)]
+struct Peek {
+    model: Option<String>,
+    stream: Option<bool>,
+}
+
+fn peek(body: &[u8]) -> Peek {
+    serde_json::from_slice(body).unwrap_or_default()
 }
 
 /// A gateway opened for one request: found, authenticated, rate-limited.
@@ -380,10 +399,7 @@ fn plan(
     let target = target(state, &opened.account, provider, path, query)?;
     let model = match &target {
         Target::WorkersAiRun { model } => model.clone(),
-        _ => serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v.get("model").and_then(Value::as_str).map(str::to_string))
-            .unwrap_or_default(),
+        _ => peek(&body).model.unwrap_or_default(),
     };
     Ok(Planned {
         provider: provider.to_string(),
@@ -417,8 +433,20 @@ enum Pricing {
 }
 
 impl LogDraft {
-    fn finish(mut self, status: u16, cached: bool, content_type: Option<String>, body: &[u8]) {
-        let (tokens_in, tokens_out) = tokens(body);
+    fn finish(self, status: u16, cached: bool, content_type: Option<String>, body: &[u8]) {
+        let usage = tokens(body);
+        self.finish_with(status, cached, content_type, body, usage);
+    }
+
+    /// [`LogDraft::finish`] with the answer's token counts already read.
+    fn finish_with(
+        mut self,
+        status: u16,
+        cached: bool,
+        content_type: Option<String>,
+        body: &[u8],
+        (tokens_in, tokens_out): (Option<u64>, Option<u64>),
+    ) {
         let cost = match &self.pricing {
             Pricing::Custom(c) => c.cost(tokens_in, tokens_out),
             Pricing::Upstream(u, model) => u.cost(model, tokens_in, tokens_out),
@@ -530,10 +558,7 @@ async fn execute(
         policy,
         call,
     } = planned;
-    let streaming = serde_json::from_slice::<Value>(&call.body)
-        .ok()
-        .and_then(|v| v.get("stream").and_then(Value::as_bool))
-        .unwrap_or(false);
+    let streaming = peek(&call.body).stream.unwrap_or(false);
     let ttl = aig.effective_ttl(&opened.gateway);
     let cacheable = ttl > 0 && !streaming;
     let generation = if opened
@@ -633,7 +658,13 @@ async fn execute(
     let (mut response, cached) = match lookup {
         Some(hit) => {
             if let Some(d) = draft {
-                d.finish(hit.status, true, Some(hit.content_type.clone()), &hit.body);
+                d.finish_with(
+                    hit.status,
+                    true,
+                    Some(hit.content_type.clone()),
+                    &hit.body,
+                    hit.tokens,
+                );
             }
             (from_cache(&hit), true)
         }
@@ -656,11 +687,13 @@ async fn execute(
                             status,
                             content_type: content_type(&parts.headers)
                                 .unwrap_or_else(|| "application/json".into()),
+                            tokens: tokens(&bytes),
                             body: bytes,
                         },
                         Err(_) => Cached {
                             status: 502,
                             content_type: "application/json".into(),
+                            tokens: (None, None),
                             body: serde_json::to_vec(&hearth_types::Envelope::error(
                                 &ApiError::new(
                                     ErrorCode::GatewayUpstream,
@@ -703,11 +736,12 @@ async fn execute(
                 }
             }
             if let Some(d) = draft {
-                d.finish(
+                d.finish_with(
                     shared.status,
                     !leader,
                     Some(shared.content_type.clone()),
                     &shared.body,
+                    shared.tokens,
                 );
             }
             (from_cache(&shared), !leader)
