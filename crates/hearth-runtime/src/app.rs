@@ -83,6 +83,7 @@ impl From<AppError> for ApiError {
                 }
                 TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
                 TextGenError::Schema(_) | TextGenError::Grammar(_) => ApiError::invalid_input(e),
+                TextGenError::Adapter(_) => ApiError::detail(ErrorCode::FinetuneInvalid, e),
                 TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
                     tracing::error!(error = %e, "engine failure");
                     ApiError::plain(ErrorCode::Internal)

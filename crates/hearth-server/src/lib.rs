@@ -13,6 +13,7 @@ pub mod batch;
 pub mod body;
 pub mod embeddings;
 pub mod error;
+pub mod finetunes;
 pub mod gateway;
 pub mod gateway_data;
 pub mod gateway_logs;
@@ -140,6 +141,17 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
         .route("/ai/analytics", get(metering::analytics))
         .route("/ai/v1/chat/completions", post(openai::chat_completions))
         .route("/ai/v1/embeddings", post(embeddings::openai))
+        .route(
+            "/ai/finetunes",
+            get(finetunes::list).post(finetunes::create),
+        )
+        .route("/ai/finetunes/public", get(finetunes::list_public))
+        .route(
+            "/ai/finetunes/{finetune_id}/finetune-assets",
+            post(finetunes::upload_asset).layer(axum::extract::DefaultBodyLimit::max(
+                finetunes::MAX_UPLOAD_BYTES,
+            )),
+        )
         .nest("/vectorize/v2/indexes", vectorize_routes())
         .route(
             "/ai-gateway/gateways",

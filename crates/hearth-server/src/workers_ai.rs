@@ -188,6 +188,12 @@ pub async fn run_model(
         }))
         .into_response());
     }
+    let mut params = valid.params;
+    if let Some(key) = &valid.lora {
+        params.adapter = Some(crate::finetunes::adapter_for(
+            &state, &account, &model, key,
+        )?);
+    }
     let prompt = PromptInput::from_source(valid.source, valid.raw);
     let shape = OutputShape {
         tools: valid.tools,
@@ -200,7 +206,7 @@ pub async fn run_model(
             &model,
             prompt,
             &shape,
-            valid.params,
+            params,
             valid.reject_if_busy,
             Priority::Interactive,
         )

@@ -10,7 +10,9 @@
 //! (`FULL` would add an fsync to every request's ledger line.) Every write
 //! that a client hears about is committed first.
 
+mod finetunes;
 mod gateway;
+pub use finetunes::FinetuneRow;
 pub use gateway::{
     AnalyticsRow, Body, Bucket, CacheRow, CustomProviderRow, FILTER_KEYS, FilterOp, LogFilter,
     LogQuery, LogRecord, ORDER_KEYS,
@@ -151,6 +153,7 @@ impl Store {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(gateway::SCHEMA)?;
+        conn.execute_batch(finetunes::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

@@ -21,6 +21,10 @@ pub enum ErrorCode {
     ContextWindowExceeded,
     /// 5005: the model takes no LoRA adapters.
     LoraUnsupported,
+    /// 3039: the fine-tune named by `lora` is missing files or cannot be used.
+    FinetuneInvalid,
+    /// Fine-tunes API: no fine-tune of that id or name in the account (Hearth's code).
+    FinetuneNotFound,
     /// 3003: the body (or a required header) is missing.
     IncompleteRequest,
     /// 3006: the body is over the size limit.
@@ -81,12 +85,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every variant, for tests and documentation.
-    pub const ALL: [ErrorCode; 29] = [
+    pub const ALL: [ErrorCode; 31] = [
         ErrorCode::NoSuchModel,
         ErrorCode::InvalidInput,
         ErrorCode::InvalidBase64,
         ErrorCode::ContextWindowExceeded,
         ErrorCode::LoraUnsupported,
+        ErrorCode::FinetuneInvalid,
+        ErrorCode::FinetuneNotFound,
         ErrorCode::IncompleteRequest,
         ErrorCode::RequestTooLarge,
         ErrorCode::Timeout,
@@ -125,6 +131,8 @@ impl ErrorCode {
                 "The estimated number of input and maximum output tokens exceeded this model context window limit.",
             ),
             ErrorCode::LoraUnsupported => (5005, 405, "Model does not support LoRA inference"),
+            ErrorCode::FinetuneInvalid => (3039, 400, "Fine-tune is missing files"),
+            ErrorCode::FinetuneNotFound => (7404, 404, "Fine-tune not found"),
             ErrorCode::IncompleteRequest => (3003, 400, "Request is missing headers or body"),
             ErrorCode::RequestTooLarge => (3006, 413, "Request is too large"),
             ErrorCode::Timeout => (3007, 408, "Request timeout"),

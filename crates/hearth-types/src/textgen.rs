@@ -166,6 +166,8 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// Constrained decoding (JSON mode, tool calls).
     pub grammar: Option<Grammar>,
+    /// A LoRA adapter (llama.cpp GGUF) applied to this generation only.
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// A llama.cpp GBNF grammar the output is held to.
@@ -192,6 +194,7 @@ impl Default for GenerationParams {
             ignore_eos: false,
             stop: Vec::new(),
             grammar: None,
+            adapter: None,
         }
     }
 }
@@ -207,6 +210,8 @@ pub struct ValidTextGeneration {
     pub tools: Vec<Tool>,
     pub tool_choice: ToolChoice,
     pub response_format: Option<ResponseFormat>,
+    /// A fine-tune's name or id whose adapter this run applies.
+    pub lora: Option<String>,
 }
 
 pub(crate) fn check_range(field: &str, value: f64, lo: f64, hi: f64) -> Result<f32, ApiError> {
@@ -447,6 +452,7 @@ impl TextGenerationInput {
             tools,
             tool_choice,
             response_format,
+            lora: self.lora.filter(|l| !l.is_empty()),
         })
     }
 }

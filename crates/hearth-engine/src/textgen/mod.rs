@@ -6,6 +6,7 @@
 //! back on each request's own channel as [`GenEvent`]s.
 
 pub mod constrain;
+pub mod lora;
 mod sampling;
 mod scheduler;
 pub mod template;
@@ -72,6 +73,9 @@ pub enum TextGenError {
     /// A grammar llama.cpp refused, or a token it could not follow.
     #[error("constrained decoding failed: {0}")]
     Grammar(String),
+    /// A LoRA adapter llama.cpp could not load or apply.
+    #[error("LoRA adapter: {0}")]
+    Adapter(String),
 }
 
 /// Why a generation ended.
@@ -163,7 +167,10 @@ fn backend() -> Result<&'static LlamaBackend, String> {
 
 /// A loaded GGUF model with its scheduler.
 pub struct TextGenerator {
-    model: Arc<LlamaModel>,
+    /// The model's vocabulary, for tokenizing on callers' threads; the
+    /// weights belong to the scheduler thread, which loads adapters into
+    /// them.
+    vocab_model: LlamaModel,
     jobs: mpsc::Sender<Job>,
     load: Arc<AtomicUsize>,
     template: ChatTemplate,
@@ -181,19 +188,24 @@ impl TextGenerator {
         let backend = backend().map_err(load_err)?;
         let model = LlamaModel::load_from_file(backend, path, &LlamaModelParams::default())
             .map_err(|e| load_err(e.to_string()))?;
+        let vocab_model = LlamaModel::load_from_file(
+            backend,
+            path,
+            &LlamaModelParams::default().with_vocab_only(true),
+        )
+        .map_err(|e| load_err(e.to_string()))?;
         options.ctx_per_seq = options.ctx_per_seq.min(model.n_ctx_train().max(64));
         options.parallel = options.parallel.max(1);
-        let vocab = model.vocab();
+        let vocab = vocab_model.vocab();
         let piece = |t| String::from_utf8_lossy(&vocab.token_to_piece(t, true, None)).into_owned();
         let template = ChatTemplate::new(
-            model.meta_val_str("tokenizer.chat_template").ok(),
+            vocab_model.meta_val_str("tokenizer.chat_template").ok(),
             piece(vocab.bos()),
             piece(vocab.eos()),
         )
         .map_err(|e| TextGenError::Template(e.to_string()))?;
-        let model = Arc::new(model);
         let (jobs, rx) = mpsc::channel(options.queue.max(1));
-        scheduler::spawn(Arc::clone(&model), backend, options.clone(), rx).map_err(load_err)?;
+        scheduler::spawn(model, backend, options.clone(), rx).map_err(load_err)?;
         tracing::info!(
             path = %path.display(),
             template = template.origin,
@@ -202,7 +214,7 @@ impl TextGenerator {
             "text generation model loaded"
         );
         Ok(Self {
-            model,
+            vocab_model,
             jobs,
             load: Arc::new(AtomicUsize::new(0)),
             template,
@@ -233,7 +245,7 @@ impl TextGenerator {
     /// Tokenize a prompt; special-token text (`<|im_start|>`) becomes special
     /// tokens, and BOS is added once where the model wants it.
     pub fn tokenize(&self, text: &str) -> Vec<i32> {
-        let vocab = self.model.vocab();
+        let vocab = self.vocab_model.vocab();
         let mut tokens: Vec<i32> = vocab
             .tokenize(text.as_bytes(), false, true)
             .into_iter()

@@ -12,14 +12,15 @@
 //! the longest common token prefix (multi-turn chats and shared system
 //! prompts skip that part of the prefill).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
-use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
@@ -29,36 +30,84 @@ use tokio::sync::mpsc;
 use super::sampling::Sampler;
 use super::{FinishReason, GenEvent, Job, Priority, TextGenError, TextGenOptions};
 
+/// The adapters loaded into a model, by file.
+type Adapters = HashMap<PathBuf, LlamaLoraAdapter>;
+
+/// Why a scheduler stopped.
+enum Outcome {
+    /// Every sender is gone.
+    Closed,
+    /// A job needs an adapter that is not loaded: loading one takes the
+    /// model mutably, so it waits until no sequence runs.
+    LoadAdapter(Box<Job>),
+}
+
+fn context_params(options: &TextGenOptions) -> LlamaContextParams {
+    let n_ctx = options.ctx_per_seq * options.parallel as u32;
+    LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
+        .with_n_batch(options.batch)
+        .with_n_ubatch(options.batch)
+        .with_n_seq_max(options.parallel as u32)
+        .with_kv_unified(false)
+        .with_n_threads(options.threads as i32)
+        .with_n_threads_batch(options.threads as i32)
+}
+
+/// Starts the model's scheduler thread, which owns the model: LoRA
+/// adapters are loaded into it between scheduler runs.
 pub(super) fn spawn(
-    model: Arc<LlamaModel>,
+    model: LlamaModel,
     backend: &'static LlamaBackend,
     options: TextGenOptions,
-    jobs: mpsc::Receiver<Job>,
+    mut jobs: mpsc::Receiver<Job>,
 ) -> Result<(), String> {
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
     std::thread::Builder::new()
         .name("hearth-textgen".into())
         .spawn(move || {
-            let n_ctx = options.ctx_per_seq * options.parallel as u32;
-            let params = LlamaContextParams::default()
-                .with_n_ctx(std::num::NonZeroU32::new(n_ctx))
-                .with_n_batch(options.batch)
-                .with_n_ubatch(options.batch)
-                .with_n_seq_max(options.parallel as u32)
-                .with_kv_unified(false)
-                .with_n_threads(options.threads as i32)
-                .with_n_threads_batch(options.threads as i32);
-            let ctx = match model.new_context(backend, params) {
-                Ok(ctx) => {
-                    let _ = ready_tx.send(Ok(()));
-                    ctx
+            let mut model = model;
+            let mut adapters = Adapters::new();
+            let mut carried: Option<Job> = None;
+            let mut ready = Some(ready_tx);
+            loop {
+                let ctx = match model.new_context(backend, context_params(&options)) {
+                    Ok(ctx) => ctx,
+                    Err(e) => {
+                        let reason = format!("cannot create context: {e}");
+                        match ready.take() {
+                            Some(tx) => {
+                                let _ = tx.send(Err(reason));
+                            }
+                            None => tracing::error!(%reason, "text generation stopped"),
+                        }
+                        return;
+                    }
+                };
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(Ok(()));
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(format!("cannot create context: {e}")));
-                    return;
+                let outcome = Scheduler::new(&model, ctx, options.clone(), &mut adapters)
+                    .run(&mut jobs, carried.take());
+                match outcome {
+                    Outcome::Closed => return,
+                    Outcome::LoadAdapter(job) => {
+                        let path = job.params.adapter.clone().unwrap_or_default();
+                        match model.lora_adapter_init(&path) {
+                            Ok(adapter) => {
+                                tracing::info!(path = %path.display(), "LoRA adapter loaded");
+                                adapters.insert(path, adapter);
+                                carried = Some(*job);
+                            }
+                            Err(e) => {
+                                let _ = job.reply.send(GenEvent::Failed(TextGenError::Adapter(
+                                    format!("{}: {e}", path.display()),
+                                )));
+                            }
+                        }
+                    }
                 }
-            };
-            Scheduler::new(&model, ctx, options).run(jobs);
+            }
         })
         .map_err(|e| e.to_string())?;
     ready_rx
@@ -71,6 +120,8 @@ struct Slot {
     id: i32,
     /// Tokens whose KV cells this sequence holds, in position order.
     cached: Vec<i32>,
+    /// The adapter those cells were computed with.
+    cached_adapter: Option<PathBuf>,
     run: Option<Running>,
 }
 
@@ -98,14 +149,27 @@ struct Scheduler<'m> {
     batch: LlamaBatch<'static>,
     /// Logits after a grammar masked them, reused between steps.
     scratch: Vec<f32>,
+    adapters: &'m mut Adapters,
+    /// The adapter set on the context now.
+    applied: Option<PathBuf>,
+    /// The adapter group of the last step, so that groups take turns.
+    last_group: Option<Option<PathBuf>>,
+    /// A job whose adapter is not loaded yet.
+    parked: Option<Job>,
 }
 
 impl<'m> Scheduler<'m> {
-    fn new(model: &'m LlamaModel, ctx: LlamaContext<'m>, options: TextGenOptions) -> Self {
+    fn new(
+        model: &'m LlamaModel,
+        ctx: LlamaContext<'m>,
+        options: TextGenOptions,
+        adapters: &'m mut Adapters,
+    ) -> Self {
         let slots = (0..options.parallel as i32)
             .map(|id| Slot {
                 id,
                 cached: Vec::new(),
+                cached_adapter: None,
                 run: None,
             })
             .collect();
@@ -117,21 +181,40 @@ impl<'m> Scheduler<'m> {
             slots,
             batch,
             scratch: Vec::new(),
+            adapters,
+            applied: None,
+            last_group: None,
+            parked: None,
         }
     }
 
-    fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    fn run(mut self, jobs: &mut mpsc::Receiver<Job>, carried: Option<Job>) -> Outcome {
+        if let Some(job) = carried {
+            self.admit(job);
+        }
         loop {
-            if self.slots.iter().all(|s| s.run.is_none()) {
-                match jobs.blocking_recv() {
-                    Some(job) => self.admit(job),
-                    None => return,
-                }
+            if self.parked.as_ref().is_some_and(|j| j.reply.is_closed()) {
+                self.parked = None;
             }
-            while self.slots.iter().any(|s| s.run.is_none()) {
-                match jobs.try_recv() {
-                    Ok(job) => self.admit(job),
-                    Err(_) => break,
+            let idle = self.slots.iter().all(|s| s.run.is_none());
+            if let Some(job) = self.parked.take() {
+                if idle {
+                    return Outcome::LoadAdapter(Box::new(job));
+                }
+                // No new work joins until the adapter is loaded.
+                self.parked = Some(job);
+            } else {
+                if idle {
+                    match jobs.blocking_recv() {
+                        Some(job) => self.admit(job),
+                        None => return Outcome::Closed,
+                    }
+                }
+                while self.parked.is_none() && self.slots.iter().any(|s| s.run.is_none()) {
+                    match jobs.try_recv() {
+                        Ok(job) => self.admit(job),
+                        Err(_) => break,
+                    }
                 }
             }
             self.drop_cancelled();
@@ -144,12 +227,18 @@ impl<'m> Scheduler<'m> {
         if job.reply.is_closed() {
             return;
         }
+        if let Some(path) = &job.params.adapter
+            && !self.adapters.contains_key(path)
+        {
+            self.parked = Some(job);
+            return;
+        }
         let Some(slot_index) = self
             .slots
             .iter()
             .enumerate()
             .filter(|(_, s)| s.run.is_none())
-            .max_by_key(|(_, s)| common_prefix(&s.cached, &job.prompt))
+            .max_by_key(|(_, s)| reusable(s, &job))
             .map(|(i, _)| i)
         else {
             return;
@@ -174,7 +263,8 @@ impl<'m> Scheduler<'m> {
         };
         let slot = &mut self.slots[slot_index];
         // At least one prompt token must be decoded to get logits.
-        let mut keep = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
+        let mut keep = reusable(slot, &job).min(job.prompt.len() - 1);
+        slot.cached_adapter = job.params.adapter.clone();
         let removed = self
             .ctx
             .clear_kv_cache_seq(Some(slot.id as u32), Some(keep as u32), None)
@@ -223,7 +313,31 @@ impl<'m> Scheduler<'m> {
                 .as_ref()
                 .is_some_and(|r| r.job.priority == Priority::Interactive)
         });
-        let sits_out = |run: &Running| interactive && run.job.priority == Priority::Background;
+        // llama.cpp applies adapters to the whole context: sequences with
+        // different adapters take turns, one group per step.
+        let group = self.next_group(interactive);
+        if let Err(e) = self.apply(group.as_ref()) {
+            tracing::error!(error = %e, "LoRA adapter could not be set");
+            for slot in &mut self.slots {
+                if slot
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.job.params.adapter == group)
+                    && let Some(run) = slot.run.take()
+                {
+                    let _ = run
+                        .job
+                        .reply
+                        .send(GenEvent::Failed(TextGenError::Adapter(e.clone())));
+                }
+            }
+            return;
+        }
+        self.last_group = Some(group.clone());
+        let sits_out = |run: &Running| {
+            (interactive && run.job.priority == Priority::Background)
+                || run.job.params.adapter != group
+        };
         // Decoding sequences first: one token each keeps their latency flat.
         for slot in &mut self.slots {
             let Some(run) = slot.run.as_mut() else {
@@ -401,6 +515,70 @@ fn constrained(
         }
     }
     sampler.sample(scratch)
+}
+
+impl Scheduler<'_> {
+    /// The adapter group that runs this step: the only one, or the next
+    /// after the last step's, so that every group advances.
+    fn next_group(&self, interactive: bool) -> Option<PathBuf> {
+        let mut groups: Vec<&Option<PathBuf>> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.run.as_ref())
+            .filter(|r| !(interactive && r.job.priority == Priority::Background))
+            .map(|r| &r.job.params.adapter)
+            .collect();
+        groups.sort();
+        groups.dedup();
+        match groups.as_slice() {
+            [] => None,
+            [only] => (*only).clone(),
+            many => {
+                let after = self.last_group.as_ref();
+                many.iter()
+                    .find(|g| after.is_none_or(|last| **g > last))
+                    .or(many.first())
+                    .and_then(|g| (*g).clone())
+            }
+        }
+    }
+
+    /// Sets `group`'s adapter on the context (or none) when it changes.
+    fn apply(&mut self, group: Option<&PathBuf>) -> Result<(), String> {
+        if self.applied.as_ref() == group {
+            return Ok(());
+        }
+        match group {
+            Some(path) => {
+                let adapter = self
+                    .adapters
+                    .get_mut(path)
+                    .ok_or_else(|| format!("{} is not loaded", path.display()))?;
+                self.ctx
+                    .lora_adapter_set(adapter, 1.0)
+                    .map_err(|e| e.to_string())?;
+            }
+            None => {
+                if let Some(adapter) = self.applied.as_ref().and_then(|p| self.adapters.get_mut(p))
+                {
+                    self.ctx
+                        .lora_adapter_remove(adapter)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        self.applied = group.cloned();
+        Ok(())
+    }
+}
+
+/// Prompt tokens of `job` whose KV cells `slot` already holds (cells made
+/// with another adapter do not count).
+fn reusable(slot: &Slot, job: &Job) -> usize {
+    if slot.cached_adapter != job.params.adapter {
+        return 0;
+    }
+    common_prefix(&slot.cached, &job.prompt)
 }
 
 fn common_prefix(a: &[i32], b: &[i32]) -> usize {

@@ -9,6 +9,7 @@ mod batch;
 mod embeddings;
 mod gateway;
 mod gateway_upstream;
+mod lora;
 mod metering;
 mod models_pull;
 mod rerank;
