@@ -569,12 +569,12 @@ impl App {
         priority: Priority,
     ) -> Result<Generation, AppError> {
         let tools = shape.offered();
-        params.grammar = match &shape.response_format {
-            Some(format) => Some(constrain::json_mode(format)?),
-            None => constrain::tool_calls(tools, &shape.tool_choice)?,
-        };
         let resolved = self.resolve(model)?;
         let generator = self.text_generator(&resolved).await?;
+        params.grammar = match &shape.response_format {
+            Some(format) => Some(constrain::json_mode(format)?),
+            None => constrain::tool_calls(tools, &shape.tool_choice, generator.tool_format())?,
+        };
         let text = match input {
             PromptInput::Prompt { text, raw: true } => text,
             PromptInput::Prompt { text, raw: false } => {

@@ -195,6 +195,13 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                 let input: TextGenerationInput =
                     serde_json::from_value(item).map_err(parse_error)?;
                 let valid = input.validate()?;
+                let mut params = valid.params;
+                if let Some(key) = &valid.lora {
+                    params.adapter = Some(
+                        crate::finetunes::adapter_for(state, &job.account, &job.model, key)
+                            .map_err(|f| f.0)?,
+                    );
+                }
                 let prompt = PromptInput::from_source(valid.source, valid.raw);
                 let shape = hearth_runtime::OutputShape {
                     tools: valid.tools,
@@ -207,7 +214,7 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                         &job.model,
                         prompt,
                         &shape,
-                        valid.params,
+                        params,
                         false,
                         hearth_engine::textgen::Priority::Background,
                     )

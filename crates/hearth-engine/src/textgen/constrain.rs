@@ -75,10 +75,26 @@ pub fn json_mode(format: &ResponseFormat) -> Result<Grammar, TextGenError> {
     })
 }
 
+/// How a model writes a tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolFormat {
+    /// `<tool_call>{"name", "arguments"}</tool_call>`, asked for by Hearth's
+    /// tool prompt (templates that know no tools).
+    HermesPrompt,
+    /// The same blocks, asked for by the template itself (Hermes, Qwen).
+    HermesTemplate,
+    /// A bare `{"name", "parameters"}` object (Llama 3.x templates).
+    LlamaJson,
+}
+
 /// The grammar of tool calls under `choice`: none for `none`; a lazy one
 /// that holds a call once the model opens it for `auto`; one call from the
 /// first token for `required` or a named tool.
-pub fn tool_calls(tools: &[Tool], choice: &ToolChoice) -> Result<Option<Grammar>, TextGenError> {
+pub fn tool_calls(
+    tools: &[Tool],
+    choice: &ToolChoice,
+    format: ToolFormat,
+) -> Result<Option<Grammar>, TextGenError> {
     let offered: Vec<&Tool> = match choice {
         ToolChoice::None => return Ok(None),
         ToolChoice::Named(name) => tools.iter().filter(|t| &t.name == name).collect(),
@@ -87,13 +103,20 @@ pub fn tool_calls(tools: &[Tool], choice: &ToolChoice) -> Result<Option<Grammar>
     if offered.is_empty() {
         return Ok(None);
     }
+    let args_key = match format {
+        ToolFormat::LlamaJson => "parameters",
+        ToolFormat::HermesPrompt | ToolFormat::HermesTemplate => "arguments",
+    };
     let calls: Vec<Value> = offered
         .iter()
         .map(|t| {
+            let mut properties = serde_json::Map::new();
+            properties.insert("name".into(), json!({"const": t.name}));
+            properties.insert(args_key.into(), arguments(&t.parameters));
             json!({
                 "type": "object",
-                "properties": {"name": {"const": t.name}, "arguments": arguments(&t.parameters)},
-                "required": ["name", "arguments"],
+                "properties": properties,
+                "required": ["name", args_key],
                 "additionalProperties": false,
             })
         })
@@ -104,12 +127,18 @@ pub fn tool_calls(tools: &[Tool], choice: &ToolChoice) -> Result<Option<Grammar>
         json!({"oneOf": calls})
     };
     let call = rename_root(&schema_gbnf(&schema)?, "tool-call-json");
-    let gbnf = format!(
-        "root ::= \"{TOOL_CALL_OPEN}\" [\\n]? tool-call-json [\\n]? \"{TOOL_CALL_CLOSE}\"\n{call}"
-    );
+    let (gbnf, opener) = match format {
+        ToolFormat::LlamaJson => (format!("root ::= tool-call-json\n{call}"), "{\"name\""),
+        ToolFormat::HermesPrompt | ToolFormat::HermesTemplate => (
+            format!(
+                "root ::= \"{TOOL_CALL_OPEN}\" [\\n]? tool-call-json [\\n]? \"{TOOL_CALL_CLOSE}\"\n{call}"
+            ),
+            TOOL_CALL_OPEN,
+        ),
+    };
     Ok(Some(Grammar {
         gbnf,
-        trigger: matches!(choice, ToolChoice::Auto).then(|| TOOL_CALL_OPEN.to_string()),
+        trigger: matches!(choice, ToolChoice::Auto).then(|| opener.to_string()),
     }))
 }
 
@@ -160,7 +189,7 @@ mod tests {
 
     #[test]
     fn tool_grammar_is_lazy_only_for_auto() {
-        let auto = tool_calls(&[weather()], &ToolChoice::Auto)
+        let auto = tool_calls(&[weather()], &ToolChoice::Auto, ToolFormat::HermesPrompt)
             .unwrap()
             .unwrap();
         assert_eq!(auto.trigger.as_deref(), Some(TOOL_CALL_OPEN));
@@ -171,15 +200,29 @@ mod tests {
         );
         assert!(auto.gbnf.contains("tool-call-json ::="), "{}", auto.gbnf);
         assert!(!auto.gbnf.lines().skip(1).any(|l| l.starts_with("root ::=")));
-        let required = tool_calls(&[weather()], &ToolChoice::Required)
-            .unwrap()
-            .unwrap();
+        let required = tool_calls(
+            &[weather()],
+            &ToolChoice::Required,
+            ToolFormat::HermesPrompt,
+        )
+        .unwrap()
+        .unwrap();
         assert!(required.trigger.is_none());
         assert!(
-            tool_calls(&[weather()], &ToolChoice::None)
+            tool_calls(&[weather()], &ToolChoice::None, ToolFormat::HermesPrompt)
                 .unwrap()
                 .is_none()
         );
+        let llama = tool_calls(&[weather()], &ToolChoice::Auto, ToolFormat::LlamaJson)
+            .unwrap()
+            .unwrap();
+        assert_eq!(llama.trigger.as_deref(), Some("{\"name\""));
+        assert!(
+            llama.gbnf.starts_with("root ::= tool-call-json"),
+            "{}",
+            llama.gbnf
+        );
+        assert!(llama.gbnf.contains("parameters"), "{}", llama.gbnf);
     }
 
     #[test]

@@ -231,6 +231,11 @@ impl TextGenerator {
         &self.options
     }
 
+    /// How this model writes tool calls (from its chat template).
+    pub fn tool_format(&self) -> constrain::ToolFormat {
+        self.template.tool_format()
+    }
+
     /// Apply the model's chat template to `messages`, offering `tools`.
     pub fn render_chat(
         &self,

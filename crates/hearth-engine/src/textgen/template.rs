@@ -7,7 +7,7 @@ use hearth_types::tools::Tool;
 use minijinja::value::Serde;
 use minijinja::{Environment, Error, ErrorKind, Value, context};
 
-use super::constrain::{TOOL_CALL_CLOSE, TOOL_CALL_OPEN, tool_system_prompt};
+use super::constrain::{TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolFormat, tool_system_prompt};
 
 /// Gemma's `<start_of_turn>` format (Gemma has no system role: a system message
 /// is prepended to the first user turn, as Google's own template does).
@@ -31,9 +31,10 @@ pub struct ChatTemplate {
     eos_token: String,
     /// Where the template came from, for logs and `hearth models list`.
     pub origin: &'static str,
-    /// The template lists `tools` itself and asks for `<tool_call>` blocks
-    /// (Hermes, Qwen); others get Hearth's tool prompt in the system turn.
-    native_tools: bool,
+    /// How the model is asked to call tools: by the template itself
+    /// (Hermes/Qwen `<tool_call>` blocks, Llama 3.x bare JSON), or by
+    /// Hearth's tool prompt in the system turn.
+    tool_format: ToolFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +55,15 @@ impl ChatTemplate {
             Some(s) if !s.trim().is_empty() => (s, "gguf"),
             _ => (GEMMA_TEMPLATE.to_string(), "builtin-gemma"),
         };
-        let native_tools = source.contains("tools") && source.contains(TOOL_CALL_OPEN);
+        let tool_format = if !source.contains("tools") {
+            ToolFormat::HermesPrompt
+        } else if source.contains(TOOL_CALL_OPEN) {
+            ToolFormat::HermesTemplate
+        } else if source.contains("\"parameters\"") || source.contains("python_tag") {
+            ToolFormat::LlamaJson
+        } else {
+            ToolFormat::HermesPrompt
+        };
         let mut env = Environment::new();
         minijinja_contrib::add_to_environment(&mut env);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -66,8 +75,13 @@ impl ChatTemplate {
             bos_token,
             eos_token,
             origin,
-            native_tools,
+            tool_format,
         })
+    }
+
+    /// How the model this template belongs to calls tools.
+    pub fn tool_format(&self) -> ToolFormat {
+        self.tool_format
     }
 
     /// The prompt text for `messages` offering `tools`, ending with the
@@ -82,7 +96,7 @@ impl ChatTemplate {
             .get_template("chat")
             .map_err(|e| TemplateError(e.to_string()))?;
         let rewritten;
-        let (messages, listed) = if self.native_tools {
+        let (messages, listed) = if self.tool_format != ToolFormat::HermesPrompt {
             let listed: Vec<serde_json::Value> = tools.iter().map(Tool::as_openai).collect();
             (messages, (!listed.is_empty()).then_some(listed))
         } else {
@@ -207,6 +221,26 @@ mod tests {
         };
         let out = t.render(&[msg("user", "Hi")], &[tool]).unwrap();
         assert_eq!(out, "TOOLS:get_weather<tool_call>\nuser:Hi\n");
+    }
+
+    #[test]
+    fn the_tool_format_follows_the_template() {
+        let make = |src: &str| {
+            ChatTemplate::new(Some(src.into()), String::new(), String::new())
+                .unwrap()
+                .tool_format()
+        };
+        assert_eq!(make("{{ messages }}"), ToolFormat::HermesPrompt);
+        assert_eq!(
+            make("{% if tools %}<tool_call>{% endif %}{{ messages }}"),
+            ToolFormat::HermesTemplate
+        );
+        assert_eq!(
+            make(
+                "{% if tools %}{\"name\": function name, \"parameters\": ...}{% endif %}<|python_tag|>"
+            ),
+            ToolFormat::LlamaJson
+        );
     }
 
     #[test]

@@ -335,3 +335,19 @@ async fn json_mode_cut_short_is_an_error_not_half_an_object() {
     assert!(message.contains("JSON Mode couldn't be met"), "{message}");
     assert!(message.contains("max_tokens"), "{message}");
 }
+
+/// Gemma 3's GGUF carries no tool-aware template: Hearth's tool prompt goes
+/// into its first user turn and the call is still held to the schema.
+#[tokio::test]
+async fn gemma_calls_a_tool_through_hearths_tool_prompt() {
+    let (status, _, v) = post_json(
+        &run_url(GEMMA),
+        &json!({"messages": question(), "tools": [weather_tool_openai()], "tool_choice": "required",
+                "temperature": 0, "max_tokens": 64}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let call = &v["result"]["tool_calls"][0];
+    assert_eq!(call["name"], "get_weather", "{v}");
+    assert_valid(&weather_parameters(), &call["arguments"]);
+}
