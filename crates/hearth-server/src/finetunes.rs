@@ -297,11 +297,6 @@ async fn receive(
         return Err(bad("the form needs a `file` field".into()));
     }
     let target = dir.join(&file_name);
-    if target.exists() {
-        return Err(bad(format!(
-            "`{file_name}` was already uploaded; assets cannot be replaced, create a new fine-tune"
-        )));
-    }
     if file_name == CONFIG_FILE {
         let size = std::fs::metadata(upload).map_err(|e| internal(&e))?.len();
         if size > MAX_CONFIG_BYTES {
@@ -312,7 +307,16 @@ async fn receive(
         let bytes = std::fs::read(upload).map_err(|e| internal(&e))?;
         lora::read_config(&bytes).map_err(|e| bad(e.to_string()))?;
     }
-    std::fs::rename(upload, &target).map_err(|e| internal(&e))?;
+    // A hard link never replaces: of two uploads of one file, one wins.
+    match std::fs::hard_link(upload, &target) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(bad(format!(
+                "`{file_name}` was already uploaded; assets cannot be replaced, create a new fine-tune"
+            )));
+        }
+        Err(e) => return Err(internal(&e)),
+    }
     let config = dir.join(CONFIG_FILE);
     let weights = dir.join(WEIGHTS_FILE);
     if config.exists() && weights.exists() {

@@ -245,18 +245,23 @@ pub fn convert(
     let meta_refs: Vec<(&str, &GgufValue)> = meta.iter().map(|(k, v)| (*k, v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> =
         converted.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let partial = out.with_extension("gguf.partial");
-    let mut w = std::io::BufWriter::new(
-        std::fs::File::create(&partial).map_err(|e| LoraError::Write(e.to_string()))?,
-    );
-    gguf_file::write(&mut w, &meta_refs, &tensor_refs)
-        .map_err(|e| LoraError::Write(e.to_string()))?;
-    let file = w
-        .into_inner()
-        .map_err(|e| LoraError::Write(e.to_string()))?;
-    file.sync_all()
-        .map_err(|e| LoraError::Write(e.to_string()))?;
-    std::fs::rename(&partial, out).map_err(|e| LoraError::Write(e.to_string()))?;
+    // Two uploads completing the pair at once each write their own file.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let partial = out.with_extension(format!("gguf.partial-{stamp}"));
+    let written = (|| -> Result<(), String> {
+        let mut w =
+            std::io::BufWriter::new(std::fs::File::create(&partial).map_err(|e| e.to_string())?);
+        gguf_file::write(&mut w, &meta_refs, &tensor_refs).map_err(|e| e.to_string())?;
+        let file = w.into_inner().map_err(|e| e.to_string())?;
+        file.sync_all().map_err(|e| e.to_string())?;
+        std::fs::rename(&partial, out).map_err(|e| e.to_string())
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&partial);
+        return Err(LoraError::Write(e));
+    }
     Ok(())
 }
 

@@ -212,53 +212,39 @@ async fn an_uploaded_adapter_changes_its_requests_and_only_those() {
 
 #[tokio::test]
 async fn bad_adapters_and_unknown_fine_tunes_get_clear_errors() {
-    // The rank of the tensors is not the config's.
-    let (_, ft) = create("wrong-rank", SMOLLM).await;
+    // The rank of the tensors is not the config's; made for another
+    // architecture; shapes of another model: the weights are refused.
+    for (name, config, weights, needle) in [
+        (
+            "wrong-rank",
+            adapter_config(4, "llama"),
+            adapter_weights(RANK, HIDDEN),
+            "rank",
+        ),
+        (
+            "wrong-base",
+            adapter_config(RANK, "gemma"),
+            adapter_weights(RANK, HIDDEN),
+            "model_type",
+        ),
+        (
+            "wrong-shape",
+            adapter_config(RANK, "llama"),
+            adapter_weights(RANK, 512),
+            "base model",
+        ),
+    ] {
+        let (_, ft) = create(name, SMOLLM).await;
+        let id = ft["result"]["id"].as_str().expect("id").to_string();
+        let (status, v) = upload(&id, "adapter_config.json", config).await;
+        assert_eq!(status, 200, "{v}");
+        let (status, v) = upload(&id, "adapter_model.safetensors", weights).await;
+        assert_eq!(status, 400, "{name}: {v}");
+        let message = v["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{name}: {message}");
+    }
+    let (_, ft) = create("config-rules", SMOLLM).await;
     let id = ft["result"]["id"].as_str().expect("id").to_string();
-    upload(&id, "adapter_config.json", adapter_config(4, "llama")).await;
-    let (status, v) = upload(
-        &id,
-        "adapter_model.safetensors",
-        adapter_weights(RANK, HIDDEN),
-    )
-    .await;
-    assert_eq!(status, 400, "{v}");
-    let message = v["errors"][0]["message"].as_str().unwrap_or("");
-    assert!(message.contains("rank"), "{message}");
-
-    // Made for another architecture.
-    let (_, ft) = create("wrong-base", SMOLLM).await;
-    let id = ft["result"]["id"].as_str().expect("id").to_string();
-    let (status, v) = upload(&id, "adapter_config.json", adapter_config(RANK, "gemma")).await;
-    assert_eq!(status, 200, "{v}");
-    let (status, v) = upload(
-        &id,
-        "adapter_model.safetensors",
-        adapter_weights(RANK, HIDDEN),
-    )
-    .await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["errors"][0]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("model_type"),
-        "{v}"
-    );
-
-    // Shapes of another model.
-    let (_, ft) = create("wrong-shape", SMOLLM).await;
-    let id = ft["result"]["id"].as_str().expect("id").to_string();
-    upload(&id, "adapter_config.json", adapter_config(RANK, "llama")).await;
-    let (status, v) = upload(&id, "adapter_model.safetensors", adapter_weights(RANK, 512)).await;
-    assert_eq!(status, 400, "{v}");
-    assert!(
-        v["errors"][0]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("base model"),
-        "{v}"
-    );
 
     // Config rules, file names, size.
     let (status, v) = upload(&id, "adapter_config.json", adapter_config(64, "llama")).await;
