@@ -17,6 +17,7 @@ pub mod finetunes;
 pub mod gateway;
 pub mod gateway_data;
 pub mod gateway_logs;
+pub mod markdown;
 pub mod metering;
 pub mod openai;
 mod shaping;
@@ -146,6 +147,13 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
             get(finetunes::list).post(finetunes::create),
         )
         .route("/ai/finetunes/public", get(finetunes::list_public))
+        .route(
+            "/ai/tomarkdown",
+            post(markdown::transform).layer(axum::extract::DefaultBodyLimit::max(
+                markdown::MAX_BODY_BYTES,
+            )),
+        )
+        .route("/ai/tomarkdown/supported", get(markdown::supported))
         .route(
             "/ai/finetunes/{finetune_id}/finetune-assets",
             post(finetunes::upload_asset).layer(axum::extract::DefaultBodyLimit::max(

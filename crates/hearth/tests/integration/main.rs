@@ -15,5 +15,6 @@ mod models_pull;
 mod rerank;
 mod support;
 mod textgen;
+mod to_markdown;
 mod tools;
 mod vectorize;
