@@ -3,7 +3,7 @@
 //! expire after their TTL and the oldest go first when the byte budget is
 //! spent. Metadata headers are not part of the key, as on Cloudflare.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
 use sha2::{Digest, Sha256};
@@ -32,8 +32,31 @@ pub struct ResponseCache {
 
 struct Inner {
     entries: HashMap<String, Entry>,
+    /// Keys by insertion, oldest first, and entries by expiry: eviction
+    /// finds its victim in O(log n) however large the cache is.
+    by_insertion: BTreeMap<u64, String>,
+    by_expiry: BTreeSet<(i64, u64)>,
     bytes: usize,
     counter: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) -> Option<Entry> {
+        let e = self.entries.remove(key)?;
+        self.by_insertion.remove(&e.inserted);
+        self.by_expiry.remove(&(e.expires_ms, e.inserted));
+        self.bytes -= e.value.body.len();
+        Some(e)
+    }
+
+    /// The entry to evict: an expired one, else the oldest insertion.
+    fn victim(&self, now_ms: i64) -> Option<String> {
+        let inserted = match self.by_expiry.first() {
+            Some(&(expires, inserted)) if expires <= now_ms => inserted,
+            _ => *self.by_insertion.keys().next()?,
+        };
+        self.by_insertion.get(&inserted).cloned()
+    }
 }
 
 /// The default cache key of a request.
@@ -71,6 +94,8 @@ impl ResponseCache {
             max_bytes,
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
+                by_insertion: BTreeMap::new(),
+                by_expiry: BTreeSet::new(),
                 bytes: 0,
                 counter: 0,
             }),
@@ -82,9 +107,7 @@ impl ResponseCache {
         match inner.entries.get(key) {
             Some(e) if e.expires_ms > now_ms => Some(e.value.clone()),
             Some(_) => {
-                if let Some(e) = inner.entries.remove(key) {
-                    inner.bytes -= e.value.body.len();
-                }
+                inner.remove(key);
                 None
             }
             None => None,
@@ -115,25 +138,19 @@ impl ResponseCache {
             return evicted;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = inner.entries.remove(&key) {
-            inner.bytes -= old.value.body.len();
-        }
+        inner.remove(&key);
         while inner.bytes + size > self.max_bytes {
-            // Expired first, else the oldest insertion.
-            let victim = inner
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| (e.expires_ms > now_ms, e.inserted))
-                .map(|(k, _)| k.clone());
-            let Some(victim) = victim else { break };
-            if let Some(e) = inner.entries.remove(&victim) {
-                inner.bytes -= e.value.body.len();
-            }
+            let Some(victim) = inner.victim(now_ms) else {
+                break;
+            };
+            inner.remove(&victim);
             evicted.push(victim);
         }
         inner.counter += 1;
         let inserted = inner.counter;
         inner.bytes += size;
+        inner.by_insertion.insert(inserted, key.clone());
+        inner.by_expiry.insert((expires_ms, inserted));
         inner.entries.insert(
             key,
             Entry {
@@ -171,5 +188,25 @@ mod tests {
         assert!(c.get("b", 1).is_none(), "the oldest went first");
         assert!(c.get("a", 1).is_some() && c.get("c", 1).is_some());
         assert_ne!(key("a", "g", 0, "/p", b"{}"), key("a", "g", 1, "/p", b"{}"));
+    }
+
+    #[test]
+    fn expired_entries_go_before_older_live_ones() {
+        let c = ResponseCache::new(100);
+        c.put("old-live".into(), v(30), 3600, 0);
+        c.put("short".into(), v(30), 60, 0);
+        c.put("old-live".into(), v(30), 3600, 0); // replaced: one entry, re-indexed
+        c.put("newer".into(), v(30), 3600, 0);
+        // At 61 s `short` has expired: it goes first, not the oldest live entry.
+        assert_eq!(
+            c.put("more".into(), v(30), 3600, 61_000),
+            vec!["short".to_string()]
+        );
+        assert!(c.get("old-live", 61_000).is_some());
+        // Then the oldest insertion.
+        assert_eq!(
+            c.put("last".into(), v(30), 3600, 61_000),
+            vec!["old-live".to_string()]
+        );
     }
 }

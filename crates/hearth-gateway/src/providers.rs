@@ -31,6 +31,11 @@ pub struct Upstream {
     /// Extra headers sent on every request (a custom provider's `headers`).
     pub headers: Vec<(String, String)>,
     pub prices: BTreeMap<String, Price>,
+    /// Changes whenever the provider does (a custom provider's
+    /// `modified_at`; 0 for the config file's). Part of the cache key, so
+    /// that updating or re-creating a provider leaves its cached answers
+    /// unreachable, as Cloudflare invalidates them.
+    pub version: i64,
 }
 
 impl Upstream {
@@ -313,6 +318,7 @@ impl CustomProviders<'_> {
                 None => Vec::new(),
             },
             prices: BTreeMap::new(),
+            version: row.modified_ms,
         })
     }
 }
@@ -365,6 +371,7 @@ mod tests {
                 },
             )]
             .into(),
+            version: 0,
         };
         assert_eq!(
             u.url("/chat/completions", Some("a=1")),

@@ -110,6 +110,7 @@ impl GatewayRuntime {
                     api_key,
                     headers: Vec::new(),
                     prices: u.prices.clone(),
+                    version: 0,
                 };
                 (slug.clone(), upstream)
             })
@@ -574,13 +575,19 @@ async fn execute(
     };
     let cache_key = match &aig.cache_key {
         Some(k) => custom_key(&opened.account, &opened.gateway.id, generation, k),
-        None => key(
-            &opened.account,
-            &opened.gateway.id,
-            generation,
-            &format!("{} {path}", call.method),
-            &call.body,
-        ),
+        None => {
+            let provider_version = match &call.target {
+                Target::Upstream { upstream, .. } => upstream.version,
+                _ => 0,
+            };
+            key(
+                &opened.account,
+                &opened.gateway.id,
+                generation,
+                &format!("{} {path} v{provider_version}", call.method),
+                &call.body,
+            )
+        }
     };
 
     let id = log_id(now, rand::random::<u128>());

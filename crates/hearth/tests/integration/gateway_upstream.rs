@@ -439,6 +439,32 @@ async fn custom_providers_logs_limits_analytics_and_run_option() {
     )
     .await;
     assert_eq!(status, 200, "{v}");
+    // Updating the provider leaves its cached answers behind (through a
+    // gateway of its own: `ops` keeps only four log entries).
+    create_gateway(s, "ops-cache", json!({})).await;
+    let cache_url = format!(
+        "{}/v1/{ACCOUNT}/ops-cache/custom-acme/chat/completions",
+        s.base
+    );
+    let cached = json!({"model": "ok", "messages": [{"role": "user", "content": "cache me"}]});
+    let ttl = [("cf-aig-cache-ttl", "600")];
+    let status_of = |h: &reqwest::header::HeaderMap| header(h, "cf-aig-cache-status").to_string();
+    let (_, h, _) = send(&cache_url, &cached, &ttl).await;
+    assert_eq!(status_of(&h), "MISS");
+    let (_, h, _) = send(&cache_url, &cached, &ttl).await;
+    assert_eq!(status_of(&h), "HIT");
+    // `modified_at` has millisecond resolution: make sure it moves.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let resp = client()
+        .patch(admin(s, &format!("/ai-gateway/custom-providers/{id}")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"name": "Acme Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, h, _) = send(&cache_url, &cached, &ttl).await;
+    assert_eq!(status_of(&h), "MISS", "the update invalidated the entry");
     let (status, _, v) = post_json(
         &admin(s, "/ai-gateway/custom-providers"),
         &json!({"name": "Again", "slug": "acme", "base_url": "http://x"}),
