@@ -101,6 +101,8 @@ struct Job {
 pub struct Embedder {
     jobs: mpsc::Sender<Job>,
     info: EmbedInfo,
+    /// The model's tokenizer without truncation, for counting tokens.
+    counter: tokenizers::Tokenizer,
 }
 
 fn read_json(path: &Path) -> Option<serde_json::Value> {
@@ -132,6 +134,10 @@ impl Embedder {
             })
         });
         let tokenizer = crate::hf::tokenizer(dir, max_tokens)?;
+        let mut counter = tokenizer.clone();
+        counter
+            .with_truncation(None)
+            .map_err(|e| load_err(e.to_string()))?;
         let device = Device::Cpu;
         let vb = crate::hf::weights(dir)?;
         let model = BertModel::load(vb, &config).map_err(|e| load_err(e.to_string()))?;
@@ -153,11 +159,23 @@ impl Embedder {
             .name("hearth-embed".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| load_err(e.to_string()))?;
-        Ok(Self { jobs, info })
+        Ok(Self {
+            jobs,
+            info,
+            counter,
+        })
     }
 
     pub fn info(&self) -> &EmbedInfo {
         &self.info
+    }
+
+    /// Tokens of `text` for this model, special tokens excluded (how
+    /// chunks are measured).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.counter
+            .encode(text, false)
+            .map_or(text.len() / 4, |e| e.len())
     }
 
     /// Embed `texts`; merged with concurrent requests into shared batches.

@@ -467,12 +467,8 @@ impl App {
     }
 
     /// Embed `texts` with `model`; returns the vectors and the dimensions.
-    pub async fn embed(
-        &self,
-        model: &str,
-        texts: Vec<String>,
-        pooling: Pooling,
-    ) -> Result<(Embeddings, usize, Resolved), AppError> {
+    /// The loaded embedding model behind `model` (loaded on first use).
+    pub async fn embedder(&self, model: &str) -> Result<(Arc<Embedder>, Resolved), AppError> {
         let (resolved, dir) = self.resolve_folder(model, TEXT_EMBEDDINGS)?;
         let embedder = self
             .embedders
@@ -480,6 +476,16 @@ impl App {
                 Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
             })
             .await?;
+        Ok((embedder, resolved))
+    }
+
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        pooling: Pooling,
+    ) -> Result<(Embeddings, usize, Resolved), AppError> {
+        let (embedder, resolved) = self.embedder(model).await?;
         let out = embedder.embed(texts, pooling).await?;
         Ok((out, embedder.info().dimensions, resolved))
     }

@@ -111,7 +111,7 @@ pub async fn list(
 }
 
 /// One page of a list answer, with its `result_info`.
-fn one_page(all: Vec<Value>, page: u64, per_page: u64) -> Response {
+pub(crate) fn one_page(all: Vec<Value>, page: u64, per_page: u64) -> Response {
     let total = all.len() as u64;
     let items: Vec<Value> = all
         .into_iter()

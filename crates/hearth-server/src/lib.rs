@@ -8,6 +8,7 @@
 //! answer. [`router`] builds the whole service without a socket, so tests can
 //! drive it with `tower::ServiceExt::oneshot`.
 
+pub mod ai_search;
 pub mod auth;
 pub mod batch;
 pub mod body;
@@ -132,6 +133,10 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
         app,
         gateway: Arc::clone(&gateway),
     };
+    // Sync jobs a crash interrupted start again (they run on the runtime).
+    if tokio::runtime::Handle::try_current().is_ok() {
+        ai_search::resume_jobs(&state);
+    }
     let account = Router::new()
         .route("/ai/run/{*model}", post(workers_ai::run))
         .route("/ai/models/search", get(workers_ai::models_search))
@@ -154,6 +159,34 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
             )),
         )
         .route("/ai/tomarkdown/supported", get(markdown::supported))
+        .route(
+            "/ai-search/instances",
+            get(ai_search::list).post(ai_search::create),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}",
+            get(ai_search::get).delete(ai_search::delete),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/jobs",
+            get(ai_search::list_jobs).post(ai_search::create_job),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/jobs/{job_id}",
+            get(ai_search::get_job),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/jobs/{job_id}/logs",
+            get(ai_search::job_logs),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/stats",
+            get(ai_search::stats),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/search",
+            post(ai_search::search),
+        )
         .route(
             "/ai/finetunes/{finetune_id}/finetune-assets",
             post(finetunes::upload_asset).layer(axum::extract::DefaultBodyLimit::max(

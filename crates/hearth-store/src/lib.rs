@@ -12,11 +12,13 @@
 
 mod finetunes;
 mod gateway;
+mod search;
 pub use finetunes::FinetuneRow;
 pub use gateway::{
     AnalyticsRow, Body, Bucket, CacheRow, CustomProviderRow, FILTER_KEYS, FilterOp, LogFilter,
     LogQuery, LogRecord, ORDER_KEYS,
 };
+pub use search::{SearchChunkRow, SearchFileRow, SearchInstanceRow, SearchJobRow};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -154,6 +156,7 @@ impl Store {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(gateway::SCHEMA)?;
         conn.execute_batch(finetunes::SCHEMA)?;
+        conn.execute_batch(search::SCHEMA)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })

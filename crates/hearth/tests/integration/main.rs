@@ -4,6 +4,7 @@
 //! One server is started per test binary (loading a model takes a second, and
 //! sharing it is also what exercises continuous batching across tests).
 
+mod ai_search;
 mod bad_input;
 mod batch;
 mod embeddings;

@@ -1,0 +1,820 @@
+//! AI Search v2 (`.../ai-search/instances`): instances over a local folder
+//! (`type: "local"`, `source` = the folder), sync jobs that convert, chunk,
+//! embed and upsert only new and changed files (and drop deleted ones), job
+//! listings and logs, stats, and `search` over the instance's own Vectorize
+//! index. Chunk ids are derived from the file key and position, so a job
+//! run again after a crash writes the same vectors, never duplicates.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use hearth_search::chunk::{ChunkOptions, chunk};
+use hearth_search::source::{Selection, folder_of, plan, scan};
+use hearth_store::{SearchChunkRow, SearchFileRow, SearchInstanceRow, SearchJobRow};
+use hearth_types::vectorize::{IndexConfigRequest, MetadataType, ReturnMetadata};
+use hearth_types::{ApiError, Envelope, ErrorCode};
+use hearth_vector::{Filter, QueryOptions, Record};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::error::Failure;
+use crate::gateway::{one_page, page_params, param};
+use crate::{AppState, body};
+
+/// The embedding model when an instance names none.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "@cf/baai/bge-m3";
+/// Texts embedded per call during a sync.
+const EMBED_BATCH: usize = 32;
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure(ApiError::invalid_input(message.into()))
+}
+
+fn internal(e: impl std::fmt::Display) -> Failure {
+    tracing::error!(error = %e, "AI Search");
+    Failure(ApiError::plain(ErrorCode::Internal))
+}
+
+fn not_found(id: &str) -> Failure {
+    Failure(ApiError::detail(
+        ErrorCode::NoRoute,
+        format!("no AI Search instance `{id}` in this account"),
+    ))
+}
+
+fn valid_id(id: &str) -> bool {
+    (1..=32).contains(&id.len())
+        && !id.starts_with('-')
+        && !id.ends_with('-')
+        && !id.contains("--")
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The Vectorize index holding an instance's chunks (index names allow
+/// neither `_` nor every length, so it is named by a hash of the id).
+fn index_name(id: &str) -> String {
+    format!(
+        "ai-search-{}",
+        &hex::encode(Sha256::digest(id.as_bytes()))[..16]
+    )
+}
+
+/// A chunk's id: the same file position always gets the same id.
+fn chunk_id(key: &str, index: usize) -> String {
+    format!(
+        "{}-{index}",
+        &hex::encode(Sha256::digest(key.as_bytes()))[..24]
+    )
+}
+
+fn object(row: &SearchInstanceRow) -> Value {
+    let mut obj = row.settings.as_object().cloned().unwrap_or_default();
+    obj.insert("id".into(), json!(row.id));
+    obj.insert("vectorize_name".into(), json!(index_name(&row.id)));
+    obj.insert(
+        "created_at".into(),
+        json!(hearth_vector::iso8601(row.created_ms)),
+    );
+    obj.insert(
+        "modified_at".into(),
+        json!(hearth_vector::iso8601(row.modified_ms)),
+    );
+    Value::Object(obj)
+}
+
+fn number(
+    obj: &Map<String, Value>,
+    key: &str,
+    default: f64,
+    lo: f64,
+    hi: f64,
+) -> Result<f64, Failure> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_f64().filter(|n| (lo..=hi).contains(n)).ok_or_else(|| {
+            bad(format!(
+                "`{key}` must be a number from {lo} to {hi}, got {v}"
+            ))
+        }),
+    }
+}
+
+fn strings(obj: Option<&Value>, key: &str) -> Result<Vec<String>, Failure> {
+    match obj.and_then(|o| o.get(key)) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| bad(format!("`source_params.{key}` must hold strings")))
+            })
+            .collect(),
+        Some(_) => Err(bad(format!(
+            "`source_params.{key}` must be an array of globs"
+        ))),
+    }
+}
+
+/// What a sync needs from an instance's settings, checked.
+struct Settings {
+    folder: PathBuf,
+    selection: Selection,
+    embedding_model: String,
+    chunking: ChunkOptions,
+}
+
+fn settings_of(s: &Map<String, Value>) -> Result<Settings, Failure> {
+    let folder = match (s.get("type").and_then(Value::as_str), s.get("source")) {
+        (Some("local"), Some(Value::String(path))) if !path.is_empty() => PathBuf::from(path),
+        (Some("local"), _) => return Err(bad("`source` must be the path of a folder")),
+        (other, _) => {
+            return Err(bad(format!(
+                "`type` must be \"local\" (a folder on this machine); {} sources are not built yet",
+                other.unwrap_or("managed-storage")
+            )));
+        }
+    };
+    let params = s.get("source_params");
+    let selection = Selection::new(
+        params
+            .and_then(|p| p.get("prefix"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+        &strings(params, "include_items")?,
+        &strings(params, "exclude_items")?,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let chunking = ChunkOptions::new(
+        number(s, "chunk_size", 256.0, 0.0, 1e9)? as usize,
+        number(s, "chunk_overlap", 10.0, 0.0, 1e9)? as usize,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    Ok(Settings {
+        folder,
+        selection,
+        embedding_model: s
+            .get("embedding_model")
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+            .unwrap_or(DEFAULT_EMBEDDING_MODEL)
+            .to_string(),
+        chunking,
+    })
+}
+
+fn find(state: &AppState, account: &str, id: &str) -> Result<SearchInstanceRow, Failure> {
+    state
+        .app
+        .meter()
+        .store()
+        .search_instance_get(account, id)
+        .map_err(internal)?
+        .ok_or_else(|| not_found(id))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let account = param(&p, "account_id").to_string();
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let Value::Object(mut settings) = body::parse_json::<Value>(&bytes)? else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    let id = match settings.remove("id") {
+        Some(Value::String(id)) if valid_id(&id) => id,
+        Some(other) => {
+            return Err(bad(format!(
+                "`id` must be 1 to 32 of a-z, 0-9, `_`, with single `-` between, got {other}"
+            )));
+        }
+        None => return Err(bad("`id` is required")),
+    };
+    let checked = settings_of(&settings)?;
+    if !checked.folder.is_dir() {
+        return Err(bad(format!(
+            "`source`: {} is not a folder",
+            checked.folder.display()
+        )));
+    }
+    settings.insert("embedding_model".into(), json!(checked.embedding_model));
+    settings.insert("chunk_size".into(), json!(checked.chunking.size));
+    settings.insert(
+        "chunk_overlap".into(),
+        json!(checked.chunking.overlap_percent),
+    );
+    for (key, default, lo, hi) in [
+        ("max_num_results", 10.0, 1.0, 50.0),
+        ("score_threshold", 0.4, 0.0, 1.0),
+    ] {
+        let v = number(&settings, key, default, lo, hi)?;
+        settings.insert(key.into(), json!(v));
+    }
+    let (embedder, _) = state.app.embedder(&checked.embedding_model).await?;
+    if checked.chunking.size > embedder.info().max_tokens {
+        return Err(bad(format!(
+            "`chunk_size` is {} but {} reads at most {} tokens",
+            checked.chunking.size,
+            checked.embedding_model,
+            embedder.info().max_tokens
+        )));
+    }
+    let vectorize = state.app.vectorize().map_err(ApiError::from)?;
+    let name = index_name(&id);
+    if state
+        .app
+        .meter()
+        .store()
+        .search_instance_get(&account, &id)
+        .map_err(internal)?
+        .is_some()
+    {
+        return Err(bad(format!("an AI Search instance `{id}` already exists")));
+    }
+    vectorize
+        .create(
+            &account,
+            hearth_types::vectorize::CreateIndexRequest {
+                name: name.clone(),
+                description: Some(format!("AI Search instance {id}")),
+                config: IndexConfigRequest {
+                    dimensions: Some(embedder.info().dimensions as i64),
+                    metric: Some("cosine".into()),
+                    preset: None,
+                },
+            },
+        )
+        .map_err(ApiError::from)?;
+    let index = vectorize.get(&account, &name).map_err(ApiError::from)?;
+    for (property, kind) in [
+        ("folder", MetadataType::String),
+        ("filename", MetadataType::String),
+        ("timestamp", MetadataType::Number),
+    ] {
+        index
+            .create_metadata_index(property.into(), kind)
+            .map_err(ApiError::from)?;
+    }
+    let now = state.app.meter().now_ms();
+    let row = SearchInstanceRow {
+        id: id.clone(),
+        settings: Value::Object(settings),
+        created_ms: now,
+        modified_ms: now,
+    };
+    if !state
+        .app
+        .meter()
+        .store()
+        .search_instance_insert(&account, &row)
+        .map_err(internal)?
+    {
+        return Err(bad(format!("an AI Search instance `{id}` already exists")));
+    }
+    start_job(&state, &account, &id, "user")?;
+    Ok(Json(Envelope::ok(object(&row))).into_response())
+}
+
+/// Lists page (`page`, `per_page`) with `result_info`, which the SDK's
+/// paginator reads to know where to stop.
+pub async fn list(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (page, per_page) = page_params(&q, 100)?;
+    let rows = state
+        .app
+        .meter()
+        .store()
+        .search_instance_list(param(&p, "account_id"))
+        .map_err(internal)?;
+    Ok(one_page(rows.iter().map(object).collect(), page, per_page))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let row = find(&state, param(&p, "account_id"), param(&p, "instance_id"))?;
+    Ok(Json(Envelope::ok(object(&row))).into_response())
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    let row = find(&state, account, id)?;
+    let vectorize = state.app.vectorize().map_err(ApiError::from)?;
+    match vectorize.delete(account, &index_name(id)) {
+        Ok(()) | Err(hearth_vector::VectorError::NotFound(_)) => {}
+        Err(e) => return Err(Failure(ApiError::from(e))),
+    }
+    state
+        .app
+        .meter()
+        .store()
+        .search_instance_delete(account, id)
+        .map_err(internal)?;
+    Ok(Json(Envelope::ok(object(&row))).into_response())
+}
+
+fn job_object(job: &SearchJobRow) -> Value {
+    json!({
+        "id": job.id,
+        "source": job.source,
+        "status": job.status,
+        "started_at": hearth_vector::iso8601(job.started_ms),
+        "ended_at": job.ended_ms.map(hearth_vector::iso8601),
+        "end_reason": job.end_reason,
+    })
+}
+
+/// Starts a sync job unless one is running; returns the running one.
+fn start_job(
+    state: &AppState,
+    account: &str,
+    instance: &str,
+    source: &str,
+) -> Result<SearchJobRow, Failure> {
+    let store = state.app.meter().store();
+    if let Some(running) = store
+        .search_jobs(account, instance)
+        .map_err(internal)?
+        .into_iter()
+        .find(|j| j.status == "running")
+    {
+        return Ok(running);
+    }
+    let job = SearchJobRow {
+        id: uuid::Uuid::new_v4().to_string(),
+        source: source.to_string(),
+        status: "running".into(),
+        started_ms: state.app.meter().now_ms(),
+        ended_ms: None,
+        end_reason: None,
+    };
+    store
+        .search_job_insert(account, instance, &job)
+        .map_err(internal)?;
+    spawn_job(
+        state.clone(),
+        account.to_string(),
+        instance.to_string(),
+        job.id.clone(),
+    );
+    Ok(job)
+}
+
+fn spawn_job(state: AppState, account: String, instance: String, job: String) {
+    tokio::spawn(async move {
+        let outcome = sync(&state, &account, &instance, &job).await;
+        let store = state.app.meter().store();
+        let now = state.app.meter().now_ms();
+        let (status, reason) = match &outcome {
+            Ok(()) => ("completed", "completed".to_string()),
+            Err(e) => ("error", e.clone()),
+        };
+        if let Err(e) = outcome {
+            let _ = store.search_job_log(&account, &instance, &job, now, &e, "error");
+        }
+        if let Err(e) = store.search_job_end(&account, &instance, &job, status, now, &reason) {
+            tracing::error!(error = %e, "AI Search job state not stored");
+        }
+    });
+}
+
+/// Jobs a crash or a stop interrupted run again from the start; chunk ids
+/// are deterministic, so what they had written is overwritten, not doubled.
+pub fn resume_jobs(state: &AppState) {
+    match state.app.meter().store().search_jobs_running() {
+        Ok(jobs) => {
+            for (account, instance, job) in jobs {
+                tracing::info!(%account, %instance, job = %job.id, "resuming AI Search sync");
+                spawn_job(state.clone(), account, instance, job.id);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "AI Search jobs not resumed"),
+    }
+}
+
+/// One sync: only new and changed files are converted, chunked, embedded
+/// and upserted; deleted files lose their chunks.
+async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Result<(), String> {
+    let store = state.app.meter().store();
+    let log = |message: &str, kind: &str| {
+        let _ = store.search_job_log(
+            account,
+            instance,
+            job,
+            state.app.meter().now_ms(),
+            message,
+            kind,
+        );
+    };
+    let row = store
+        .search_instance_get(account, instance)
+        .map_err(|e| e.to_string())?
+        .ok_or("the instance was deleted")?;
+    let settings = settings_of(
+        row.settings
+            .as_object()
+            .ok_or("settings are not an object")?,
+    )
+    .map_err(|f| f.0.message)?;
+    let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
+    let files = tokio::task::spawn_blocking(move || scan(&folder, &selection))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let indexed = store
+        .search_indexed(account, instance)
+        .map_err(|e| e.to_string())?;
+    let work = plan(&indexed, &files);
+    log(
+        &format!(
+            "{} files to index, {} to delete, {} unchanged, {} too large",
+            work.index.len(),
+            work.delete.len(),
+            work.unchanged.len(),
+            work.too_large.len()
+        ),
+        "info",
+    );
+    let (embedder, _) = state
+        .app
+        .embedder(&settings.embedding_model)
+        .await
+        .map_err(|e| ApiError::from(e).message)?;
+    let index = state
+        .app
+        .vectorize()
+        .and_then(|v| v.get(account, &index_name(instance)))
+        .map_err(|e| e.to_string())?;
+    let failed = |file: &hearth_search::source::SourceFile, error: String| SearchFileRow {
+        key: file.key.clone(),
+        hash: file.hash.clone(),
+        size: file.size,
+        modified_ms: file.modified_ms,
+        chunks: 0,
+        status: "error".into(),
+        error: Some(error),
+    };
+    for file in &work.too_large {
+        let message = format!(
+            "{}: over the {} byte limit",
+            file.key,
+            hearth_search::source::MAX_FILE_BYTES
+        );
+        log(&message, "error");
+        store
+            .search_file_indexed(account, instance, &failed(file, message), &[])
+            .map_err(|e| e.to_string())?;
+    }
+    for file in &work.index {
+        let path = settings.folder.join(&file.key);
+        let key = file.key.clone();
+        let converted = tokio::task::spawn_blocking(move || {
+            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+            hearth_search::markdown::convert(&key, &bytes).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        let markdown = match converted {
+            Ok(c) => c.markdown,
+            Err(e) => {
+                let message = format!("{}: {e}", file.key);
+                log(&message, "error");
+                store
+                    .search_file_indexed(account, instance, &failed(file, message), &[])
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+        };
+        let counter = Arc::clone(&embedder);
+        let pieces = chunk(&markdown, settings.chunking, &move |t: &str| {
+            counter.count_tokens(t)
+        });
+        let texts: Vec<String> = pieces
+            .iter()
+            .map(|c| markdown[c.range.clone()].to_string())
+            .collect();
+        let mut records = Vec::with_capacity(texts.len());
+        for (batch_no, batch) in texts.chunks(EMBED_BATCH).enumerate() {
+            let out = embedder
+                .embed(batch.to_vec(), embedder.info().native_pooling)
+                .await
+                .map_err(|e| e.to_string())?;
+            for (i, values) in out.vectors.into_iter().enumerate() {
+                let n = batch_no * EMBED_BATCH + i;
+                let mut metadata = Map::new();
+                metadata.insert("filename".into(), json!(file.key));
+                metadata.insert("folder".into(), json!(folder_of(&file.key)));
+                metadata.insert("timestamp".into(), json!(file.modified_ms / 1000));
+                records.push(Record {
+                    id: chunk_id(&file.key, n),
+                    values,
+                    namespace: None,
+                    metadata: Some(metadata),
+                });
+            }
+        }
+        let stale: Vec<String> = store
+            .search_chunk_ids(account, instance, &file.key)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|id| !records.iter().any(|r| &r.id == id))
+            .collect();
+        if !records.is_empty() {
+            index.upsert(records).map_err(|e| e.to_string())?;
+        }
+        if !stale.is_empty() {
+            index.delete_by_ids(stale).map_err(|e| e.to_string())?;
+        }
+        let chunk_rows: Vec<SearchChunkRow> = texts
+            .into_iter()
+            .enumerate()
+            .map(|(n, text)| SearchChunkRow {
+                id: chunk_id(&file.key, n),
+                key: file.key.clone(),
+                index: n as u64,
+                text,
+            })
+            .collect();
+        let row = SearchFileRow {
+            key: file.key.clone(),
+            hash: file.hash.clone(),
+            size: file.size,
+            modified_ms: file.modified_ms,
+            chunks: chunk_rows.len() as u64,
+            status: "completed".into(),
+            error: None,
+        };
+        store
+            .search_file_indexed(account, instance, &row, &chunk_rows)
+            .map_err(|e| e.to_string())?;
+        log(&format!("{}: {} chunks", file.key, row.chunks), "info");
+    }
+    for key in &work.delete {
+        let ids = store
+            .search_chunk_ids(account, instance, key)
+            .map_err(|e| e.to_string())?;
+        if !ids.is_empty() {
+            index.delete_by_ids(ids).map_err(|e| e.to_string())?;
+        }
+        store
+            .search_file_delete(account, instance, key)
+            .map_err(|e| e.to_string())?;
+        log(&format!("{key}: deleted"), "info");
+    }
+    // The job is complete when its vectors can be found.
+    for _ in 0..6000 {
+        if index.is_caught_up() {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Err("the index did not apply the job's vectors within a minute".into())
+}
+
+pub async fn create_job(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    find(&state, account, id)?;
+    let job = start_job(&state, account, id, "user")?;
+    Ok(Json(Envelope::ok(job_object(&job))).into_response())
+}
+
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (page, per_page) = page_params(&q, 100)?;
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    find(&state, account, id)?;
+    let jobs = state
+        .app
+        .meter()
+        .store()
+        .search_jobs(account, id)
+        .map_err(internal)?;
+    Ok(one_page(
+        jobs.iter().map(job_object).collect(),
+        page,
+        per_page,
+    ))
+}
+
+fn find_job(state: &AppState, p: &HashMap<String, String>) -> Result<SearchJobRow, Failure> {
+    let (account, id, job) = (
+        param(p, "account_id"),
+        param(p, "instance_id"),
+        param(p, "job_id"),
+    );
+    find(state, account, id)?;
+    state
+        .app
+        .meter()
+        .store()
+        .search_jobs(account, id)
+        .map_err(internal)?
+        .into_iter()
+        .find(|j| j.id == job)
+        .ok_or_else(|| {
+            Failure(ApiError::detail(
+                ErrorCode::NoRoute,
+                format!("no job `{job}` in instance `{id}`"),
+            ))
+        })
+}
+
+pub async fn get_job(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let job = find_job(&state, &p)?;
+    Ok(Json(Envelope::ok(job_object(&job))).into_response())
+}
+
+pub async fn job_logs(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let job = find_job(&state, &p)?;
+    let logs = state
+        .app
+        .meter()
+        .store()
+        .search_job_logs(param(&p, "account_id"), param(&p, "instance_id"), &job.id)
+        .map_err(internal)?;
+    let out: Vec<Value> = logs
+        .into_iter()
+        .enumerate()
+        .map(|(i, (at, message, kind))| {
+            json!({"id": i, "created_at": hearth_vector::iso8601(at), "message": message, "message_type": kind})
+        })
+        .collect();
+    Ok(Json(Envelope::ok(out)).into_response())
+}
+
+pub async fn stats(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+) -> Result<Response, Failure> {
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    find(&state, account, id)?;
+    let store = state.app.meter().store();
+    let files = store.search_files(account, id).map_err(internal)?;
+    let running = store
+        .search_jobs(account, id)
+        .map_err(internal)?
+        .iter()
+        .any(|j| j.status == "running");
+    let count = |status: &str| files.iter().filter(|f| f.status == status).count();
+    Ok(Json(Envelope::ok(json!({
+        "queued": 0,
+        "running": usize::from(running),
+        "completed": count("completed"),
+        "error": count("error"),
+        "skipped": 0,
+        "outdated": 0,
+        "file_embed_errors": files.iter().filter(|f| f.status == "error").map(|f| json!({"key": f.key, "error": f.error})).collect::<Vec<_>>(),
+    })))
+    .into_response())
+}
+
+pub async fn search(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    let row = find(&state, account, id)?;
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let req: Value = body::parse_json(&bytes)?;
+    let query = match (req.get("query"), req.get("messages")) {
+        (Some(Value::String(q)), _) if !q.trim().is_empty() => q.clone(),
+        (_, Some(Value::Array(messages))) => messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| m.get("content").and_then(Value::as_str))
+            .map(str::to_string)
+            .ok_or_else(|| bad("`messages` needs a user message with text `content`"))?,
+        _ => return Err(bad("give `query` (a non-empty string) or `messages`")),
+    };
+    let settings = row.settings.as_object().cloned().unwrap_or_default();
+    let retrieval = req
+        .get("ai_search_options")
+        .and_then(|o| o.get("retrieval"))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let max_results = number(
+        &retrieval,
+        "max_num_results",
+        number(&settings, "max_num_results", 10.0, 1.0, 50.0)?,
+        1.0,
+        50.0,
+    )? as usize;
+    let threshold = number(
+        &retrieval,
+        "match_threshold",
+        number(&settings, "score_threshold", 0.4, 0.0, 1.0)?,
+        0.0,
+        1.0,
+    )? as f32;
+    let filter = match retrieval.get("filters") {
+        None | Some(Value::Null) => None,
+        Some(f) => Some(
+            Filter::parse(f)
+                .map_err(|e| bad(format!("`ai_search_options.retrieval.filters`: {e}")))?,
+        ),
+    };
+    let model = settings
+        .get("embedding_model")
+        .and_then(Value::as_str)
+        .unwrap_or(DEFAULT_EMBEDDING_MODEL)
+        .to_string();
+    let (embedder, _) = state.app.embedder(&model).await?;
+    let vector = embedder
+        .embed(vec![query.clone()], embedder.info().native_pooling)
+        .await
+        .map_err(|e| ApiError::from(hearth_runtime::AppError::from(e)))?
+        .vectors
+        .into_iter()
+        .next()
+        .ok_or_else(|| internal("no query vector"))?;
+    let index = state
+        .app
+        .vectorize()
+        .and_then(|v| v.get(account, &index_name(id)))
+        .map_err(ApiError::from)?;
+    let matches = index.query(
+        &vector,
+        &QueryOptions {
+            top_k: max_results,
+            namespace: None,
+            filter,
+            return_values: false,
+            return_metadata: ReturnMetadata::All,
+            ef: index.default_ef().max(max_results),
+        },
+    );
+    // AI Search scores run from 0 to 1: cosine similarity below 0 (the
+    // opposite direction) counts as no similarity.
+    let kept: Vec<_> = matches
+        .into_iter()
+        .map(|mut m| {
+            m.score = m.score.max(0.0);
+            m
+        })
+        .filter(|m| m.score >= threshold)
+        .collect();
+    let ids: Vec<String> = kept.iter().map(|m| m.id.clone()).collect();
+    let texts: HashMap<String, SearchChunkRow> = state
+        .app
+        .meter()
+        .store()
+        .search_chunks(account, id, &ids)
+        .map_err(internal)?
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    let chunks: Vec<Value> = kept
+        .iter()
+        .filter_map(|m| {
+            let c = texts.get(&m.id)?;
+            let meta = m.metadata.clone().unwrap_or_default();
+            Some(json!({
+                "id": m.id,
+                "type": "text",
+                "score": m.score,
+                "text": c.text,
+                "item": {
+                    "key": c.key,
+                    "timestamp": meta.get("timestamp"),
+                    "metadata": {"folder": meta.get("folder"), "filename": meta.get("filename")},
+                },
+            }))
+        })
+        .collect();
+    Ok(Json(Envelope::ok(json!({
+        "search_query": query,
+        "query_kind": "text",
+        "chunks": chunks,
+    })))
+    .into_response())
+}
