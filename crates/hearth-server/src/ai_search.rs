@@ -205,6 +205,16 @@ pub async fn create(
             checked.folder.display()
         )));
     }
+    // The data dir holds every account's data (and the store): no account
+    // may index it.
+    let data_dir = std::fs::canonicalize(&state.app.config().data_dir).map_err(internal)?;
+    let folder = std::fs::canonicalize(&checked.folder).map_err(internal)?;
+    if folder.starts_with(&data_dir) || data_dir.starts_with(&folder) {
+        return Err(bad(format!(
+            "`source`: {} holds Hearth's own data dir; index a folder outside it",
+            checked.folder.display()
+        )));
+    }
     settings.insert("embedding_model".into(), json!(checked.embedding_model));
     settings.insert("chunk_size".into(), json!(checked.chunking.size));
     settings.insert(

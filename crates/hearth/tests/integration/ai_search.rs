@@ -237,6 +237,20 @@ async fn bad_instances_and_searches_get_errors_naming_the_field() {
         let message = v["errors"][0]["message"].as_str().unwrap_or("");
         assert!(message.contains(needle), "{needle} not in {message}");
     }
+    // Hearth's own data dir (every account's data) is not a source.
+    let (status, _, v) = post_json(
+        &account_url("/ai-search/instances"),
+        &json!({"id": "snoop", "type": "local", "source": "/", "embedding_model": BGE_ALIAS}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("data dir"),
+        "{v}"
+    );
     let (status, _, _) = post_json(
         &account_url("/ai-search/instances/nowhere/search"),
         &json!({"query": "x"}),
