@@ -1,6 +1,7 @@
 //! HTTP surfaces over [`hearth_runtime::App`], built with axum.
 //!
-//! One module per surface ([`workers_ai`], [`openai`], [`embeddings`], [`vectorize`]), shared middleware
+//! One module per surface ([`workers_ai`], [`openai`], [`embeddings`], [`vectorize`],
+//! [`gateway`] and its data plane, [`finetunes`], [`markdown`], [`ai_search`]), shared middleware
 //! ([`auth`]: bearer tokens and account isolation), and the error mapping
 //! ([`error`]: every failure leaves as a Cloudflare envelope with the code and
 //! status of the public error table). Handlers stay thin: read the body,

@@ -1,6 +1,8 @@
 //! Rows that must survive a crash: the Neurons usage ledger, per-request
 //! analytics data points, model-terms agreements, the Batch API's queue,
-//! and AI Gateway's gateways, custom providers, logs and cache (`gateway`).
+//! AI Gateway's gateways, custom providers, logs and cache (`gateway`),
+//! fine-tunes (`finetunes`), and AI Search's instances, files, chunks and
+//! jobs (`search`).
 //!
 //! The embedded default is one SQLite database (`<data_dir>/hearth.db`) in
 //! WAL mode with `synchronous = NORMAL`: a committed write survives the
