@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::{GatewayRow, Store, StoreError, json_of};
+use crate::{GatewayRow, Store, StoreError};
 
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS search_instances (
@@ -116,14 +116,7 @@ impl Store {
             .query_row(
                 "SELECT id, settings, created_ms, modified_ms FROM search_instances WHERE account = ?1 AND id = ?2",
                 params![account, id],
-                |r| {
-                    Ok(GatewayRow {
-                        id: r.get(0)?,
-                        settings: json_of(r.get(1)?),
-                        created_ms: r.get(2)?,
-                        modified_ms: r.get(3)?,
-                    })
-                },
+                Store::gateway_from_row,
             )
             .optional()?)
     }
@@ -137,14 +130,7 @@ impl Store {
             "SELECT id, settings, created_ms, modified_ms FROM search_instances WHERE account = ?1 ORDER BY created_ms, id",
         )?;
         let rows = stmt
-            .query_map(params![account], |r| {
-                Ok(GatewayRow {
-                    id: r.get(0)?,
-                    settings: json_of(r.get(1)?),
-                    created_ms: r.get(2)?,
-                    modified_ms: r.get(3)?,
-                })
-            })?
+            .query_map(params![account], Store::gateway_from_row)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
