@@ -339,10 +339,16 @@ pub struct CacheRow {
 }
 
 impl Store {
-    /// Inserts a gateway; false when the id is taken in this account.
-    pub fn gateway_insert(&self, account: &str, row: &GatewayRow) -> Result<bool, StoreError> {
+    /// Inserts a row into a table of settings objects keyed by account and
+    /// id (`gateways`, `search_instances`); false when the id is taken.
+    pub(crate) fn settings_row_insert(
+        &self,
+        table: &'static str,
+        account: &str,
+        row: &GatewayRow,
+    ) -> Result<bool, StoreError> {
         let n = self.conn().execute(
-            "INSERT OR IGNORE INTO gateways VALUES (?1, ?2, ?3, ?4, ?5)",
+            &format!("INSERT OR IGNORE INTO {table} (account, id, settings, created_ms, modified_ms) VALUES (?1, ?2, ?3, ?4, ?5)"),
             params![
                 account,
                 row.id,
@@ -352,6 +358,45 @@ impl Store {
             ],
         )?;
         Ok(n == 1)
+    }
+
+    /// The account's row of a settings table whose `column` is `value`.
+    pub(crate) fn settings_row(
+        &self,
+        table: &'static str,
+        account: &str,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<GatewayRow>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT id, settings, created_ms, modified_ms FROM {table} WHERE account = ?1 AND {column} = ?2"),
+                params![account, value],
+                Self::gateway_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The account's rows of a settings table, oldest first.
+    pub(crate) fn settings_rows(
+        &self,
+        table: &'static str,
+        account: &str,
+    ) -> Result<Vec<GatewayRow>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT id, settings, created_ms, modified_ms FROM {table} WHERE account = ?1 ORDER BY created_ms, id"
+        ))?;
+        let rows = stmt
+            .query_map(params![account], Self::gateway_from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Inserts a gateway; false when the id is taken in this account.
+    pub fn gateway_insert(&self, account: &str, row: &GatewayRow) -> Result<bool, StoreError> {
+        self.settings_row_insert("gateways", account, row)
     }
 
     pub(crate) fn gateway_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GatewayRow> {
@@ -364,25 +409,11 @@ impl Store {
     }
 
     pub fn gateway_get(&self, account: &str, id: &str) -> Result<Option<GatewayRow>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 AND id = ?2",
-                params![account, id],
-                Self::gateway_from_row,
-            )
-            .optional()?)
+        self.settings_row("gateways", account, "id", id)
     }
 
     pub fn gateway_list(&self, account: &str) -> Result<Vec<GatewayRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, settings, created_ms, modified_ms FROM gateways WHERE account = ?1 ORDER BY created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map(params![account], Self::gateway_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.settings_rows("gateways", account)
     }
 
     pub fn gateway_update(&self, account: &str, row: &GatewayRow) -> Result<(), StoreError> {
@@ -740,28 +771,12 @@ impl Store {
         Ok(n == 1)
     }
 
-    fn custom_provider_where(
-        &self,
-        account: &str,
-        column: &str,
-        value: &str,
-    ) -> Result<Option<CustomProviderRow>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                &format!("SELECT id, settings, created_ms, modified_ms FROM custom_providers WHERE account = ?1 AND {column} = ?2"),
-                params![account, value],
-                Self::gateway_from_row,
-            )
-            .optional()?)
-    }
-
     pub fn custom_provider_get(
         &self,
         account: &str,
         id: &str,
     ) -> Result<Option<CustomProviderRow>, StoreError> {
-        self.custom_provider_where(account, "id", id)
+        self.settings_row("custom_providers", account, "id", id)
     }
 
     pub fn custom_provider_by_slug(
@@ -769,21 +784,14 @@ impl Store {
         account: &str,
         slug: &str,
     ) -> Result<Option<CustomProviderRow>, StoreError> {
-        self.custom_provider_where(account, "slug", slug)
+        self.settings_row("custom_providers", account, "slug", slug)
     }
 
     pub fn custom_provider_list(
         &self,
         account: &str,
     ) -> Result<Vec<CustomProviderRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, settings, created_ms, modified_ms FROM custom_providers WHERE account = ?1 ORDER BY created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map(params![account], Self::gateway_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.settings_rows("custom_providers", account)
     }
 
     /// Replaces a custom provider's settings; false when the new slug is taken.

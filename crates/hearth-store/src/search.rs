@@ -93,17 +93,7 @@ impl Store {
         account: &str,
         row: &SearchInstanceRow,
     ) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
-            "INSERT OR IGNORE INTO search_instances VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                account,
-                row.id,
-                row.settings.to_string(),
-                row.created_ms,
-                row.modified_ms
-            ],
-        )?;
-        Ok(n == 1)
+        self.settings_row_insert("search_instances", account, row)
     }
 
     pub fn search_instance_get(
@@ -111,28 +101,14 @@ impl Store {
         account: &str,
         id: &str,
     ) -> Result<Option<SearchInstanceRow>, StoreError> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT id, settings, created_ms, modified_ms FROM search_instances WHERE account = ?1 AND id = ?2",
-                params![account, id],
-                Store::gateway_from_row,
-            )
-            .optional()?)
+        self.settings_row("search_instances", account, "id", id)
     }
 
     pub fn search_instance_list(
         &self,
         account: &str,
     ) -> Result<Vec<SearchInstanceRow>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, settings, created_ms, modified_ms FROM search_instances WHERE account = ?1 ORDER BY created_ms, id",
-        )?;
-        let rows = stmt
-            .query_map(params![account], Store::gateway_from_row)?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        self.settings_rows("search_instances", account)
     }
 
     /// Deletes an instance with its files, chunks and jobs.
