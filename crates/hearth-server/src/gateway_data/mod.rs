@@ -326,6 +326,8 @@ struct Planned {
     /// `provider/path` as logged and keyed in the cache.
     path: String,
     model: String,
+    /// The body asks for a stream (never cached).
+    streaming: bool,
     aig: AigHeaders,
     policy: RetryPolicy,
     call: Call,
@@ -398,14 +400,17 @@ fn plan(
         policy = policy.with_step(config);
     }
     let target = target(state, &opened.account, provider, path, query)?;
+    // The body is read once for both facts the gateway acts on.
+    let peeked = peek(&body);
     let model = match &target {
         Target::WorkersAiRun { model } => model.clone(),
-        _ => peek(&body).model.unwrap_or_default(),
+        _ => peeked.model.unwrap_or_default(),
     };
     Ok(Planned {
         provider: provider.to_string(),
         path: format!("{provider}/{path}"),
         model,
+        streaming: peeked.stream.unwrap_or(false),
         aig,
         policy,
         call: Call {
@@ -555,11 +560,11 @@ async fn execute(
         provider,
         path,
         model,
+        streaming,
         aig,
         policy,
         call,
     } = planned;
-    let streaming = peek(&call.body).stream.unwrap_or(false);
     let ttl = aig.effective_ttl(&opened.gateway);
     let cacheable = ttl > 0 && !streaming;
     let generation = if opened
