@@ -17,7 +17,7 @@ use hearth_engine::{
     Pooling, Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
-use hearth_types::tools::{ResponseFormat, Tool, ToolChoice};
+use hearth_types::tools::OutputShape;
 use hearth_types::{ApiError, ErrorCode};
 use tokio::sync::OnceCell;
 
@@ -171,26 +171,6 @@ impl PromptInput {
         match source {
             PromptSource::Prompt(text) => PromptInput::Prompt { text, raw },
             PromptSource::Messages(m) => PromptInput::Messages(m),
-        }
-    }
-}
-
-/// What an answer must be besides free text: calls to offered tools, or
-/// JSON (JSON mode).
-#[derive(Debug, Clone, Default)]
-pub struct OutputShape {
-    pub tools: Vec<Tool>,
-    pub tool_choice: ToolChoice,
-    pub response_format: Option<ResponseFormat>,
-}
-
-impl OutputShape {
-    /// The tools the model is told about (none under `tool_choice: none`).
-    pub fn offered(&self) -> &[Tool] {
-        if self.tool_choice == ToolChoice::None {
-            &[]
-        } else {
-            &self.tools
         }
     }
 }

@@ -14,5 +14,5 @@ pub mod config;
 pub mod metering;
 
 pub use accounts::{Accounts, AccountsError};
-pub use app::{App, AppError, Generation, ModelStatus, OutputShape, PromptInput, Resolved};
+pub use app::{App, AppError, Generation, ModelStatus, PromptInput, Resolved};
 pub use config::{Config, ConfigError};

@@ -35,8 +35,7 @@ fn bad(message: impl Into<String>) -> Failure {
 }
 
 fn internal(e: impl std::fmt::Display) -> Failure {
-    tracing::error!(error = %e, "AI Search");
-    Failure(ApiError::plain(ErrorCode::Internal))
+    Failure::internal("AI Search", e)
 }
 
 fn not_found(id: &str) -> Failure {

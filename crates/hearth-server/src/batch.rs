@@ -32,8 +32,7 @@ pub const MAX_BATCH_BYTES: usize = 10_000_000;
 static QUEUED: Notify = Notify::const_new();
 
 fn store_error(e: hearth_store::StoreError) -> Failure {
-    tracing::error!(error = %e, "batch store failure");
-    Failure(ApiError::plain(ErrorCode::Internal))
+    Failure::internal("batch store", e)
 }
 
 /// A batch call: `?queueRequest=true`, or a body that is only `{request_id}`
@@ -203,11 +202,7 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
                     );
                 }
                 let prompt = PromptInput::from_source(valid.source, valid.raw);
-                let shape = hearth_runtime::OutputShape {
-                    tools: valid.tools,
-                    tool_choice: valid.tool_choice,
-                    response_format: valid.response_format,
-                };
+                let shape = valid.shape;
                 let mut generation = state
                     .app
                     .generate_with(

@@ -20,6 +20,15 @@ impl IntoResponse for Failure {
     }
 }
 
+impl Failure {
+    /// 5000 for a failure inside Hearth: logged here with what was being
+    /// done; the client reads only the table's generic message.
+    pub fn internal(doing: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, doing, "internal failure");
+        Failure(ApiError::plain(hearth_types::ErrorCode::Internal))
+    }
+}
+
 impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         Failure(e)

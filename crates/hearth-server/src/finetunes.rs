@@ -43,9 +43,8 @@ fn object(row: &FinetuneRow) -> Value {
     })
 }
 
-fn store_failure(e: hearth_store::StoreError) -> Failure {
-    tracing::error!(error = %e, "fine-tune store");
-    Failure(ApiError::plain(ErrorCode::Internal))
+fn internal(e: impl std::fmt::Display) -> Failure {
+    Failure::internal("fine-tunes", e)
 }
 
 fn dir_of(state: &AppState, account: &str, id: &str) -> PathBuf {
@@ -81,7 +80,7 @@ fn find(state: &AppState, account: &str, key: &str) -> Result<FinetuneRow, Failu
         .meter()
         .store()
         .finetune_get(account, key)
-        .map_err(store_failure)?
+        .map_err(internal)?
         .ok_or_else(|| {
             Failure(ApiError::detail(
                 ErrorCode::FinetuneNotFound,
@@ -126,7 +125,7 @@ pub async fn create(
     }
     base_weights(&state, &model)?;
     let store = state.app.meter().store();
-    if store.finetune_list(account).map_err(store_failure)?.len() >= MAX_FINETUNES {
+    if store.finetune_list(account).map_err(internal)?.len() >= MAX_FINETUNES {
         return Err(Failure(ApiError::invalid_input(format!(
             "an account holds at most {MAX_FINETUNES} fine-tunes"
         ))));
@@ -141,10 +140,7 @@ pub async fn create(
         created_ms: now,
         modified_ms: now,
     };
-    if !store
-        .finetune_insert(account, &row)
-        .map_err(store_failure)?
-    {
+    if !store.finetune_insert(account, &row).map_err(internal)? {
         return Err(Failure(ApiError::invalid_input(format!(
             "a fine-tune named `{}` already exists",
             row.name
@@ -162,7 +158,7 @@ pub async fn list(
         .meter()
         .store()
         .finetune_list(param(&p, "account_id"))
-        .map_err(store_failure)?;
+        .map_err(internal)?;
     Ok(Json(Envelope::ok(rows.iter().map(object).collect::<Vec<_>>())).into_response())
 }
 
@@ -191,7 +187,7 @@ pub async fn list_public(
         .meter()
         .store()
         .finetune_list_public()
-        .map_err(store_failure)?;
+        .map_err(internal)?;
     match q.get("orderBy").map(String::as_str) {
         None | Some("created_at") => {}
         Some("name") => rows.sort_by(|a, b| a.name.cmp(&b.name)),
@@ -212,7 +208,7 @@ async fn save_field(
     to: &FsPath,
     limit: u64,
 ) -> Result<(), Failure> {
-    let mut file = std::fs::File::create(to).map_err(|e| internal(&e))?;
+    let mut file = std::fs::File::create(to).map_err(internal)?;
     let mut written = 0u64;
     while let Some(chunk) = field.chunk().await.map_err(|e| {
         Failure(ApiError::invalid_input(format!(
@@ -226,15 +222,10 @@ async fn save_field(
                 format!("the file is over the {limit}-byte limit"),
             )));
         }
-        file.write_all(&chunk).map_err(|e| internal(&e))?;
+        file.write_all(&chunk).map_err(internal)?;
     }
-    file.sync_all().map_err(|e| internal(&e))?;
+    file.sync_all().map_err(internal)?;
     Ok(())
-}
-
-fn internal(e: &dyn std::fmt::Display) -> Failure {
-    tracing::error!(error = %e, "fine-tune asset");
-    Failure(ApiError::plain(ErrorCode::Internal))
 }
 
 pub async fn upload_asset(
@@ -245,7 +236,7 @@ pub async fn upload_asset(
     let account = param(&p, "account_id").to_string();
     let row = find(&state, &account, param(&p, "finetune_id"))?;
     let dir = dir_of(&state, &account, &row.id);
-    std::fs::create_dir_all(&dir).map_err(|e| internal(&e))?;
+    std::fs::create_dir_all(&dir).map_err(internal)?;
     let upload = dir.join(format!(".upload-{}", uuid::Uuid::new_v4().simple()));
     let outcome = receive(&state, &row, &dir, &upload, request).await;
     let _ = std::fs::remove_file(&upload);
@@ -298,13 +289,13 @@ async fn receive(
     }
     let target = dir.join(&file_name);
     if file_name == CONFIG_FILE {
-        let size = std::fs::metadata(upload).map_err(|e| internal(&e))?.len();
+        let size = std::fs::metadata(upload).map_err(internal)?.len();
         if size > MAX_CONFIG_BYTES {
             return Err(bad(format!(
                 "`{CONFIG_FILE}` is over {MAX_CONFIG_BYTES} bytes"
             )));
         }
-        let bytes = std::fs::read(upload).map_err(|e| internal(&e))?;
+        let bytes = std::fs::read(upload).map_err(internal)?;
         lora::read_config(&bytes).map_err(|e| bad(e.to_string()))?;
     }
     // A hard link never replaces: of two uploads of one file, one wins.
@@ -315,7 +306,7 @@ async fn receive(
                 "`{file_name}` was already uploaded; assets cannot be replaced, create a new fine-tune"
             )));
         }
-        Err(e) => return Err(internal(&e)),
+        Err(e) => return Err(internal(e)),
     }
     let config = dir.join(CONFIG_FILE);
     let weights = dir.join(WEIGHTS_FILE);
@@ -329,7 +320,7 @@ async fn receive(
             lora::convert(&cfg, &weights, &base, &out)
         })
         .await
-        .map_err(|e| internal(&e))?;
+        .map_err(internal)?;
         if let Err(e) = converted {
             // The asset that completed a bad pair is refused, so that the
             // other half is not stuck with it.

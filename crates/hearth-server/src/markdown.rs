@@ -82,9 +82,6 @@ pub async fn transform(request: Request) -> Result<Response, Failure> {
             .collect::<Vec<Value>>()
     })
     .await
-    .map_err(|e| {
-        tracing::error!(error = %e, "conversion task");
-        Failure(ApiError::plain(hearth_types::ErrorCode::Internal))
-    })?;
+    .map_err(|e| Failure::internal("conversion task", e))?;
     Ok(Json(Envelope::ok(results)).into_response())
 }

@@ -11,7 +11,7 @@ use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hearth_engine::textgen::Priority;
-use hearth_runtime::{OutputShape, PromptInput};
+use hearth_runtime::PromptInput;
 use hearth_types::tools::ToolCall;
 
 use hearth_types::openai::{
@@ -44,11 +44,7 @@ pub async fn chat_completions(
     let admission = Admission::admit(&state, account, &valid.model, &task)?;
     // Terms are accepted on the native endpoint (`prompt: "agree"`).
     crate::metering::agreement(&state, account, &valid.model, None)?;
-    let shape = OutputShape {
-        tools: valid.tools,
-        tool_choice: valid.tool_choice,
-        response_format: valid.response_format,
-    };
+    let shape = valid.shape;
     let mut generation = state
         .app
         .generate_with(

@@ -4,9 +4,8 @@
 //! until it is complete (a half-written call is of no use to a client).
 
 use hearth_engine::textgen::constrain::TOOL_CALL_OPEN;
-use hearth_runtime::OutputShape;
 use hearth_types::ApiError;
-use hearth_types::tools::{ResponseFormat, ToolCall, extract_tool_calls};
+use hearth_types::tools::{OutputShape, ResponseFormat, ToolCall, extract_tool_calls};
 use serde_json::Value;
 
 /// An answer after shaping.

@@ -12,7 +12,7 @@ use futures::Stream;
 use hearth_catalog::SearchQuery;
 use hearth_engine::GenEvent;
 use hearth_engine::textgen::Priority;
-use hearth_runtime::{Generation, OutputShape, PromptInput};
+use hearth_runtime::{Generation, PromptInput};
 use hearth_types::textgen::{
     PromptSource, TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
 };
@@ -195,11 +195,7 @@ pub async fn run_model(
         )?);
     }
     let prompt = PromptInput::from_source(valid.source, valid.raw);
-    let shape = OutputShape {
-        tools: valid.tools,
-        tool_choice: valid.tool_choice,
-        response_format: valid.response_format,
-    };
+    let shape = valid.shape;
     let mut generation = state
         .app
         .generate_with(

@@ -11,9 +11,7 @@ use crate::textgen::{
     ChatMessage, GenerationParams, RunOptions, Usage, ValidMessage, validate_messages,
     validate_params,
 };
-use crate::tools::{
-    ResponseFormat, Tool, ToolChoice, parse_response_format, parse_tool_choice, parse_tools,
-};
+use crate::tools::{OutputShape, parse_response_format};
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
@@ -65,21 +63,16 @@ pub struct ValidChatCompletion {
     pub include_usage: bool,
     pub params: GenerationParams,
     pub reject_if_busy: bool,
-    pub tools: Vec<Tool>,
-    pub tool_choice: ToolChoice,
-    pub response_format: Option<ResponseFormat>,
+    pub shape: OutputShape,
 }
 
 impl ChatCompletionRequest {
     pub fn validate(self) -> Result<ValidChatCompletion, ApiError> {
-        let tools = parse_tools(self.tools.as_deref().unwrap_or_default())?;
-        let tool_choice = parse_tool_choice(self.tool_choice.as_ref(), &tools)?;
-        let response_format = parse_response_format(self.response_format.as_ref(), true)?;
-        if !tools.is_empty() && response_format.is_some() && tool_choice != ToolChoice::None {
-            return Err(ApiError::invalid_input(
-                "give either `tools` or `response_format`, not both",
-            ));
-        }
+        let shape = OutputShape::with_tools(
+            self.tools.as_deref().unwrap_or_default(),
+            self.tool_choice.as_ref(),
+        )?
+        .with_format(parse_response_format(self.response_format.as_ref(), true)?)?;
         if let Some(n) = self.n
             && n != 1
         {
@@ -112,9 +105,7 @@ impl ChatCompletionRequest {
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             params,
             reject_if_busy: self.options.is_some_and(|o| o.reject_if_busy),
-            tools,
-            tool_choice,
-            response_format,
+            shape,
         })
     }
 }

@@ -8,9 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::ApiError;
-use crate::tools::{
-    ResponseFormat, Tool, ToolChoice, parse_response_format, parse_tool_choice, parse_tools,
-};
+use crate::tools::{OutputShape, ResponseFormat, parse_response_format};
 
 /// Workers AI's default `max_tokens` for nearly every text-generation model.
 pub const DEFAULT_MAX_TOKENS: u32 = 256;
@@ -207,9 +205,7 @@ pub struct ValidTextGeneration {
     pub stream: bool,
     pub params: GenerationParams,
     pub reject_if_busy: bool,
-    pub tools: Vec<Tool>,
-    pub tool_choice: ToolChoice,
-    pub response_format: Option<ResponseFormat>,
+    pub shape: OutputShape,
     /// A fine-tune's name or id whose adapter this run applies.
     pub lora: Option<String>,
 }
@@ -409,8 +405,10 @@ impl TextGenerationInput {
             self.frequency_penalty,
             self.presence_penalty,
         )?;
-        let tools = parse_tools(self.tools.as_deref().unwrap_or_default())?;
-        let tool_choice = parse_tool_choice(self.tool_choice.as_ref(), &tools)?;
+        let shape = OutputShape::with_tools(
+            self.tools.as_deref().unwrap_or_default(),
+            self.tool_choice.as_ref(),
+        )?;
         let mut response_format = parse_response_format(self.response_format.as_ref(), false)?;
         match self.guided_json {
             None | Some(Value::Null) => {}
@@ -433,25 +431,19 @@ impl TextGenerationInput {
                 "JSON mode (`response_format`) does not stream on Workers AI; drop `stream` or `response_format`",
             ));
         }
-        if self.raw && (!tools.is_empty() || response_format.is_some()) {
+        if self.raw && (!shape.tools.is_empty() || response_format.is_some()) {
             return Err(ApiError::invalid_input(
                 "`raw: true` skips the chat template that carries `tools`; use `messages` without `raw`",
             ));
         }
-        if !tools.is_empty() && response_format.is_some() && tool_choice != ToolChoice::None {
-            return Err(ApiError::invalid_input(
-                "give either `tools` or `response_format`, not both",
-            ));
-        }
+        let shape = shape.with_format(response_format)?;
         Ok(ValidTextGeneration {
             source,
             raw: self.raw,
             stream: self.stream,
             params,
             reject_if_busy: self.options.is_some_and(|o| o.reject_if_busy),
-            tools,
-            tool_choice,
-            response_format,
+            shape,
             lora: self.lora.filter(|l| !l.is_empty()),
         })
     }

@@ -56,6 +56,48 @@ pub enum ResponseFormat {
     JsonSchema(Value),
 }
 
+/// What an answer must be besides free text: calls to offered tools, or
+/// JSON (JSON mode). Both request surfaces validate into it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OutputShape {
+    pub tools: Vec<Tool>,
+    pub tool_choice: ToolChoice,
+    pub response_format: Option<ResponseFormat>,
+}
+
+impl OutputShape {
+    /// `tools` and `tool_choice` as a request gives them, checked.
+    pub fn with_tools(tools: &[Value], tool_choice: Option<&Value>) -> Result<Self, ApiError> {
+        let tools = parse_tools(tools)?;
+        let tool_choice = parse_tool_choice(tool_choice, &tools)?;
+        Ok(Self {
+            tools,
+            tool_choice,
+            response_format: None,
+        })
+    }
+
+    /// Adds JSON mode, which cannot be asked for beside callable tools.
+    pub fn with_format(mut self, format: Option<ResponseFormat>) -> Result<Self, ApiError> {
+        if !self.tools.is_empty() && format.is_some() && self.tool_choice != ToolChoice::None {
+            return Err(ApiError::invalid_input(
+                "give either `tools` or `response_format`, not both",
+            ));
+        }
+        self.response_format = format;
+        Ok(self)
+    }
+
+    /// The tools the model is told about (none under `tool_choice: none`).
+    pub fn offered(&self) -> &[Tool] {
+        if self.tool_choice == ToolChoice::None {
+            &[]
+        } else {
+            &self.tools
+        }
+    }
+}
+
 /// A call the model made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolCall {
