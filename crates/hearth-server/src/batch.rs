@@ -346,5 +346,9 @@ async fn run_job(state: &AppState, job: &BatchJob) -> Result<(), hearth_store::S
 /// Background work of a serving process.
 pub fn spawn_background(app: Arc<hearth_runtime::App>) {
     let gateway = crate::gateway_data::GatewayRuntime::start(Arc::clone(&app));
-    spawn_worker(AppState { app, gateway });
+    spawn_worker(AppState {
+        app,
+        gateway,
+        search_cache: Arc::default(),
+    });
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub app: Arc<App>,
     /// AI Gateway's response cache and log writer.
     pub gateway: Arc<gateway_data::GatewayRuntime>,
+    /// AI Search's answers, served again to similar questions.
+    pub search_cache: Arc<hearth_search::cache::SimilarityCache>,
 }
 
 impl AppState {
@@ -128,11 +130,36 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// The HTTP service and the gateway runtime, whose queued log entries
 /// `GatewayRuntime::flush` stores at a clean shutdown.
+/// The AI Search items routes under `base` (plain and namespaced paths).
+fn items_routes(base: &str) -> Router<AppState> {
+    use ai_search::items;
+    Router::new()
+        .route(
+            base,
+            get(items::list)
+                .post(items::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    items::MAX_UPLOAD_BYTES,
+                )),
+        )
+        .route(
+            &format!("{base}/{{item_id}}"),
+            get(items::get).delete(items::delete).patch(items::sync),
+        )
+        .route(&format!("{base}/{{item_id}}/chunks"), get(items::chunks))
+        .route(
+            &format!("{base}/{{item_id}}/download"),
+            get(items::download),
+        )
+        .route(&format!("{base}/{{item_id}}/logs"), get(items::logs))
+}
+
 pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
     let gateway = gateway_data::GatewayRuntime::start(Arc::clone(&app));
     let state = AppState {
         app,
         gateway: Arc::clone(&gateway),
+        search_cache: Arc::default(),
     };
     // Sync jobs a crash interrupted start again (they run on the runtime).
     if tokio::runtime::Handle::try_current().is_ok() {
@@ -174,7 +201,7 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
         )
         .route(
             "/ai-search/instances/{instance_id}/jobs/{job_id}",
-            get(ai_search::get_job),
+            get(ai_search::get_job).patch(ai_search::update_job),
         )
         .route(
             "/ai-search/instances/{instance_id}/jobs/{job_id}/logs",
@@ -187,6 +214,26 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
         .route(
             "/ai-search/instances/{instance_id}/search",
             post(ai_search::search),
+        )
+        .route(
+            "/ai-search/instances/{instance_id}/chat/completions",
+            post(ai_search::answer::chat_completions),
+        )
+        .merge(items_routes("/ai-search/instances/{instance_id}/items"))
+        .merge(items_routes(
+            "/ai-search/namespaces/{namespace}/instances/{instance_id}/items",
+        ))
+        .route(
+            "/autorag/rags/{instance_id}/search",
+            post(ai_search::legacy::search),
+        )
+        .route(
+            "/autorag/rags/{instance_id}/ai-search",
+            post(ai_search::legacy::ai_search),
+        )
+        .route(
+            "/autorag/rags/{instance_id}/sync",
+            axum::routing::patch(ai_search::legacy::sync),
         )
         .route(
             "/ai/finetunes/{finetune_id}/finetune-assets",

@@ -1,11 +1,14 @@
 //! AI Search rows: instances (their settings as the API takes them), the
 //! files each indexed (content hash, chunk count, status), the chunks' text
 //! (the vectors live in the instance's Vectorize index under the same ids),
-//! and sync jobs with their logs.
+//! each instance's keyword index (an FTS5 table of its own, so BM25's
+//! statistics and the rows never mix accounts), and sync jobs with their
+//! logs.
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
 
 use crate::{GatewayRow, Store, StoreError};
 
@@ -32,6 +35,11 @@ CREATE TABLE IF NOT EXISTS search_jobs (
     source TEXT NOT NULL, status TEXT NOT NULL, started_ms INTEGER NOT NULL,
     ended_ms INTEGER, end_reason TEXT,
     PRIMARY KEY (account, instance, id)
+);
+CREATE TABLE IF NOT EXISTS search_item_metadata (
+    account TEXT NOT NULL, instance TEXT NOT NULL, key TEXT NOT NULL,
+    metadata TEXT NOT NULL, created_ms INTEGER NOT NULL,
+    PRIMARY KEY (account, instance, key)
 );
 CREATE TABLE IF NOT EXISTS search_job_logs (
     account TEXT NOT NULL, instance TEXT NOT NULL, job TEXT NOT NULL,
@@ -86,6 +94,60 @@ fn job_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<SearchJobRow> {
     })
 }
 
+/// The FTS5 table holding an instance's keyword index. Named by a hash:
+/// account and instance ids never reach SQL text.
+fn keyword_table(account: &str, instance: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(account.as_bytes());
+    h.update([0]);
+    h.update(instance.as_bytes());
+    format!("search_kw_{}", &hex::encode(h.finalize())[..20])
+}
+
+fn has_table(tx: &rusqlite::Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(tx
+        .query_row(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Drops a file's chunks from the keyword index (when the instance has
+/// one) and from the chunk table.
+fn delete_file_chunks(
+    tx: &Transaction<'_>,
+    account: &str,
+    instance: &str,
+    key: &str,
+) -> Result<(), StoreError> {
+    let table = keyword_table(account, instance);
+    if has_table(tx, &table)? {
+        tx.execute(
+            &format!(
+                "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM search_chunks WHERE account = ?1 AND instance = ?2 AND key = ?3)"
+            ),
+            params![account, instance, key],
+        )?;
+    }
+    tx.execute(
+        "DELETE FROM search_chunks WHERE account = ?1 AND instance = ?2 AND key = ?3",
+        params![account, instance, key],
+    )?;
+    Ok(())
+}
+
+/// A keyword match: the chunk and its BM25 relevance (higher is better).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeywordMatch {
+    pub chunk: SearchChunkRow,
+    pub relevance: f64,
+    /// The file's modification time, for filters and results.
+    pub modified_ms: i64,
+}
+
 impl Store {
     /// Inserts an instance; `false` when the account has one of that id.
     pub fn search_instance_insert(
@@ -119,11 +181,16 @@ impl Store {
             "DELETE FROM search_instances WHERE account = ?1 AND id = ?2",
             params![account, id],
         )?;
+        tx.execute(
+            &format!("DROP TABLE IF EXISTS {}", keyword_table(account, id)),
+            [],
+        )?;
         for table in [
             "search_files",
             "search_chunks",
             "search_jobs",
             "search_job_logs",
+            "search_item_metadata",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE account = ?1 AND instance = ?2"),
@@ -204,22 +271,26 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "DELETE FROM search_chunks WHERE account = ?1 AND instance = ?2 AND key = ?3",
-            params![account, instance, file.key],
-        )?;
+        delete_file_chunks(&tx, account, instance, &file.key)?;
+        let table = keyword_table(account, instance);
+        let keyword = has_table(&tx, &table)?;
         for c in chunks {
-            tx.prepare_cached(
-                "INSERT OR REPLACE INTO search_chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                account,
-                instance,
-                c.id,
-                c.key,
-                c.index as i64,
-                c.text
-            ])?;
+            tx.prepare_cached("INSERT INTO search_chunks VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![
+                    account,
+                    instance,
+                    c.id,
+                    c.key,
+                    c.index as i64,
+                    c.text
+                ])?;
+            if keyword {
+                let rowid = tx.last_insert_rowid();
+                tx.prepare_cached(&format!(
+                    "INSERT INTO {table} (rowid, text) VALUES (?1, ?2)"
+                ))?
+                .execute(params![rowid, c.text])?;
+            }
         }
         tx.execute(
             "INSERT OR REPLACE INTO search_files VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -248,12 +319,11 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        for table in ["search_chunks", "search_files"] {
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE account = ?1 AND instance = ?2 AND key = ?3"),
-                params![account, instance, key],
-            )?;
-        }
+        delete_file_chunks(&tx, account, instance, key)?;
+        tx.execute(
+            "DELETE FROM search_files WHERE account = ?1 AND instance = ?2 AND key = ?3",
+            params![account, instance, key],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -286,6 +356,155 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Gives an instance a keyword index with this FTS5 `tokenize` option,
+    /// filled from the chunks it already holds (none at creation).
+    pub fn search_keyword_create(
+        &self,
+        account: &str,
+        instance: &str,
+        tokenize: &str,
+    ) -> Result<(), StoreError> {
+        let table = keyword_table(account, instance);
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(&format!("DROP TABLE IF EXISTS {table}"), [])?;
+        // Contentless: the text lives once, in search_chunks; the index
+        // keeps only terms, keyed by the chunk row's rowid.
+        tx.execute(
+            &format!(
+                "CREATE VIRTUAL TABLE {table} USING fts5(text, content='', contentless_delete=1, tokenize='{}')",
+                tokenize.replace('\'', "")
+            ),
+            [],
+        )?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} (rowid, text) SELECT rowid, text FROM search_chunks WHERE account = ?1 AND instance = ?2"
+            ),
+            params![account, instance],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes an instance's keyword index.
+    pub fn search_keyword_drop(&self, account: &str, instance: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            &format!("DROP TABLE IF EXISTS {}", keyword_table(account, instance)),
+            [],
+        )?;
+        Ok(())
+    }
+
+    /// The best `limit` chunks for an FTS5 query, by BM25. A query FTS5
+    /// cannot parse is the caller's bug (queries are built quoted), and is
+    /// reported as an error like any other.
+    pub fn search_keyword_query(
+        &self,
+        account: &str,
+        instance: &str,
+        fts_query: &str,
+        limit: usize,
+    ) -> Result<Vec<KeywordMatch>, StoreError> {
+        let table = keyword_table(account, instance);
+        let conn = self.conn();
+        if !has_table(&conn, &table)? {
+            return Ok(Vec::new());
+        }
+        let mut stmt = conn.prepare(&format!(
+            "SELECT c.id, c.key, c.idx, c.text, -k.rank, COALESCE(f.modified_ms, 0)
+             FROM (SELECT rowid, rank FROM {table} WHERE {table} MATCH ?1 ORDER BY rank LIMIT ?2) k
+             JOIN search_chunks c ON c.rowid = k.rowid
+             LEFT JOIN search_files f ON f.account = c.account AND f.instance = c.instance AND f.key = c.key
+             ORDER BY k.rank"
+        ))?;
+        let rows = stmt
+            .query_map(params![fts_query, limit as i64], |r| {
+                Ok(KeywordMatch {
+                    chunk: SearchChunkRow {
+                        id: r.get(0)?,
+                        key: r.get(1)?,
+                        index: r.get::<_, i64>(2)? as u64,
+                        text: r.get(3)?,
+                    },
+                    relevance: r.get(4)?,
+                    modified_ms: r.get(5)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Makes the next sync index a file again, changed or not.
+    pub fn search_file_mark_outdated(
+        &self,
+        account: &str,
+        instance: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE search_files SET hash = '', status = 'outdated' WHERE account = ?1 AND instance = ?2 AND key = ?3",
+            params![account, instance, key],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Records an uploaded item's custom metadata (a JSON object) and when
+    /// it was first uploaded; a later upload keeps the first time.
+    pub fn search_item_metadata_put(
+        &self,
+        account: &str,
+        instance: &str,
+        key: &str,
+        metadata: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO search_item_metadata VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (account, instance, key) DO UPDATE SET metadata = excluded.metadata",
+            params![account, instance, key, metadata.to_string(), now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Every item's custom metadata and first upload time, by key.
+    pub fn search_item_metadata(
+        &self,
+        account: &str,
+        instance: &str,
+    ) -> Result<BTreeMap<String, (serde_json::Value, i64)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT key, metadata, created_ms FROM search_item_metadata WHERE account = ?1 AND instance = ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![account, instance], |r| {
+                let text: String = r.get(1)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    (
+                        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+                        r.get::<_, i64>(2)?,
+                    ),
+                ))
+            })?
+            .collect::<Result<BTreeMap<_, _>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn search_item_metadata_delete(
+        &self,
+        account: &str,
+        instance: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "DELETE FROM search_item_metadata WHERE account = ?1 AND instance = ?2 AND key = ?3",
+            params![account, instance, key],
+        )?;
+        Ok(())
     }
 
     pub fn search_job_insert(
@@ -382,6 +601,25 @@ impl Store {
         Ok(())
     }
 
+    /// Every job's log lines of an instance, oldest first:
+    /// `(created_ms, message, message_type)`.
+    pub fn search_instance_logs(
+        &self,
+        account: &str,
+        instance: &str,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT created_ms, message, message_type FROM search_job_logs WHERE account = ?1 AND instance = ?2 ORDER BY rowid",
+        )?;
+        let rows = stmt
+            .query_map(params![account, instance], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// A job's log lines, oldest first: `(created_ms, message, message_type)`.
     pub fn search_job_logs(
         &self,
@@ -399,5 +637,99 @@ impl Store {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(key: &str, chunks: u64) -> SearchFileRow {
+        SearchFileRow {
+            key: key.into(),
+            hash: "h".into(),
+            size: 1,
+            modified_ms: 1_700_000_000_000,
+            chunks,
+            status: "completed".into(),
+            error: None,
+        }
+    }
+
+    fn chunk(key: &str, index: u64, text: &str) -> SearchChunkRow {
+        SearchChunkRow {
+            id: format!("{key}-{index}"),
+            key: key.into(),
+            index,
+            text: text.into(),
+        }
+    }
+
+    #[test]
+    fn keyword_index_follows_the_chunks_and_keeps_instances_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("hearth.db")).unwrap();
+        // Chunks written before the index exists are taken in at creation.
+        store
+            .search_file_indexed(
+                "acct",
+                "docs",
+                &file("a.md", 1),
+                &[chunk("a.md", 0, "Running rivers of Europe")],
+            )
+            .unwrap();
+        store
+            .search_keyword_create("acct", "docs", "porter unicode61 remove_diacritics 2")
+            .unwrap();
+        store
+            .search_file_indexed(
+                "acct",
+                "docs",
+                &file("b.md", 2),
+                &[
+                    chunk("b.md", 0, "The Danube runs east"),
+                    chunk("b.md", 1, "Mountains and lakes"),
+                ],
+            )
+            .unwrap();
+        let ids = |q: &str| -> Vec<String> {
+            store
+                .search_keyword_query("acct", "docs", q, 10)
+                .unwrap()
+                .into_iter()
+                .map(|m| m.chunk.id)
+                .collect()
+        };
+        // Porter stemming: "run" finds "Running" and "runs".
+        let mut run = ids("\"run\"");
+        run.sort();
+        assert_eq!(run, ["a.md-0", "b.md-0"]);
+        assert_eq!(ids("\"danube\" AND \"east\""), ["b.md-0"]);
+        let best = store
+            .search_keyword_query("acct", "docs", "\"lakes\"", 10)
+            .unwrap();
+        assert!(best[0].relevance > 0.0 && best[0].modified_ms == 1_700_000_000_000);
+        // Re-indexing a file replaces its terms; deleting it removes them.
+        store
+            .search_file_indexed(
+                "acct",
+                "docs",
+                &file("b.md", 1),
+                &[chunk("b.md", 0, "Deserts")],
+            )
+            .unwrap();
+        assert!(ids("\"danube\"").is_empty());
+        assert_eq!(ids("\"deserts\""), ["b.md-0"]);
+        store.search_file_delete("acct", "docs", "b.md").unwrap();
+        assert!(ids("\"deserts\"").is_empty());
+        // Another account's instance of the same name has its own index.
+        assert!(
+            store
+                .search_keyword_query("other", "docs", "\"rivers\"", 10)
+                .unwrap()
+                .is_empty()
+        );
+        store.search_instance_delete("acct", "docs").unwrap();
+        assert!(ids("\"rivers\"").is_empty());
     }
 }

@@ -100,6 +100,56 @@ impl Filter {
         }
         Ok(Filter { clauses })
     }
+
+    /// Whether metadata held outside an index (AI Search's keyword rows)
+    /// passes, with the index's semantics: a missing key equals nothing and
+    /// differs from everything, ranges compare numbers with numbers and
+    /// strings with strings.
+    pub fn matches(&self, metadata: &serde_json::Map<String, Value>) -> bool {
+        self.clauses.iter().all(|clause| {
+            let mut path = clause.key.split('.');
+            let first = path.next().and_then(|k| metadata.get(k));
+            let value = path.fold(first, |v, k| v.and_then(|v| v.get(k)));
+            let eq = |s: &Scalar| value.is_some_and(|v| scalar_eq(s, v));
+            match &clause.condition {
+                Condition::Eq(s) => eq(s),
+                Condition::Ne(s) => !eq(s),
+                Condition::In(list) => list.iter().any(eq),
+                Condition::Nin(list) => !list.iter().any(eq),
+                Condition::Range { lower, upper } => value.is_some_and(|v| {
+                    let within = |b: &Option<Bound>, below: bool| match b {
+                        None => true,
+                        Some(b) => match scalar_cmp(&b.value, v) {
+                            Some(std::cmp::Ordering::Equal) => b.inclusive,
+                            Some(std::cmp::Ordering::Less) => !below,
+                            Some(std::cmp::Ordering::Greater) => below,
+                            None => false,
+                        },
+                    };
+                    within(lower, false) && within(upper, true)
+                }),
+            }
+        })
+    }
+}
+
+fn scalar_eq(s: &Scalar, v: &Value) -> bool {
+    match (s, v) {
+        (Scalar::Null, Value::Null) => true,
+        (Scalar::Bool(a), Value::Bool(b)) => a == b,
+        (Scalar::Number(a), Value::Number(b)) => b.as_f64() == Some(*a),
+        (Scalar::String(a), Value::String(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// How a bound compares with a value (`Less`: the bound is below it).
+fn scalar_cmp(bound: &Scalar, v: &Value) -> Option<std::cmp::Ordering> {
+    match (bound, v) {
+        (Scalar::Number(a), Value::Number(b)) => a.partial_cmp(&b.as_f64()?),
+        (Scalar::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
+        _ => None,
+    }
 }
 
 fn validate_key(key: &str) -> Result<(), VectorError> {
@@ -224,6 +274,26 @@ mod tests {
                 .any(|c| c.key == "pandas.nice"
                     && c.condition == Condition::Eq(Scalar::Number(42.0)))
         );
+    }
+
+    #[test]
+    fn matches_metadata_as_the_index_does() {
+        let meta = json!({"folder": "docs/", "timestamp": 1700000000, "nested": {"n": 2}});
+        let meta = meta.as_object().cloned().unwrap_or_default();
+        let yes = |f: Value| Filter::parse(&f).map(|f| f.matches(&meta)).unwrap_or(false);
+        assert!(yes(json!({"folder": "docs/"})));
+        assert!(!yes(json!({"folder": "doc"})));
+        assert!(yes(json!({"folder": {"$ne": "x/"}, "missing": {"$ne": 1}})));
+        assert!(!yes(json!({"missing": "x"})));
+        assert!(yes(
+            json!({"timestamp": {"$gte": 1700000000, "$lt": 1700000001}})
+        ));
+        assert!(!yes(json!({"timestamp": {"$gt": 1700000000}})));
+        assert!(!yes(json!({"timestamp": {"$gt": "a"}})));
+        assert!(yes(
+            json!({"folder": {"$in": ["a/", "docs/"]}, "nested.n": 2})
+        ));
+        assert!(yes(json!({"folder": {"$gt": "doc", "$lte": "docs/z"}})));
     }
 
     #[test]

@@ -1,9 +1,17 @@
 //! AI Search v2 (`.../ai-search/instances`): instances over a local folder
 //! (`type: "local"`, `source` = the folder), sync jobs that convert, chunk,
 //! embed and upsert only new and changed files (and drop deleted ones), job
-//! listings and logs, stats, and `search` over the instance's own Vectorize
-//! index. Chunk ids are derived from the file key and position, so a job
-//! run again after a crash writes the same vectors, never duplicates.
+//! listings, logs and cancelling, stats, and `search` over the instance's
+//! own Vectorize index and keyword index ([`retrieval`]); cited answers
+//! ([`answer`]); the items API and built-in storage ([`items`]); the legacy
+//! AutoRAG surface ([`legacy`]). Chunk ids are
+//! derived from the file key and position, so a job run again after a
+//! crash writes the same vectors, never duplicates.
+
+pub mod answer;
+pub mod items;
+pub mod legacy;
+pub mod retrieval;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,15 +23,16 @@ use axum::response::{IntoResponse, Response};
 use hearth_search::chunk::{ChunkOptions, chunk};
 use hearth_search::source::{Selection, folder_of, plan, scan};
 use hearth_store::{SearchChunkRow, SearchFileRow, SearchInstanceRow, SearchJobRow};
-use hearth_types::vectorize::{IndexConfigRequest, MetadataType, ReturnMetadata};
+use hearth_types::vectorize::{IndexConfigRequest, MetadataType};
 use hearth_types::{ApiError, Envelope, ErrorCode};
-use hearth_vector::{Filter, QueryOptions, Record};
+use hearth_vector::Record;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::error::Failure;
 use crate::gateway::{one_page, page_params, param};
 use crate::{AppState, body};
+use retrieval::{IndexMethod, Retrieval, query_of, retrieve, tokenizer_of};
 
 /// The embedding model when an instance names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "@cf/baai/bge-m3";
@@ -62,6 +71,11 @@ fn index_name(id: &str) -> String {
         "ai-search-{}",
         &hex::encode(Sha256::digest(id.as_bytes()))[..16]
     )
+}
+
+/// A file's id in results and the items API: stable per key.
+fn file_id(key: &str) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 /// A chunk's id: the same file position always gets the same id.
@@ -124,19 +138,37 @@ fn strings(obj: Option<&Value>, key: &str) -> Result<Vec<String>, Failure> {
 /// What a sync needs from an instance's settings, checked.
 struct Settings {
     folder: PathBuf,
+    /// Files come from the items API into Hearth's own storage.
+    builtin: bool,
     selection: Selection,
     embedding_model: String,
     chunking: ChunkOptions,
 }
 
-fn settings_of(s: &Map<String, Value>) -> Result<Settings, Failure> {
-    let folder = match (s.get("type").and_then(Value::as_str), s.get("source")) {
-        (Some("local"), Some(Value::String(path))) if !path.is_empty() => PathBuf::from(path),
+/// Where an instance with built-in storage keeps its items.
+fn builtin_folder(state: &AppState, account: &str, id: &str) -> PathBuf {
+    state
+        .app
+        .config()
+        .data_dir
+        .join("ai-search")
+        .join(&hex::encode(Sha256::digest(account.as_bytes()))[..16])
+        .join(id)
+}
+
+fn settings_of(s: &Map<String, Value>, builtin_folder: PathBuf) -> Result<Settings, Failure> {
+    let source = s.get("source").filter(|v| !v.is_null());
+    let blank = source.is_none_or(|v| v.as_str().is_some_and(|p| p.trim().is_empty()));
+    let (folder, builtin) = match (s.get("type").and_then(Value::as_str), source) {
+        (Some("local"), Some(Value::String(path))) if !path.is_empty() => {
+            (PathBuf::from(path), false)
+        }
         (Some("local"), _) => return Err(bad("`source` must be the path of a folder")),
+        (None, _) if blank => (builtin_folder, true),
         (other, _) => {
             return Err(bad(format!(
-                "`type` must be \"local\" (a folder on this machine); {} sources are not built yet",
-                other.unwrap_or("managed-storage")
+                "`type` must be \"local\" (a folder on this machine), or omitted with no `source` for built-in storage (the items API); {} sources are not built yet",
+                other.unwrap_or("inferred")
             )));
         }
     };
@@ -157,6 +189,7 @@ fn settings_of(s: &Map<String, Value>) -> Result<Settings, Failure> {
     .map_err(|e| bad(e.to_string()))?;
     Ok(Settings {
         folder,
+        builtin,
         selection,
         embedding_model: s
             .get("embedding_model")
@@ -166,6 +199,141 @@ fn settings_of(s: &Map<String, Value>) -> Result<Settings, Failure> {
             .to_string(),
         chunking,
     })
+}
+
+/// Settles `index_method` (and the older `hybrid_search_enabled`), the
+/// keyword tokenizer and the fusion method, so the stored settings say
+/// what the instance does and a bad value is refused at creation.
+fn index_method(settings: &mut Map<String, Value>) -> Result<IndexMethod, Failure> {
+    match settings.get("index_method") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(m)) => {
+            for key in ["vector", "keyword"] {
+                if !matches!(m.get(key), Some(Value::Bool(_)) | None) {
+                    return Err(bad(format!("`index_method.{key}` must be a boolean")));
+                }
+            }
+        }
+        Some(_) => return Err(bad("`index_method` must be an object `{vector, keyword}`")),
+    }
+    let mut method = IndexMethod::of(settings);
+    match settings.get("hybrid_search_enabled") {
+        None | Some(Value::Null) => {}
+        Some(Value::Bool(hybrid)) => method.keyword |= *hybrid,
+        Some(_) => return Err(bad("`hybrid_search_enabled` must be a boolean")),
+    }
+    if !method.vector && !method.keyword {
+        return Err(bad(
+            "`index_method`: at least one of `vector` and `keyword` must be true",
+        ));
+    }
+    settings.insert(
+        "index_method".into(),
+        json!({"vector": method.vector, "keyword": method.keyword}),
+    );
+    if let Some(t) = settings
+        .get("indexing_options")
+        .and_then(|o| o.get("keyword_tokenizer"))
+        .filter(|t| !t.is_null())
+        && t.as_str()
+            .is_none_or(|t| hearth_search::retrieve::KeywordTokenizer::parse(t).is_none())
+    {
+        return Err(bad(format!(
+            "`indexing_options.keyword_tokenizer` must be porter or trigram, got {t}"
+        )));
+    }
+    Retrieval::from_request(settings, &Map::new(), "ai_search_options.retrieval.")?;
+    Ok(method)
+}
+
+/// Custom metadata fields an instance filters on (`custom_metadata`:
+/// `[{field_name, data_type}]`); each gets a metadata index beside the
+/// built-in folder, filename and timestamp.
+fn custom_metadata(settings: &Map<String, Value>) -> Result<Vec<(String, MetadataType)>, Failure> {
+    let list = match settings.get("custom_metadata") {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(bad(
+                "`custom_metadata` must be an array of {field_name, data_type}",
+            ));
+        }
+    };
+    // Vectorize allows ten metadata indexes; three are built in.
+    if list.len() > 7 {
+        return Err(bad(format!(
+            "`custom_metadata` holds at most 7 fields, got {}",
+            list.len()
+        )));
+    }
+    let mut out: Vec<(String, MetadataType)> = Vec::new();
+    for (i, field) in list.iter().enumerate() {
+        let name = field
+            .get("field_name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty() && n.len() <= 64)
+            .ok_or_else(|| {
+                bad(format!(
+                    "`custom_metadata[{i}].field_name` must be a name of 1 to 64 characters"
+                ))
+            })?;
+        if ["folder", "filename", "timestamp"].contains(&name) || out.iter().any(|(n, _)| n == name)
+        {
+            return Err(bad(format!(
+                "`custom_metadata[{i}].field_name`: `{name}` is taken"
+            )));
+        }
+        let kind = match field.get("data_type").and_then(Value::as_str) {
+            Some("text") => MetadataType::String,
+            Some("number" | "datetime") => MetadataType::Number,
+            Some("boolean") => MetadataType::Boolean,
+            _ => {
+                return Err(bad(format!(
+                    "`custom_metadata[{i}].data_type` must be text, number, boolean or datetime"
+                )));
+            }
+        };
+        out.push((name.to_string(), kind));
+    }
+    Ok(out)
+}
+
+/// The instance's Vectorize index, with the metadata indexes its filters use.
+fn create_vector_index(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    dimensions: usize,
+    custom: &[(String, MetadataType)],
+) -> Result<(), Failure> {
+    let vectorize = state.app.vectorize().map_err(ApiError::from)?;
+    let name = index_name(id);
+    vectorize
+        .create(
+            account,
+            hearth_types::vectorize::CreateIndexRequest {
+                name: name.clone(),
+                description: Some(format!("AI Search instance {id}")),
+                config: IndexConfigRequest {
+                    dimensions: Some(dimensions as i64),
+                    metric: Some("cosine".into()),
+                    preset: None,
+                },
+            },
+        )
+        .map_err(ApiError::from)?;
+    let index = vectorize.get(account, &name).map_err(ApiError::from)?;
+    let builtin = [
+        ("folder".to_string(), MetadataType::String),
+        ("filename".to_string(), MetadataType::String),
+        ("timestamp".to_string(), MetadataType::Number),
+    ];
+    for (property, kind) in builtin.iter().chain(custom) {
+        index
+            .create_metadata_index(property.clone(), *kind)
+            .map_err(ApiError::from)?;
+    }
+    Ok(())
 }
 
 fn find(state: &AppState, account: &str, id: &str) -> Result<SearchInstanceRow, Failure> {
@@ -197,8 +365,10 @@ pub async fn create(
         }
         None => return Err(bad("`id` is required")),
     };
-    let checked = settings_of(&settings)?;
-    if !checked.folder.is_dir() {
+    let checked = settings_of(&settings, builtin_folder(&state, &account, &id))?;
+    if checked.builtin {
+        std::fs::create_dir_all(&checked.folder).map_err(internal)?;
+    } else if !checked.folder.is_dir() {
         return Err(bad(format!(
             "`source`: {} is not a folder",
             checked.folder.display()
@@ -208,12 +378,14 @@ pub async fn create(
     // may index it.
     let data_dir = std::fs::canonicalize(&state.app.config().data_dir).map_err(internal)?;
     let folder = std::fs::canonicalize(&checked.folder).map_err(internal)?;
-    if folder.starts_with(&data_dir) || data_dir.starts_with(&folder) {
+    if !checked.builtin && (folder.starts_with(&data_dir) || data_dir.starts_with(&folder)) {
         return Err(bad(format!(
             "`source`: {} holds Hearth's own data dir; index a folder outside it",
             checked.folder.display()
         )));
     }
+    let method = index_method(&mut settings)?;
+    let custom = custom_metadata(&settings)?;
     settings.insert("embedding_model".into(), json!(checked.embedding_model));
     settings.insert("chunk_size".into(), json!(checked.chunking.size));
     settings.insert(
@@ -236,41 +408,21 @@ pub async fn create(
             embedder.info().max_tokens
         )));
     }
-    let vectorize = state.app.vectorize().map_err(ApiError::from)?;
-    let name = index_name(&id);
-    if state
-        .app
-        .meter()
-        .store()
+    let store = state.app.meter().store();
+    if store
         .search_instance_get(&account, &id)
         .map_err(internal)?
         .is_some()
     {
         return Err(bad(format!("an AI Search instance `{id}` already exists")));
     }
-    vectorize
-        .create(
-            &account,
-            hearth_types::vectorize::CreateIndexRequest {
-                name: name.clone(),
-                description: Some(format!("AI Search instance {id}")),
-                config: IndexConfigRequest {
-                    dimensions: Some(embedder.info().dimensions as i64),
-                    metric: Some("cosine".into()),
-                    preset: None,
-                },
-            },
-        )
-        .map_err(ApiError::from)?;
-    let index = vectorize.get(&account, &name).map_err(ApiError::from)?;
-    for (property, kind) in [
-        ("folder", MetadataType::String),
-        ("filename", MetadataType::String),
-        ("timestamp", MetadataType::Number),
-    ] {
-        index
-            .create_metadata_index(property.into(), kind)
-            .map_err(ApiError::from)?;
+    if method.keyword {
+        store
+            .search_keyword_create(&account, &id, tokenizer_of(&settings).fts5())
+            .map_err(internal)?;
+    }
+    if method.vector {
+        create_vector_index(&state, &account, &id, embedder.info().dimensions, &custom)?;
     }
     let now = state.app.meter().now_ms();
     let row = SearchInstanceRow {
@@ -334,6 +486,9 @@ pub async fn delete(
         .store()
         .search_instance_delete(account, id)
         .map_err(internal)?;
+    state
+        .search_cache
+        .invalidate(&answer::cache_scope(account, id));
     Ok(Json(Envelope::ok(object(&row))).into_response())
 }
 
@@ -362,6 +517,11 @@ fn start_job(
         .into_iter()
         .find(|j| j.status == "running")
     {
+        // It may have listed the files before the change that asks for
+        // this sync: another runs when it ends.
+        if let Ok(mut pending) = resync().lock() {
+            pending.insert((account.to_string(), instance.to_string()));
+        }
         return Ok(running);
     }
     let job = SearchJobRow {
@@ -384,13 +544,31 @@ fn start_job(
     Ok(job)
 }
 
+/// Instances that asked for a sync while one was running.
+fn resync() -> &'static std::sync::Mutex<std::collections::HashSet<(String, String)>> {
+    static PENDING: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashSet<(String, String)>>,
+    > = std::sync::OnceLock::new();
+    PENDING.get_or_init(Default::default)
+}
+
 fn spawn_job(state: AppState, account: String, instance: String, job: String) {
     tokio::spawn(async move {
         let outcome = sync(&state, &account, &instance, &job).await;
+        // Answers cached before may rest on chunks this job changed.
+        state
+            .search_cache
+            .invalidate(&answer::cache_scope(&account, &instance));
         let store = state.app.meter().store();
         let now = state.app.meter().now_ms();
+        let again = resync()
+            .lock()
+            .map(|mut p| p.remove(&(account.clone(), instance.clone())))
+            .unwrap_or(false);
         let (status, reason) = match &outcome {
-            Ok(()) => ("completed", "completed".to_string()),
+            Ok(Outcome::Completed) => ("completed", "completed".to_string()),
+            // Cancelling already ended the job.
+            Ok(Outcome::Cancelled) => return,
             Err(e) => ("error", e.clone()),
         };
         if let Err(e) = outcome {
@@ -398,6 +576,9 @@ fn spawn_job(state: AppState, account: String, instance: String, job: String) {
         }
         if let Err(e) = store.search_job_end(&account, &instance, &job, status, now, &reason) {
             tracing::error!(error = %e, "AI Search job state not stored");
+        }
+        if again && let Err(e) = start_job(&state, &account, &instance, "user") {
+            tracing::error!(error = %e.0.message, "AI Search follow-up sync not started");
         }
     });
 }
@@ -418,7 +599,12 @@ pub fn resume_jobs(state: &AppState) {
 
 /// One sync: only new and changed files are converted, chunked, embedded
 /// and upserted; deleted files lose their chunks.
-async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Result<(), String> {
+async fn sync(
+    state: &AppState,
+    account: &str,
+    instance: &str,
+    job: &str,
+) -> Result<Outcome, String> {
     let store = state.app.meter().store();
     let log = |message: &str, kind: &str| {
         let _ = store.search_job_log(
@@ -438,8 +624,12 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
         row.settings
             .as_object()
             .ok_or("settings are not an object")?,
+        builtin_folder(state, account, instance),
     )
     .map_err(|f| f.0.message)?;
+    let item_metadata = store
+        .search_item_metadata(account, instance)
+        .map_err(|e| e.to_string())?;
     let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
     let files = tokio::task::spawn_blocking(move || scan(&folder, &selection))
         .await
@@ -464,11 +654,22 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
         .embedder(&settings.embedding_model)
         .await
         .map_err(|e| ApiError::from(e).message)?;
-    let index = state
-        .app
-        .vectorize()
-        .and_then(|v| v.get(account, &index_name(instance)))
-        .map_err(|e| e.to_string())?;
+    let method = IndexMethod::of(
+        row.settings
+            .as_object()
+            .ok_or("settings are not an object")?,
+    );
+    let index = if method.vector {
+        Some(
+            state
+                .app
+                .vectorize()
+                .and_then(|v| v.get(account, &index_name(instance)))
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
     let failed = |file: &hearth_search::source::SourceFile, error: String| SearchFileRow {
         key: file.key.clone(),
         hash: file.hash.clone(),
@@ -490,6 +691,9 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
             .map_err(|e| e.to_string())?;
     }
     for file in &work.index {
+        if cancelled(store, account, instance, job)? {
+            return Ok(Outcome::Cancelled);
+        }
         let path = settings.folder.join(&file.key);
         let key = file.key.clone();
         let converted = tokio::task::spawn_blocking(move || {
@@ -518,7 +722,8 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
             .map(|c| markdown[c.range.clone()].to_string())
             .collect();
         let mut records = Vec::with_capacity(texts.len());
-        for (batch_no, batch) in texts.chunks(EMBED_BATCH).enumerate() {
+        let batches = if index.is_some() { texts.len() } else { 0 };
+        for (batch_no, batch) in texts[..batches].chunks(EMBED_BATCH).enumerate() {
             let out = embedder
                 .embed(batch.to_vec(), embedder.info().native_pooling)
                 .await
@@ -529,6 +734,13 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
                 metadata.insert("filename".into(), json!(file.key));
                 metadata.insert("folder".into(), json!(folder_of(&file.key)));
                 metadata.insert("timestamp".into(), json!(file.modified_ms / 1000));
+                // An item's custom metadata travels with its chunks (the
+                // built-in fields win a clash).
+                if let Some((Value::Object(custom), _)) = item_metadata.get(&file.key) {
+                    for (k, v) in custom {
+                        metadata.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
                 records.push(Record {
                     id: chunk_id(&file.key, n),
                     values,
@@ -537,17 +749,19 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
                 });
             }
         }
-        let stale: Vec<String> = store
-            .search_chunk_ids(account, instance, &file.key)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|id| !records.iter().any(|r| &r.id == id))
-            .collect();
-        if !records.is_empty() {
-            index.upsert(records).map_err(|e| e.to_string())?;
-        }
-        if !stale.is_empty() {
-            index.delete_by_ids(stale).map_err(|e| e.to_string())?;
+        if let Some(index) = &index {
+            let stale: Vec<String> = store
+                .search_chunk_ids(account, instance, &file.key)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|id| !records.iter().any(|r| &r.id == id))
+                .collect();
+            if !records.is_empty() {
+                index.upsert(records).map_err(|e| e.to_string())?;
+            }
+            if !stale.is_empty() {
+                index.delete_by_ids(stale).map_err(|e| e.to_string())?;
+            }
         }
         let chunk_rows: Vec<SearchChunkRow> = texts
             .into_iter()
@@ -577,7 +791,9 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
         let ids = store
             .search_chunk_ids(account, instance, key)
             .map_err(|e| e.to_string())?;
-        if !ids.is_empty() {
+        if let Some(index) = &index
+            && !ids.is_empty()
+        {
             index.delete_by_ids(ids).map_err(|e| e.to_string())?;
         }
         store
@@ -586,13 +802,37 @@ async fn sync(state: &AppState, account: &str, instance: &str, job: &str) -> Res
         log(&format!("{key}: deleted"), "info");
     }
     // The job is complete when its vectors can be found.
+    let Some(index) = index else {
+        return Ok(Outcome::Completed);
+    };
     for _ in 0..6000 {
         if index.is_caught_up() {
-            return Ok(());
+            return Ok(Outcome::Completed);
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     Err("the index did not apply the job's vectors within a minute".into())
+}
+
+/// How a sync that did not fail ended.
+enum Outcome {
+    Completed,
+    Cancelled,
+}
+
+/// Whether the job was cancelled (checked between files: a file is
+/// indexed whole or not at all).
+fn cancelled(
+    store: &hearth_store::Store,
+    account: &str,
+    instance: &str,
+    job: &str,
+) -> Result<bool, String> {
+    Ok(store
+        .search_jobs(account, instance)
+        .map_err(|e| e.to_string())?
+        .iter()
+        .any(|j| j.id == job && j.status == "cancelled"))
 }
 
 pub async fn create_job(
@@ -713,117 +953,89 @@ pub async fn search(
     let row = find(&state, account, id)?;
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let req: Value = body::parse_json(&bytes)?;
-    let query = match (req.get("query"), req.get("messages")) {
-        (Some(Value::String(q)), _) if !q.trim().is_empty() => q.clone(),
-        (_, Some(Value::Array(messages))) => messages
-            .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
-            .and_then(|m| m.get("content").and_then(Value::as_str))
-            .map(str::to_string)
-            .ok_or_else(|| bad("`messages` needs a user message with text `content`"))?,
-        _ => return Err(bad("give `query` (a non-empty string) or `messages`")),
-    };
+    let query = query_of(&req)?;
     let settings = row.settings.as_object().cloned().unwrap_or_default();
-    let retrieval = req
-        .get("ai_search_options")
-        .and_then(|o| o.get("retrieval"))
-        .and_then(Value::as_object)
-        .cloned()
-        .unwrap_or_default();
-    let max_results = number(
-        &retrieval,
-        "max_num_results",
-        number(&settings, "max_num_results", 10.0, 1.0, 50.0)?,
-        1.0,
-        50.0,
-    )? as usize;
-    let threshold = number(
-        &retrieval,
-        "match_threshold",
-        number(&settings, "score_threshold", 0.4, 0.0, 1.0)?,
-        0.0,
-        1.0,
-    )? as f32;
-    let filter = match retrieval.get("filters") {
-        None | Some(Value::Null) => None,
-        Some(f) => Some(
-            Filter::parse(f)
-                .map_err(|e| bad(format!("`ai_search_options.retrieval.filters`: {e}")))?,
-        ),
+    let retrieval = retrieval_of(&settings, &req)?;
+    let query = match answer::Rewrite::from_request(
+        &settings,
+        req.get("ai_search_options")
+            .and_then(|o| o.get("query_rewrite")),
+        None,
+    )? {
+        Some(how) => answer::rewrite(&state, account, &settings, &query, &how).await?,
+        None => query,
     };
-    let model = settings
-        .get("embedding_model")
-        .and_then(Value::as_str)
-        .unwrap_or(DEFAULT_EMBEDDING_MODEL)
-        .to_string();
-    let (embedder, _) = state.app.embedder(&model).await?;
-    let vector = embedder
-        .embed(vec![query.clone()], embedder.info().native_pooling)
-        .await
-        .map_err(|e| ApiError::from(hearth_runtime::AppError::from(e)))?
-        .vectors
-        .into_iter()
-        .next()
-        .ok_or_else(|| internal("no query vector"))?;
-    let index = state
-        .app
-        .vectorize()
-        .and_then(|v| v.get(account, &index_name(id)))
-        .map_err(ApiError::from)?;
-    let matches = index.query(
-        &vector,
-        &QueryOptions {
-            top_k: max_results,
-            namespace: None,
-            filter,
-            return_values: false,
-            return_metadata: ReturnMetadata::All,
-            ef: index.default_ef().max(max_results),
-        },
-    );
-    // AI Search scores run from 0 to 1: cosine similarity below 0 (the
-    // opposite direction) counts as no similarity.
-    let kept: Vec<_> = matches
-        .into_iter()
-        .map(|mut m| {
-            m.score = m.score.max(0.0);
-            m
-        })
-        .filter(|m| m.score >= threshold)
-        .collect();
-    let ids: Vec<String> = kept.iter().map(|m| m.id.clone()).collect();
-    let texts: HashMap<String, SearchChunkRow> = state
-        .app
-        .meter()
-        .store()
-        .search_chunks(account, id, &ids)
-        .map_err(internal)?
-        .into_iter()
-        .map(|c| (c.id.clone(), c))
-        .collect();
-    let chunks: Vec<Value> = kept
-        .iter()
-        .filter_map(|m| {
-            let c = texts.get(&m.id)?;
-            let meta = m.metadata.clone().unwrap_or_default();
-            Some(json!({
-                "id": m.id,
-                "type": "text",
-                "score": m.score,
-                "text": c.text,
-                "item": {
-                    "key": c.key,
-                    "timestamp": meta.get("timestamp"),
-                    "metadata": {"folder": meta.get("folder"), "filename": meta.get("filename")},
-                },
-            }))
-        })
-        .collect();
+    let found = retrieve(&state, account, id, &settings, &query, &retrieval).await?;
     Ok(Json(Envelope::ok(json!({
         "search_query": query,
         "query_kind": "text",
-        "chunks": chunks,
+        "chunks": found.iter().map(retrieval::Found::v2).collect::<Vec<_>>(),
     })))
     .into_response())
+}
+
+/// The retrieval a v2 request asks for: `ai_search_options.retrieval` and
+/// `.reranking` over the instance's settings.
+fn retrieval_of(settings: &Map<String, Value>, req: &Value) -> Result<Retrieval, Failure> {
+    let options = match req.get("ai_search_options") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(_) => return Err(bad("`ai_search_options` must be an object")),
+    };
+    let retrieval = match options.get("retrieval") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(r)) => r.clone(),
+        Some(_) => return Err(bad("`ai_search_options.retrieval` must be an object")),
+    };
+    let mut out = Retrieval::from_request(settings, &retrieval, "ai_search_options.retrieval.")?;
+    out.rerank =
+        retrieval::Rerank::from_request(settings, options.get("reranking"), "ai_search_options.")?;
+    Ok(out)
+}
+
+/// `PATCH .../jobs/{job_id}` with `{"action": "cancel"}`: the job stops
+/// before its next file; what it indexed stays.
+pub async fn update_job(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let job = find_job(&state, &p)?;
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let req: Value = body::parse_json(&bytes)?;
+    match req.get("action") {
+        Some(Value::String(a)) if a == "cancel" => {}
+        other => {
+            return Err(bad(format!(
+                "`action` must be \"cancel\", got {}",
+                other.map_or("nothing".to_string(), Value::to_string)
+            )));
+        }
+    }
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    let store = state.app.meter().store();
+    if job.status == "running" {
+        store
+            .search_job_end(
+                account,
+                id,
+                &job.id,
+                "cancelled",
+                state.app.meter().now_ms(),
+                "cancelled",
+            )
+            .map_err(internal)?;
+        store
+            .search_job_log(
+                account,
+                id,
+                &job.id,
+                state.app.meter().now_ms(),
+                "cancelled by the user",
+                "info",
+            )
+            .map_err(internal)?;
+    }
+    let job = find_job(&state, &p)?;
+    Ok(Json(Envelope::ok(job_object(&job))).into_response())
 }
