@@ -33,6 +33,9 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "vectorize.snapshot_after_bytes",
     ),
     ("HEARTH_QUEUE", "textgen.queue"),
+    ("HEARTH_R2_ENDPOINT", "search.r2.endpoint"),
+    ("HEARTH_R2_ACCESS_KEY_ID", "search.r2.access_key_id"),
+    ("HEARTH_R2_SECRET_ACCESS_KEY", "search.r2.secret_access_key"),
 ];
 
 /// Points at the config file when no `--config` flag is given.
@@ -49,6 +52,36 @@ pub enum ConfigError {
     Parse { origin: String, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+}
+
+/// AI Search sources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Folders a `type: "local"` instance may index (and their
+    /// subfolders). Empty: any folder the server can read, which suits one
+    /// developer's machine; set it when accounts must not read each
+    /// other's files.
+    pub roots: Vec<PathBuf>,
+    /// The S3-compatible storage `type: "r2"` instances read buckets from.
+    pub r2: Option<S3Config>,
+}
+
+/// An S3-compatible endpoint: R2 (`https://<account>.r2.cloudflarestorage.com`),
+/// S3, MinIO.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: String,
+    /// `auto` for R2.
+    #[serde(default = "default_region")]
+    pub region: String,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+fn default_region() -> String {
+    "auto".into()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -216,6 +249,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub batch: BatchConfig,
     pub gateway: GatewayConfig,
+    pub search: SearchConfig,
     /// Serve a catalog id with another entry's weights: `"@cf/meta/llama-3.1-8b-instruct" = "@cf/huggingfacetb/smollm2-135m-instruct"`.
     pub aliases: BTreeMap<String, String>,
 }
@@ -245,6 +279,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             batch: BatchConfig::default(),
             gateway: GatewayConfig::default(),
+            search: SearchConfig::default(),
             aliases: BTreeMap::new(),
         }
     }

@@ -18,7 +18,7 @@ pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 pub enum SourceError {
     #[error("`{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
-    #[error("cannot read the source folder {path}: {reason}")]
+    #[error("cannot read {path}: {reason}")]
     Read { path: String, reason: String },
 }
 
@@ -58,6 +58,11 @@ impl Selection {
             include: globs("include_items", include_items)?,
             exclude: globs("exclude_items", exclude_items)?,
         })
+    }
+
+    /// The key prefix every admitted key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Keys under the prefix, matching an include glob (when any are

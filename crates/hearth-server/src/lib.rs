@@ -128,8 +128,6 @@ pub fn router(app: Arc<App>) -> Router {
     service(app).0
 }
 
-/// The HTTP service and the gateway runtime, whose queued log entries
-/// `GatewayRuntime::flush` stores at a clean shutdown.
 /// The AI Search items routes under `base` (plain and namespaced paths).
 fn items_routes(base: &str) -> Router<AppState> {
     use ai_search::items;
@@ -154,6 +152,8 @@ fn items_routes(base: &str) -> Router<AppState> {
         .route(&format!("{base}/{{item_id}}/logs"), get(items::logs))
 }
 
+/// The HTTP service and the gateway runtime, whose queued log entries
+/// `GatewayRuntime::flush` stores at a clean shutdown.
 pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
     let gateway = gateway_data::GatewayRuntime::start(Arc::clone(&app));
     let state = AppState {
@@ -164,6 +164,7 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
     // Sync jobs a crash interrupted start again (they run on the runtime).
     if tokio::runtime::Handle::try_current().is_ok() {
         ai_search::resume_jobs(&state);
+        ai_search::spawn_scheduler(&state);
     }
     let account = Router::new()
         .route("/ai/run/{*model}", post(workers_ai::run))
@@ -193,7 +194,9 @@ pub fn service(app: Arc<App>) -> (Router, Arc<gateway_data::GatewayRuntime>) {
         )
         .route(
             "/ai-search/instances/{instance_id}",
-            get(ai_search::get).delete(ai_search::delete),
+            get(ai_search::get)
+                .put(ai_search::update)
+                .delete(ai_search::delete),
         )
         .route(
             "/ai-search/instances/{instance_id}/jobs",

@@ -20,7 +20,9 @@ pub use gateway::{
     AnalyticsRow, Body, Bucket, CacheRow, CustomProviderRow, FILTER_KEYS, FilterOp, LogFilter,
     LogQuery, LogRecord, ORDER_KEYS,
 };
-pub use search::{KeywordMatch, SearchChunkRow, SearchFileRow, SearchInstanceRow, SearchJobRow};
+pub use search::{
+    KeywordMatch, ScheduledInstance, SearchChunkRow, SearchFileRow, SearchInstanceRow, SearchJobRow,
+};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};

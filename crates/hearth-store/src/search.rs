@@ -139,6 +139,16 @@ fn delete_file_chunks(
     Ok(())
 }
 
+/// An instance as the sync scheduler sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledInstance {
+    pub account: String,
+    pub id: String,
+    pub settings: serde_json::Value,
+    /// When its latest sync began; `None` before the first.
+    pub last_job_started_ms: Option<i64>,
+}
+
 /// A keyword match: the chunk and its BM25 relevance (higher is better).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeywordMatch {
@@ -171,6 +181,54 @@ impl Store {
         account: &str,
     ) -> Result<Vec<SearchInstanceRow>, StoreError> {
         self.settings_rows("search_instances", account)
+    }
+
+    pub fn search_instance_update(
+        &self,
+        account: &str,
+        row: &SearchInstanceRow,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE search_instances SET settings = ?3, modified_ms = ?4 WHERE account = ?1 AND id = ?2",
+            params![account, row.id, row.settings.to_string(), row.modified_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Every account's instances with the start of their latest job, for
+    /// the sync scheduler.
+    pub fn search_instances_due(&self) -> Result<Vec<ScheduledInstance>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT i.account, i.id, i.settings,
+                    (SELECT MAX(j.started_ms) FROM search_jobs j WHERE j.account = i.account AND j.instance = i.id)
+             FROM search_instances i",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                let settings: String = r.get(2)?;
+                Ok(ScheduledInstance {
+                    account: r.get(0)?,
+                    id: r.get(1)?,
+                    settings: serde_json::from_str(&settings).unwrap_or(serde_json::Value::Null),
+                    last_job_started_ms: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Makes the next sync index every file again (the chunking changed).
+    pub fn search_files_mark_all_outdated(
+        &self,
+        account: &str,
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE search_files SET hash = '', status = 'outdated' WHERE account = ?1 AND instance = ?2",
+            params![account, instance],
+        )?;
+        Ok(())
     }
 
     /// Deletes an instance with its files, chunks and jobs.

@@ -1,5 +1,5 @@
 //! The `hearth` binary: command-line parsing and process wiring only
-//! (`serve`, `run`, `models`, `usage`, `vectorize`, `config`). `anyhow` lives here and nowhere else.
+//! (`serve`, `run`, `models`, `usage`, `vectorize`, `search`, `config`). `anyhow` lives here and nowhere else.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ use hearth_runtime::config::ConfigSources;
 use hearth_runtime::{App, Config, PromptInput};
 use hearth_types::textgen::validate_params;
 
+mod api_client;
+mod search_cli;
 mod vectorize_cli;
 
 #[derive(Parser)]
@@ -86,9 +88,16 @@ enum Command {
     /// Vectorize indexes of a running server.
     Vectorize {
         #[command(flatten)]
-        connection: vectorize_cli::Connection,
+        connection: api_client::Connection,
         #[command(subcommand)]
         command: vectorize_cli::VectorizeCommand,
+    },
+    /// AI Search instances of a running server: create, sync, query.
+    Search {
+        #[command(flatten)]
+        connection: api_client::Connection,
+        #[command(subcommand)]
+        command: search_cli::SearchCommand,
     },
     /// Configuration.
     Config {
@@ -188,6 +197,13 @@ async fn main() -> Result<()> {
             let config = load_config(&cli.global, Vec::new())?;
             vectorize_cli::run(config, connection, command).await
         }
+        Command::Search {
+            connection,
+            command,
+        } => {
+            let config = load_config(&cli.global, Vec::new())?;
+            search_cli::run(config, connection, command).await
+        }
         Command::Config {
             command: ConfigCommand::Check,
         } => {
@@ -198,6 +214,11 @@ async fn main() -> Result<()> {
             }
             if shown.hub_token.is_some() {
                 shown.hub_token = Some("<set>".into());
+            }
+            if let Some(r2) = &mut shown.search.r2
+                && r2.secret_access_key.is_some()
+            {
+                r2.secret_access_key = Some("<set>".into());
             }
             println!(
                 "{}",

@@ -6,22 +6,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use hearth_runtime::Config;
 use serde_json::{Value, json};
 
-#[derive(Args)]
-pub struct Connection {
-    /// Server base URL (default: http://<listen> from the config).
-    #[arg(long)]
-    url: Option<String>,
-    /// Account id (default: HEARTH_ACCOUNT_ID / config `account_id`).
-    #[arg(long)]
-    account: Option<String>,
-    /// API token (default: HEARTH_API_TOKEN / config `api_token`).
-    #[arg(long)]
-    token: Option<String>,
-}
+use crate::api_client::{Client, Connection};
 
 #[derive(Subcommand)]
 pub enum VectorizeCommand {
@@ -80,82 +69,13 @@ pub enum VectorizeCommand {
     },
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
-impl Client {
-    fn new(config: &Config, conn: Connection) -> Result<Self> {
-        let url = conn
-            .url
-            .unwrap_or_else(|| format!("http://{}", config.listen));
-        let account = conn
-            .account
-            .or_else(|| config.account_id.clone())
-            .context("no account: pass --account or set HEARTH_ACCOUNT_ID")?;
-        let token = conn
-            .token
-            .or_else(|| config.api_token.clone())
-            .context("no token: pass --token or set HEARTH_API_TOKEN")?;
-        Ok(Self {
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .build()?,
-            base: format!(
-                "{}/client/v4/accounts/{account}/vectorize/v2/indexes",
-                url.trim_end_matches('/')
-            ),
-            token,
-        })
-    }
-
-    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {}", self.base))?;
-        let status = resp.status();
-        let body: Value = resp
-            .json()
-            .await
-            .context("the server did not answer JSON")?;
-        if !status.is_success() || body["success"] != true {
-            let errors: Vec<String> = body["errors"]
-                .as_array()
-                .map(|errs| {
-                    errs.iter()
-                        .map(|e| {
-                            format!("{} ({})", e["message"].as_str().unwrap_or("?"), e["code"])
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            bail!("{status}: {}", errors.join("; "));
+async fn wait_for(client: &Client, name: &str, mutation: &str) -> Result<()> {
+    loop {
+        let info = client.get(&format!("/{name}/info")).await?;
+        if info["processedUpToMutation"] == mutation {
+            return Ok(());
         }
-        Ok(body["result"].clone())
-    }
-
-    async fn get(&self, path: &str) -> Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)))
-            .await
-    }
-
-    async fn post_json(&self, path: &str, body: &Value) -> Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
-    }
-
-    async fn wait_for(&self, name: &str, mutation: &str) -> Result<()> {
-        loop {
-            let info = self.get(&format!("/{name}/info")).await?;
-            if info["processedUpToMutation"] == mutation {
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -165,7 +85,7 @@ fn print(v: &Value) -> Result<()> {
 }
 
 pub async fn run(config: Config, conn: Connection, command: VectorizeCommand) -> Result<()> {
-    let client = Client::new(&config, conn)?;
+    let client = Client::new(&config, conn, "/vectorize/v2/indexes")?;
     match command {
         VectorizeCommand::Create {
             name,
@@ -294,7 +214,7 @@ async fn insert(
         bail!("{} holds no vectors", file.display());
     };
     if wait {
-        client.wait_for(name, &mutation).await?;
+        wait_for(client, name, &mutation).await?;
         eprintln!("applied up to mutation {mutation}");
     }
     print(&json!({"mutationId": mutation, "vectors": total}))

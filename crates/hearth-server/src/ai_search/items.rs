@@ -11,13 +11,14 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use hearth_search::source::{SourceFile, folder_of, scan};
+use hearth_search::source::{SourceFile, folder_of};
 use hearth_store::SearchFileRow;
 use hearth_types::Envelope;
 use serde_json::{Map, Value, json};
 
 use super::{
-    SearchInstanceRow, bad, builtin_folder, file_id, find, internal, settings_of, start_job,
+    SearchInstanceRow, Settings, bad, builtin_folder, file_id, find, internal, list_source,
+    read_source, settings_of, start_job,
 };
 use crate::error::Failure;
 use crate::gateway::{one_page, page_params, param};
@@ -33,6 +34,7 @@ const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(40);
 /// An instance's files on disk and in the index, joined.
 struct Items {
     row: SearchInstanceRow,
+    settings: Settings,
     folder: PathBuf,
     builtin: bool,
     on_disk: BTreeMap<String, SourceFile>,
@@ -47,16 +49,13 @@ async fn items(state: &AppState, account: &str, id: &str) -> Result<Items, Failu
         &row.settings.as_object().cloned().unwrap_or_default(),
         builtin_folder(state, account, id),
     )?;
-    let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
-    let files = tokio::task::spawn_blocking(move || scan(&folder, &selection))
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+    let files = list_source(state, &settings).await?;
     let store = state.app.meter().store();
     Ok(Items {
         row,
-        folder: settings.folder,
+        folder: settings.folder.clone(),
         builtin: settings.builtin,
+        settings,
         on_disk: files.into_iter().map(|f| (f.key.clone(), f)).collect(),
         indexed: store
             .search_files(account, id)
@@ -135,7 +134,11 @@ impl Items {
             "last_seen_at": hearth_vector::iso8601(modified),
             "metadata": meta,
             "namespace": "default",
-            "source_id": if self.builtin { "builtin".to_string() } else { format!("local:{}", self.folder.display()) },
+            "source_id": match (&self.settings.bucket, self.builtin) {
+                (Some(bucket), _) => format!("r2:{bucket}"),
+                (None, true) => "builtin".to_string(),
+                (None, false) => format!("local:{}", self.folder.display()),
+            },
             "status": status,
             "next_action": next_action,
             "error": row.and_then(|r| r.error.clone()),
@@ -492,12 +495,14 @@ pub async fn download(
     let (account, id) = ids(&p)?;
     let all = items(&state, account, id).await?;
     let key = all.key_of(param(&p, "item_id"))?;
-    let bytes = tokio::fs::read(all.folder.join(&key)).await.map_err(|_| {
-        Failure(hearth_types::ApiError::detail(
-            hearth_types::ErrorCode::NoRoute,
-            format!("item `{key}` is no longer in the source"),
-        ))
-    })?;
+    let (bytes, _) = read_source(&state, &all.settings, &key)
+        .await
+        .map_err(|e| {
+            Failure(hearth_types::ApiError::detail(
+                hearth_types::ErrorCode::NoRoute,
+                format!("item `{key}` cannot be read from the source: {e}"),
+            ))
+        })?;
     Response::builder()
         .header("content-type", content_type(&key))
         .body(Body::from(bytes))

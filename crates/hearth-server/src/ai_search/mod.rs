@@ -140,9 +140,81 @@ struct Settings {
     folder: PathBuf,
     /// Files come from the items API into Hearth's own storage.
     builtin: bool,
+    /// Files are the objects of this bucket of the `[search.r2]` store.
+    bucket: Option<String>,
     selection: Selection,
     embedding_model: String,
     chunking: ChunkOptions,
+}
+
+fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// A bucket of the server's S3-compatible store (`[search.r2]`).
+fn open_bucket(state: &AppState, name: &str) -> Result<hearth_search::bucket::Bucket, Failure> {
+    let Some(r2) = &state.app.config().search.r2 else {
+        return Err(bad(
+            "`type`: \"r2\" needs an S3-compatible store in the server's config (`[search.r2]` endpoint and keys)",
+        ));
+    };
+    hearth_search::bucket::Bucket::open(
+        &hearth_search::bucket::BucketOptions {
+            endpoint: r2.endpoint.clone(),
+            region: r2.region.clone(),
+            access_key_id: r2.access_key_id.clone(),
+            secret_access_key: r2.secret_access_key.clone(),
+        },
+        name,
+    )
+    .map_err(|e| bad(e.to_string()))
+}
+
+/// The files of an instance's source as a sync sees them.
+async fn list_source(
+    state: &AppState,
+    settings: &Settings,
+) -> Result<Vec<hearth_search::source::SourceFile>, Failure> {
+    if let Some(name) = &settings.bucket {
+        return open_bucket(state, name)?
+            .scan(&settings.selection)
+            .await
+            .map_err(|e| bad(format!("`source`: {e}")));
+    }
+    let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
+    tokio::task::spawn_blocking(move || scan(&folder, &selection))
+        .await
+        .map_err(internal)?
+        .map_err(|e| bad(e.to_string()))
+}
+
+/// One file's bytes and, for bucket objects, their user metadata.
+async fn read_source(
+    state: &AppState,
+    settings: &Settings,
+    key: &str,
+) -> Result<(Vec<u8>, Map<String, Value>), String> {
+    if let Some(name) = &settings.bucket {
+        let object = open_bucket(state, name)
+            .map_err(|f| f.0.message)?
+            .read(key)
+            .await
+            .map_err(|e| e.to_string())?;
+        let metadata = object
+            .metadata
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        return Ok((object.bytes, metadata));
+    }
+    let path = settings.folder.join(key);
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| format!("{key}: {e}"))?;
+    Ok((bytes, Map::new()))
 }
 
 /// Where an instance with built-in storage keeps its items.
@@ -159,15 +231,26 @@ fn builtin_folder(state: &AppState, account: &str, id: &str) -> PathBuf {
 fn settings_of(s: &Map<String, Value>, builtin_folder: PathBuf) -> Result<Settings, Failure> {
     let source = s.get("source").filter(|v| !v.is_null());
     let blank = source.is_none_or(|v| v.as_str().is_some_and(|p| p.trim().is_empty()));
+    let mut bucket = None;
     let (folder, builtin) = match (s.get("type").and_then(Value::as_str), source) {
         (Some("local"), Some(Value::String(path))) if !path.is_empty() => {
             (PathBuf::from(path), false)
+        }
+        (Some("r2"), Some(Value::String(name))) if valid_bucket(name) => {
+            bucket = Some(name.clone());
+            (PathBuf::new(), false)
+        }
+        (Some("r2"), other) => {
+            return Err(bad(format!(
+                "`source` must be a bucket name (3 to 63 of a-z, 0-9, `-`), got {}",
+                other.map_or("nothing".into(), Value::to_string)
+            )));
         }
         (Some("local"), _) => return Err(bad("`source` must be the path of a folder")),
         (None, _) if blank => (builtin_folder, true),
         (other, _) => {
             return Err(bad(format!(
-                "`type` must be \"local\" (a folder on this machine), or omitted with no `source` for built-in storage (the items API); {} sources are not built yet",
+                "`type` must be \"local\" (a folder on this machine), \"r2\" (a bucket of the server's S3-compatible store), or omitted with no `source` for built-in storage (the items API); {} sources are not built yet",
                 other.unwrap_or("inferred")
             )));
         }
@@ -190,6 +273,7 @@ fn settings_of(s: &Map<String, Value>, builtin_folder: PathBuf) -> Result<Settin
     Ok(Settings {
         folder,
         builtin,
+        bucket,
         selection,
         embedding_model: s
             .get("embedding_model")
@@ -199,6 +283,47 @@ fn settings_of(s: &Map<String, Value>, builtin_folder: PathBuf) -> Result<Settin
             .to_string(),
         chunking,
     })
+}
+
+/// How often an instance syncs by itself, in seconds, as Cloudflare allows.
+const SYNC_INTERVALS: [u64; 8] = [900, 1800, 3600, 7200, 14400, 21600, 43200, 86400];
+const DEFAULT_SYNC_INTERVAL: u64 = 21600;
+
+/// Checks and stores the settings any update may change: result limits,
+/// the sync interval and pausing.
+fn settle_editable(settings: &mut Map<String, Value>) -> Result<(), Failure> {
+    for (key, default, lo, hi) in [
+        ("max_num_results", 10.0, 1.0, 50.0),
+        ("score_threshold", 0.4, 0.0, 1.0),
+    ] {
+        let v = number(settings, key, default, lo, hi)?;
+        settings.insert(key.into(), json!(v));
+    }
+    let interval = match settings.get("sync_interval") {
+        None | Some(Value::Null) => DEFAULT_SYNC_INTERVAL,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| SYNC_INTERVALS.contains(n))
+            .ok_or_else(|| {
+                bad(format!(
+                    "`sync_interval` must be one of {SYNC_INTERVALS:?} seconds, got {v}"
+                ))
+            })?,
+    };
+    settings.insert("sync_interval".into(), json!(interval));
+    match settings.get("paused") {
+        None | Some(Value::Null) => {
+            settings.insert("paused".into(), json!(false));
+        }
+        Some(Value::Bool(_)) => {}
+        Some(_) => return Err(bad("`paused` must be a boolean")),
+    }
+    for key in ["cache", "reranking", "rewrite_query"] {
+        if !matches!(settings.get(key), None | Some(Value::Null | Value::Bool(_))) {
+            return Err(bad(format!("`{key}` must be a boolean")));
+        }
+    }
+    Ok(())
 }
 
 /// Settles `index_method` (and the older `hybrid_search_enabled`), the
@@ -366,7 +491,10 @@ pub async fn create(
         None => return Err(bad("`id` is required")),
     };
     let checked = settings_of(&settings, builtin_folder(&state, &account, &id))?;
-    if checked.builtin {
+    if checked.bucket.is_some() {
+        // The bucket must be there and readable now, not at the first sync.
+        list_source(&state, &checked).await?;
+    } else if checked.builtin {
         std::fs::create_dir_all(&checked.folder).map_err(internal)?;
     } else if !checked.folder.is_dir() {
         return Err(bad(format!(
@@ -376,9 +504,26 @@ pub async fn create(
     }
     // The data dir holds every account's data (and the store): no account
     // may index it.
+    let local = !checked.builtin && checked.bucket.is_none();
     let data_dir = std::fs::canonicalize(&state.app.config().data_dir).map_err(internal)?;
-    let folder = std::fs::canonicalize(&checked.folder).map_err(internal)?;
-    if !checked.builtin && (folder.starts_with(&data_dir) || data_dir.starts_with(&folder)) {
+    let folder = if local {
+        std::fs::canonicalize(&checked.folder).map_err(internal)?
+    } else {
+        PathBuf::new()
+    };
+    let roots = &state.app.config().search.roots;
+    if local
+        && !roots.is_empty()
+        && !roots
+            .iter()
+            .any(|r| std::fs::canonicalize(r).is_ok_and(|root| folder.starts_with(root)))
+    {
+        return Err(bad(format!(
+            "`source`: {} is outside the folders this server indexes (`[search] roots`)",
+            checked.folder.display()
+        )));
+    }
+    if local && (folder.starts_with(&data_dir) || data_dir.starts_with(&folder)) {
         return Err(bad(format!(
             "`source`: {} holds Hearth's own data dir; index a folder outside it",
             checked.folder.display()
@@ -392,13 +537,7 @@ pub async fn create(
         "chunk_overlap".into(),
         json!(checked.chunking.overlap_percent),
     );
-    for (key, default, lo, hi) in [
-        ("max_num_results", 10.0, 1.0, 50.0),
-        ("score_threshold", 0.4, 0.0, 1.0),
-    ] {
-        let v = number(&settings, key, default, lo, hi)?;
-        settings.insert(key.into(), json!(v));
-    }
+    settle_editable(&mut settings)?;
     let (embedder, _) = state.app.embedder(&checked.embedding_model).await?;
     if checked.chunking.size > embedder.info().max_tokens {
         return Err(bad(format!(
@@ -467,6 +606,159 @@ pub async fn get(
 ) -> Result<Response, Failure> {
     let row = find(&state, param(&p, "account_id"), param(&p, "instance_id"))?;
     Ok(Json(Envelope::ok(object(&row))).into_response())
+}
+
+/// Settings fixed when an instance is created.
+const FIXED: [&str; 5] = [
+    "type",
+    "source",
+    "embedding_model",
+    "custom_metadata",
+    "source_params",
+];
+
+/// `PUT .../instances/{id}`: changes the editable settings. Turning the
+/// keyword index on fills it from the stored chunks; turning vectors on,
+/// or changing the chunking, re-indexes every file.
+pub async fn update(
+    State(state): State<AppState>,
+    Path(p): Path<HashMap<String, String>>,
+    request: Request,
+) -> Result<Response, Failure> {
+    let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
+    let row = find(&state, account, id)?;
+    let bytes = body::read(request.into_body(), state.body_limit()).await?;
+    let Value::Object(changes) = body::parse_json::<Value>(&bytes)? else {
+        return Err(bad("the body must be a JSON object"));
+    };
+    let old = row.settings.as_object().cloned().unwrap_or_default();
+    let mut settings = old.clone();
+    for (key, value) in changes {
+        if key == "id" {
+            if value != json!(id) {
+                return Err(bad("`id` cannot be changed"));
+            }
+            continue;
+        }
+        if FIXED.contains(&key.as_str())
+            && old.get(&key).unwrap_or(&Value::Null) != &value
+            && !value.is_null()
+        {
+            return Err(bad(format!(
+                "`{key}` is fixed when the instance is created"
+            )));
+        }
+        settings.insert(key, value);
+    }
+    let checked = settings_of(&settings, builtin_folder(&state, account, id))?;
+    let method = index_method(&mut settings)?;
+    settle_editable(&mut settings)?;
+    settings.insert("chunk_size".into(), json!(checked.chunking.size));
+    settings.insert(
+        "chunk_overlap".into(),
+        json!(checked.chunking.overlap_percent),
+    );
+    let (embedder, _) = state.app.embedder(&checked.embedding_model).await?;
+    if checked.chunking.size > embedder.info().max_tokens {
+        return Err(bad(format!(
+            "`chunk_size` is {} but {} reads at most {} tokens",
+            checked.chunking.size,
+            checked.embedding_model,
+            embedder.info().max_tokens
+        )));
+    }
+    let was = IndexMethod::of(&old);
+    let store = state.app.meter().store();
+    let tokenizer_changed = tokenizer_of(&old) != tokenizer_of(&settings);
+    if method.keyword && (!was.keyword || tokenizer_changed) {
+        store
+            .search_keyword_create(account, id, tokenizer_of(&settings).fts5())
+            .map_err(internal)?;
+    } else if !method.keyword && was.keyword {
+        store.search_keyword_drop(account, id).map_err(internal)?;
+    }
+    let mut reindex = old.get("chunk_size") != settings.get("chunk_size")
+        || old.get("chunk_overlap") != settings.get("chunk_overlap");
+    if method.vector && !was.vector {
+        let custom = custom_metadata(&settings)?;
+        create_vector_index(&state, account, id, embedder.info().dimensions, &custom)?;
+        reindex = true;
+    } else if !method.vector && was.vector {
+        let vectorize = state.app.vectorize().map_err(ApiError::from)?;
+        match vectorize.delete(account, &index_name(id)) {
+            Ok(()) | Err(hearth_vector::VectorError::NotFound(_)) => {}
+            Err(e) => return Err(Failure(ApiError::from(e))),
+        }
+    }
+    let updated = SearchInstanceRow {
+        id: id.to_string(),
+        settings: Value::Object(settings),
+        created_ms: row.created_ms,
+        modified_ms: state.app.meter().now_ms(),
+    };
+    store
+        .search_instance_update(account, &updated)
+        .map_err(internal)?;
+    state
+        .search_cache
+        .invalidate(&answer::cache_scope(account, id));
+    if reindex {
+        store
+            .search_files_mark_all_outdated(account, id)
+            .map_err(internal)?;
+        start_job(&state, account, id, "user")?;
+    }
+    Ok(Json(Envelope::ok(object(&updated))).into_response())
+}
+
+/// How often the scheduler looks for instances due a sync.
+const SCHEDULE_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the task that syncs each instance every `sync_interval` seconds
+/// after its last job began, unless it is `paused` or already syncing.
+pub fn spawn_scheduler(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SCHEDULE_TICK);
+        loop {
+            tick.tick().await;
+            if let Err(e) = schedule_due(&state) {
+                tracing::error!(error = %e.0.message, "AI Search scheduler");
+            }
+        }
+    });
+}
+
+fn schedule_due(state: &AppState) -> Result<(), Failure> {
+    let store = state.app.meter().store();
+    let now = state.app.meter().now_ms();
+    for hearth_store::ScheduledInstance {
+        account,
+        id,
+        settings,
+        last_job_started_ms: last,
+    } in store.search_instances_due().map_err(internal)?
+    {
+        if settings.get("paused").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let interval = settings
+            .get("sync_interval")
+            .and_then(Value::as_u64)
+            .unwrap_or(DEFAULT_SYNC_INTERVAL) as i64
+            * 1000;
+        let due = last.is_none_or(|started| now - started >= interval);
+        let running = store
+            .search_jobs(&account, &id)
+            .map_err(internal)?
+            .iter()
+            .any(|j| j.status == "running");
+        if due && !running {
+            tracing::info!(%account, instance = %id, "scheduled AI Search sync");
+            start_job(state, &account, &id, "schedule")?;
+        }
+    }
+    Ok(())
 }
 
 pub async fn delete(
@@ -630,11 +922,9 @@ async fn sync(
     let item_metadata = store
         .search_item_metadata(account, instance)
         .map_err(|e| e.to_string())?;
-    let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
-    let files = tokio::task::spawn_blocking(move || scan(&folder, &selection))
+    let files = list_source(state, &settings)
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|f| f.0.message)?;
     let indexed = store
         .search_indexed(account, instance)
         .map_err(|e| e.to_string())?;
@@ -694,14 +984,30 @@ async fn sync(
         if cancelled(store, account, instance, job)? {
             return Ok(Outcome::Cancelled);
         }
-        let path = settings.folder.join(&file.key);
         let key = file.key.clone();
-        let converted = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            hearth_search::markdown::convert(&key, &bytes).map_err(|e| e.to_string())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let read = read_source(state, &settings, &key).await;
+        let object_metadata = read.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
+        let converted = match read {
+            Ok((bytes, _)) => tokio::task::spawn_blocking(move || {
+                hearth_search::markdown::convert(&key, &bytes).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| e.to_string())?,
+            Err(e) => Err(e),
+        };
+        // A bucket object's user metadata (`context` and the like) is its
+        // item metadata.
+        if !object_metadata.is_empty() {
+            store
+                .search_item_metadata_put(
+                    account,
+                    instance,
+                    &file.key,
+                    &Value::Object(object_metadata.clone()),
+                    state.app.meter().now_ms(),
+                )
+                .map_err(|e| e.to_string())?;
+        }
         let markdown = match converted {
             Ok(c) => c.markdown,
             Err(e) => {
@@ -736,10 +1042,12 @@ async fn sync(
                 metadata.insert("timestamp".into(), json!(file.modified_ms / 1000));
                 // An item's custom metadata travels with its chunks (the
                 // built-in fields win a clash).
-                if let Some((Value::Object(custom), _)) = item_metadata.get(&file.key) {
-                    for (k, v) in custom {
-                        metadata.entry(k.clone()).or_insert_with(|| v.clone());
-                    }
+                let stored = match item_metadata.get(&file.key) {
+                    Some((Value::Object(custom), _)) => Some(custom),
+                    _ => None,
+                };
+                for (k, v) in object_metadata.iter().chain(stored.into_iter().flatten()) {
+                    metadata.entry(k.clone()).or_insert_with(|| v.clone());
                 }
                 records.push(Record {
                     id: chunk_id(&file.key, n),
@@ -938,7 +1246,7 @@ pub async fn stats(
         "completed": count("completed"),
         "error": count("error"),
         "skipped": 0,
-        "outdated": 0,
+        "outdated": count("outdated"),
         "file_embed_errors": files.iter().filter(|f| f.status == "error").map(|f| json!({"key": f.key, "error": f.error})).collect::<Vec<_>>(),
     })))
     .into_response())

@@ -918,3 +918,156 @@ async fn built_in_storage_takes_items_with_metadata() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn instances_update_and_sync_on_their_interval() {
+    let m = scheduling_server();
+    let api = format!(
+        "{}/client/v4/accounts/{ACCOUNT}/ai-search/instances",
+        m.server.base
+    );
+    let send = |method: reqwest::Method, url: String, body: Option<Value>| async move {
+        let mut req = client().request(method, url).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        (status, resp.json::<Value>().await.expect("json"))
+    };
+    let jobs = |api: String| async move {
+        let (_, v) = send(reqwest::Method::GET, format!("{api}/scheduled/jobs"), None).await;
+        v["result"].as_array().cloned().unwrap_or_default()
+    };
+    let settle = |api: String, count: usize| async move {
+        for _ in 0..600 {
+            let list = jobs(api.clone()).await;
+            if list.len() >= count && list.iter().all(|j| j["status"] != "running") {
+                return list;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("no {count} finished jobs");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        "llamas.md",
+        b"# Llamas\n\nLlamas are camelids related to alpacas.\n",
+    );
+    let (status, v) = send(
+        reqwest::Method::POST,
+        api.clone(),
+        Some(json!({"id": "scheduled", "type": "local", "source": dir.path(), "embedding_model": BGE_ALIAS,
+                    "chunk_size": 128, "sync_interval": 900})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["sync_interval"], 900);
+    assert_eq!(v["result"]["paused"], false);
+    settle(api.clone(), 1).await;
+
+    // A file added to the folder is picked up by the scheduled sync, once
+    // the interval has passed on the server's clock.
+    write(
+        dir.path(),
+        "tea.md",
+        b"# Tea\n\nGreen tea comes from Camellia sinensis.\n",
+    );
+    m.clock.advance(901_000);
+    let list = settle(api.clone(), 2).await;
+    assert_eq!(list[0]["source"], "schedule", "{list:?}");
+    let (_, stats) = send(reqwest::Method::GET, format!("{api}/scheduled/stats"), None).await;
+    assert_eq!(stats["result"]["completed"], 2, "{stats}");
+
+    // Paused: the interval passes and nothing runs.
+    let (status, v) = send(
+        reqwest::Method::PUT,
+        format!("{api}/scheduled"),
+        Some(json!({"paused": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    m.clock.advance(901_000);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    assert_eq!(jobs(api.clone()).await.len(), 2);
+
+    // Turning keywords on fills the keyword index from the stored chunks.
+    let (status, v) = send(
+        reqwest::Method::PUT,
+        format!("{api}/scheduled"),
+        Some(json!({"index_method": {"vector": true, "keyword": true}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = send(
+        reqwest::Method::POST,
+        format!("{api}/scheduled/search"),
+        Some(json!({"query": "Camellia", "ai_search_options": {"retrieval": {"retrieval_type": "keyword", "match_threshold": 0}}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["chunks"][0]["item"]["key"], "tea.md", "{v}");
+    // A new chunk size re-indexes every file.
+    let (status, v) = send(
+        reqwest::Method::PUT,
+        format!("{api}/scheduled"),
+        Some(json!({"chunk_size": 96})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["chunk_size"], 96);
+    let list = settle(api.clone(), 3).await;
+    let id = list[0]["id"].as_str().expect("job id");
+    let (_, logs) = send(
+        reqwest::Method::GET,
+        format!("{api}/scheduled/jobs/{id}/logs"),
+        None,
+    )
+    .await;
+    assert!(
+        logs["result"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("2 files to index"),
+        "{logs}"
+    );
+    // Folders outside `[search] roots` are not indexed.
+    let (status, v) = send(
+        reqwest::Method::POST,
+        api.clone(),
+        Some(json!({"id": "outside", "type": "local", "source": "/usr/share", "embedding_model": BGE_ALIAS})),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("roots"),
+        "{v}"
+    );
+    // What cannot change says so.
+    for (body, needle) in [
+        (json!({"embedding_model": MINILM}), "`embedding_model`"),
+        (json!({"sync_interval": 60}), "`sync_interval`"),
+        (json!({"paused": "yes"}), "`paused`"),
+        (json!({"chunk_size": 10}), "`chunk_size`"),
+        (json!({"id": "renamed"}), "`id`"),
+    ] {
+        let (status, v) = send(
+            reqwest::Method::PUT,
+            format!("{api}/scheduled"),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{needle}: {v}"
+        );
+    }
+}

@@ -153,6 +153,26 @@ pub fn metered_server() -> &'static MeteredServer {
     })
 }
 
+/// A server of its own with a hand-moved clock, for AI Search's sync
+/// scheduler (no other test moves this clock), indexing folders under the
+/// temporary folder only.
+pub fn scheduling_server() -> &'static MeteredServer {
+    static SERVER: OnceLock<MeteredServer> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(&data);
+        config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
+        // Local sources only under the temporary folder.
+        config.search.roots = vec![std::env::temp_dir()];
+        let clock = Arc::new(hearth_runtime::metering::ManualClock::new(
+            1_795_867_200_000,
+        ));
+        let app = Arc::new(App::with_clock(config.clone(), clock.clone()).expect("app"));
+        let server = start_app(config, Arc::clone(&app), data);
+        MeteredServer { server, app, clock }
+    })
+}
+
 /// A server whose gateways reach two upstream providers over HTTP: `fault`
 /// (the test's fault-injecting server at `fault_base`) and `hearth2` (the
 /// shared server's OpenAI-compatible API, with a price table). `data_dir`
