@@ -62,7 +62,7 @@ call("POST", api, {
 })
 while True:
     jobs = call("GET", f"{api}/python-faq/jobs")["result"]
-    if jobs and all(j["status"] != "running" for j in jobs):
+    if jobs and all(j["status"] not in ("running", "queued") for j in jobs):
         break
     time.sleep(1)
 stats = call("GET", f"{api}/python-faq/stats")["result"]

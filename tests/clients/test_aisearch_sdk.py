@@ -29,7 +29,7 @@ def test_instance_sync_and_search(cf, hearth, tmp_path):
     assert created.id == "sdk-search"
     for _ in range(600):
         jobs = list(cf.aisearch.instances.jobs.list("sdk-search", account_id=acct))
-        if jobs and all(j.model_dump().get("status") != "running" for j in jobs):
+        if jobs and all(j.model_dump().get("status") not in ("running", "queued") for j in jobs):
             break
         time.sleep(0.05)
     job = cf.aisearch.instances.jobs.get(jobs[0].id, account_id=acct, id="sdk-search")
@@ -51,7 +51,7 @@ def test_instance_sync_and_search(cf, hearth, tmp_path):
 def wait_for_jobs(cf, acct, instance):
     for _ in range(600):
         jobs = list(cf.aisearch.instances.jobs.list(instance, account_id=acct))
-        if jobs and all(j.model_dump().get("status") != "running" for j in jobs):
+        if jobs and all(j.model_dump().get("status") not in ("running", "queued") for j in jobs):
             return jobs
         time.sleep(0.05)
     raise AssertionError(f"the sync of {instance} did not finish")

@@ -587,6 +587,116 @@ impl Store {
         Ok(())
     }
 
+    /// Asks for a sync in one transaction: with none running, `job` is
+    /// stored as running and returned as started; with one running, a
+    /// queued job (the one already queued, else `job` stored as queued)
+    /// runs after it, since the running one may have listed the files
+    /// before the change that asked.
+    pub fn search_job_request(
+        &self,
+        account: &str,
+        instance: &str,
+        job: &SearchJobRow,
+    ) -> Result<(SearchJobRow, bool), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let find = |status: &str| -> Result<Option<SearchJobRow>, StoreError> {
+            Ok(tx
+                .query_row(
+                    "SELECT id, source, status, started_ms, ended_ms, end_reason FROM search_jobs
+                     WHERE account = ?1 AND instance = ?2 AND status = ?3 LIMIT 1",
+                    params![account, instance, status],
+                    job_of,
+                )
+                .optional()?)
+        };
+        let (row, started) = if find("running")?.is_none() {
+            (
+                SearchJobRow {
+                    status: "running".into(),
+                    ..job.clone()
+                },
+                true,
+            )
+        } else if let Some(queued) = find("queued")? {
+            return Ok((queued, false));
+        } else {
+            (
+                SearchJobRow {
+                    status: "queued".into(),
+                    ..job.clone()
+                },
+                false,
+            )
+        };
+        tx.execute(
+            "INSERT INTO search_jobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                account,
+                instance,
+                row.id,
+                row.source,
+                row.status,
+                row.started_ms,
+                row.ended_ms,
+                row.end_reason
+            ],
+        )?;
+        tx.commit()?;
+        Ok((row, started))
+    }
+
+    /// Starts the queued job of an instance when none is running: it
+    /// becomes running from `now_ms` and is returned.
+    pub fn search_job_promote(
+        &self,
+        account: &str,
+        instance: &str,
+        now_ms: i64,
+    ) -> Result<Option<SearchJobRow>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let running: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM search_jobs WHERE account = ?1 AND instance = ?2 AND status = 'running'",
+            params![account, instance],
+            |r| r.get(0),
+        )?;
+        if running > 0 {
+            return Ok(None);
+        }
+        let queued = tx
+            .query_row(
+                "SELECT id, source, status, started_ms, ended_ms, end_reason FROM search_jobs
+                 WHERE account = ?1 AND instance = ?2 AND status = 'queued' LIMIT 1",
+                params![account, instance],
+                job_of,
+            )
+            .optional()?;
+        let Some(mut job) = queued else {
+            return Ok(None);
+        };
+        tx.execute(
+            "UPDATE search_jobs SET status = 'running', started_ms = ?4 WHERE account = ?1 AND instance = ?2 AND id = ?3",
+            params![account, instance, job.id, now_ms],
+        )?;
+        tx.commit()?;
+        job.status = "running".into();
+        job.started_ms = now_ms;
+        Ok(Some(job))
+    }
+
+    /// Instances with a queued job, of every account: `(account, instance)`.
+    pub fn search_jobs_queued(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT DISTINCT account, instance FROM search_jobs WHERE status = 'queued'",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     pub fn search_job_end(
         &self,
         account: &str,

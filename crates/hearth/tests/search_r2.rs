@@ -88,7 +88,11 @@ async fn settled(client: &reqwest::Client, api: &str, count: usize) -> Value {
         )
         .await;
         let jobs = v["result"].as_array().cloned().unwrap_or_default();
-        if jobs.len() >= count && jobs.iter().all(|j| j["status"] != "running") {
+        if jobs.len() >= count
+            && jobs
+                .iter()
+                .all(|j| j["status"] != "running" && j["status"] != "queued")
+        {
             return jobs[0].clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;

@@ -752,7 +752,7 @@ fn schedule_due(state: &AppState) -> Result<(), Failure> {
             .search_jobs(&account, &id)
             .map_err(internal)?
             .iter()
-            .any(|j| j.status == "running");
+            .any(|j| j.status == "running" || j.status == "queued");
         if due && !running {
             tracing::info!(%account, instance = %id, "scheduled AI Search sync");
             start_job(state, &account, &id, "schedule")?;
@@ -795,27 +795,16 @@ fn job_object(job: &SearchJobRow) -> Value {
     })
 }
 
-/// Starts a sync job unless one is running; returns the running one.
+/// Asks for a sync: it starts now, or, when one is running (it may have
+/// listed the files before the change that asks), it is queued to run
+/// after it. Both are stored before the caller answers, so a crash loses
+/// neither.
 fn start_job(
     state: &AppState,
     account: &str,
     instance: &str,
     source: &str,
 ) -> Result<SearchJobRow, Failure> {
-    let store = state.app.meter().store();
-    if let Some(running) = store
-        .search_jobs(account, instance)
-        .map_err(internal)?
-        .into_iter()
-        .find(|j| j.status == "running")
-    {
-        // It may have listed the files before the change that asks for
-        // this sync: another runs when it ends.
-        if let Ok(mut pending) = resync().lock() {
-            pending.insert((account.to_string(), instance.to_string()));
-        }
-        return Ok(running);
-    }
     let job = SearchJobRow {
         id: uuid::Uuid::new_v4().to_string(),
         source: source.to_string(),
@@ -824,24 +813,41 @@ fn start_job(
         ended_ms: None,
         end_reason: None,
     };
-    store
-        .search_job_insert(account, instance, &job)
+    let (job, started) = state
+        .app
+        .meter()
+        .store()
+        .search_job_request(account, instance, &job)
         .map_err(internal)?;
-    spawn_job(
-        state.clone(),
-        account.to_string(),
-        instance.to_string(),
-        job.id.clone(),
-    );
+    if started {
+        spawn_job(
+            state.clone(),
+            account.to_string(),
+            instance.to_string(),
+            job.id.clone(),
+        );
+    }
     Ok(job)
 }
 
-/// Instances that asked for a sync while one was running.
-fn resync() -> &'static std::sync::Mutex<std::collections::HashSet<(String, String)>> {
-    static PENDING: std::sync::OnceLock<
-        std::sync::Mutex<std::collections::HashSet<(String, String)>>,
-    > = std::sync::OnceLock::new();
-    PENDING.get_or_init(Default::default)
+/// Runs the instance's queued job, if one waits and none runs.
+fn start_queued(state: &AppState, account: &str, instance: &str) {
+    let now = state.app.meter().now_ms();
+    match state
+        .app
+        .meter()
+        .store()
+        .search_job_promote(account, instance, now)
+    {
+        Ok(Some(job)) => spawn_job(
+            state.clone(),
+            account.to_string(),
+            instance.to_string(),
+            job.id,
+        ),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "AI Search queued sync not started"),
+    }
 }
 
 fn spawn_job(state: AppState, account: String, instance: String, job: String) {
@@ -853,32 +859,29 @@ fn spawn_job(state: AppState, account: String, instance: String, job: String) {
             .invalidate(&answer::cache_scope(&account, &instance));
         let store = state.app.meter().store();
         let now = state.app.meter().now_ms();
-        let again = resync()
-            .lock()
-            .map(|mut p| p.remove(&(account.clone(), instance.clone())))
-            .unwrap_or(false);
-        let (status, reason) = match &outcome {
-            Ok(Outcome::Completed) => ("completed", "completed".to_string()),
+        let ended = match &outcome {
+            Ok(Outcome::Completed) => Some(("completed", "completed".to_string())),
             // Cancelling already ended the job.
-            Ok(Outcome::Cancelled) => return,
-            Err(e) => ("error", e.clone()),
+            Ok(Outcome::Cancelled) => None,
+            Err(e) => Some(("error", e.clone())),
         };
-        if let Err(e) = outcome {
-            let _ = store.search_job_log(&account, &instance, &job, now, &e, "error");
+        if let Err(e) = &outcome {
+            let _ = store.search_job_log(&account, &instance, &job, now, e, "error");
         }
-        if let Err(e) = store.search_job_end(&account, &instance, &job, status, now, &reason) {
+        if let Some((status, reason)) = ended
+            && let Err(e) = store.search_job_end(&account, &instance, &job, status, now, &reason)
+        {
             tracing::error!(error = %e, "AI Search job state not stored");
         }
-        if again && let Err(e) = start_job(&state, &account, &instance, "user") {
-            tracing::error!(error = %e.0.message, "AI Search follow-up sync not started");
-        }
+        start_queued(&state, &account, &instance);
     });
 }
 
 /// Jobs a crash or a stop interrupted run again from the start; chunk ids
 /// are deterministic, so what they had written is overwritten, not doubled.
 pub fn resume_jobs(state: &AppState) {
-    match state.app.meter().store().search_jobs_running() {
+    let store = state.app.meter().store();
+    match store.search_jobs_running() {
         Ok(jobs) => {
             for (account, instance, job) in jobs {
                 tracing::info!(%account, %instance, job = %job.id, "resuming AI Search sync");
@@ -886,6 +889,15 @@ pub fn resume_jobs(state: &AppState) {
             }
         }
         Err(e) => tracing::error!(error = %e, "AI Search jobs not resumed"),
+    }
+    // Queued behind a job that ended just before the crash.
+    match store.search_jobs_queued() {
+        Ok(instances) => {
+            for (account, instance) in instances {
+                start_queued(state, &account, &instance);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "AI Search queued jobs not started"),
     }
 }
 
@@ -1322,7 +1334,7 @@ pub async fn update_job(
     }
     let (account, id) = (param(&p, "account_id"), param(&p, "instance_id"));
     let store = state.app.meter().store();
-    if job.status == "running" {
+    if job.status == "running" || job.status == "queued" {
         store
             .search_job_end(
                 account,

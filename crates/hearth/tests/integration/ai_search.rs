@@ -60,7 +60,11 @@ async fn settled(instance: &str) -> Value {
     for _ in 0..1200 {
         let jobs = get(&format!("/ai-search/instances/{instance}/jobs")).await;
         let list = jobs["result"].as_array().cloned().unwrap_or_default();
-        if !list.is_empty() && list.iter().all(|j| j["status"] != "running") {
+        if !list.is_empty()
+            && list
+                .iter()
+                .all(|j| j["status"] != "running" && j["status"] != "queued")
+        {
             return list[0].clone();
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -942,7 +946,11 @@ async fn instances_update_and_sync_on_their_interval() {
     let settle = |api: String, count: usize| async move {
         for _ in 0..600 {
             let list = jobs(api.clone()).await;
-            if list.len() >= count && list.iter().all(|j| j["status"] != "running") {
+            if list.len() >= count
+                && list
+                    .iter()
+                    .all(|j| j["status"] != "running" && j["status"] != "queued")
+            {
                 return list;
             }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
