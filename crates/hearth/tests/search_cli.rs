@@ -4,26 +4,12 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{ACCOUNT, TOKEN, free_port, models_dir, spawn_server, wait_ready};
+use common::{free_port, models_dir, spawn_server, wait_ready};
 
 const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
 
 fn cli(port: u16, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("search")
-        .args(["--url", &format!("http://127.0.0.1:{port}")])
-        .args(args)
-        .env("HEARTH_ACCOUNT_ID", ACCOUNT)
-        .env("HEARTH_API_TOKEN", TOKEN)
-        .output()
-        .expect("hearth runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli("search", port, args)
 }
 
 #[tokio::test]

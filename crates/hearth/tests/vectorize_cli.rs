@@ -3,25 +3,11 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{ACCOUNT, TOKEN, free_port, spawn_server, wait_ready};
+use common::{free_port, spawn_server, wait_ready};
 use serde_json::{Value, json};
 
 fn cli(port: u16, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
-        .arg("vectorize")
-        .args(["--url", &format!("http://127.0.0.1:{port}")])
-        .args(args)
-        .env("HEARTH_ACCOUNT_ID", ACCOUNT)
-        .env("HEARTH_API_TOKEN", TOKEN)
-        .output()
-        .expect("hearth runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::cli("vectorize", port, args)
 }
 
 #[tokio::test]

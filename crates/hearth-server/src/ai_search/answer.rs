@@ -113,10 +113,6 @@ pub async fn start(
     chunks: &[Found],
     options: AnswerOptions,
 ) -> Result<Answering, Failure> {
-    let model = model_of(state, settings, &options);
-    let task = state.app.resolve(&model)?.task;
-    let admission = Admission::admit(state, account, &model, &task)?;
-    crate::metering::agreement(state, account, &model, None)?;
     let instructions = options
         .system_prompt
         .clone()
@@ -140,6 +136,22 @@ pub async fn start(
         ),
     )];
     messages.extend(conversation.into_iter().filter(|m| m.role != "system"));
+    generate(state, account, settings, messages, options).await
+}
+
+/// Runs the generation model on `messages`, admitted and charged as
+/// Workers AI usage of `account`.
+async fn generate(
+    state: &AppState,
+    account: &str,
+    settings: &Map<String, Value>,
+    messages: Vec<ValidMessage>,
+    options: AnswerOptions,
+) -> Result<Answering, Failure> {
+    let model = model_of(state, settings, &options);
+    let task = state.app.resolve(&model)?.task;
+    let admission = Admission::admit(state, account, &model, &task)?;
+    crate::metering::agreement(state, account, &model, None)?;
     let generation = state
         .app
         .generate_with(
@@ -226,10 +238,6 @@ pub async fn rewrite(
             ..GenerationParams::default()
         },
     };
-    let model = model_of(state, settings, &options);
-    let task = state.app.resolve(&model)?.task;
-    let admission = Admission::admit(state, account, &model, &task)?;
-    crate::metering::agreement(state, account, &model, None)?;
     let messages = vec![
         ValidMessage::new(
             "system",
@@ -237,22 +245,7 @@ pub async fn rewrite(
         ),
         ValidMessage::new("user", query),
     ];
-    let generation = state
-        .app
-        .generate_with(
-            &model,
-            PromptInput::Messages(messages),
-            &OutputShape::default(),
-            options.params,
-            false,
-            Priority::Interactive,
-        )
-        .await?;
-    let mut answering = Answering {
-        generation,
-        admission,
-        model,
-    };
+    let mut answering = generate(state, account, settings, messages, options).await?;
     let (text, _, _) = finish(state, &mut answering).await?;
     Ok(rewritten_query(&text).unwrap_or_else(|| query.to_string()))
 }
@@ -380,7 +373,31 @@ pub fn cache_threshold(
     }
 }
 
-fn with_cache_status(mut response: Response, status: &'static str) -> Response {
+/// Where a generated answer goes in the similarity cache once it is whole.
+pub struct CacheSlot {
+    cache: std::sync::Arc<hearth_search::cache::SimilarityCache>,
+    scope: String,
+    context: String,
+    question: String,
+}
+
+impl CacheSlot {
+    pub fn new(state: &AppState, scope: String, context: String, question: String) -> Self {
+        Self {
+            cache: std::sync::Arc::clone(&state.search_cache),
+            scope,
+            context,
+            question,
+        }
+    }
+
+    pub fn put(&self, answer: Value) {
+        self.cache
+            .put(&self.scope, &self.context, &self.question, answer);
+    }
+}
+
+pub fn with_cache_status(mut response: Response, status: &'static str) -> Response {
     response
         .headers_mut()
         .insert(CACHE_STATUS, axum::http::HeaderValue::from_static(status));
@@ -482,22 +499,10 @@ pub async fn chat_completions(
     }
     let mut answering = start(&state, account, &settings, conversation, &found, options).await?;
     let resolved = answering.generation.resolved.clone();
-    let cache = caching.map(|_| {
-        (
-            std::sync::Arc::clone(&state.search_cache),
-            scope,
-            context,
-            question,
-        )
-    });
+    let remember = caching.map(|_| CacheSlot::new(&state, scope, context, question));
     let store = move |text: &str, chunks: &Value| {
-        if let Some((cache, scope, context, question)) = &cache {
-            cache.put(
-                scope,
-                context,
-                question,
-                json!({"content": text, "chunks": chunks}),
-            );
+        if let Some(slot) = &remember {
+            slot.put(json!({"content": text, "chunks": chunks}));
         }
     };
     let mut response = if stream {

@@ -368,11 +368,22 @@ pub async fn upload(
             .search_item_metadata_put(account, id, &key, &metadata, state.app.meter().now_ms())
             .map_err(internal)?;
     }
-    start_job(&state, account, id, "user")?;
+    index_item(&state, account, id, &key, wait).await
+}
+
+/// Syncs the instance and answers with the item, once indexed if `wait`.
+async fn index_item(
+    state: &AppState,
+    account: &str,
+    id: &str,
+    key: &str,
+    wait: bool,
+) -> Result<Response, Failure> {
+    start_job(state, account, id, "user")?;
     let item = if wait {
-        wait_for(&state, account, id, &key).await?
+        wait_for(state, account, id, key).await?
     } else {
-        items(&state, account, id).await?.object(&key)
+        items(state, account, id).await?.object(key)
     };
     Ok(Json(Envelope::ok(item)).into_response())
 }
@@ -425,13 +436,8 @@ pub async fn sync(
         .store()
         .search_file_mark_outdated(account, id, &key)
         .map_err(internal)?;
-    start_job(&state, account, id, "user")?;
-    let item = if req.get("wait_for_completion") == Some(&Value::Bool(true)) {
-        wait_for(&state, account, id, &key).await?
-    } else {
-        items(&state, account, id).await?.object(&key)
-    };
-    Ok(Json(Envelope::ok(item)).into_response())
+    let wait = req.get("wait_for_completion") == Some(&Value::Bool(true));
+    index_item(&state, account, id, &key, wait).await
 }
 
 pub async fn chunks(

@@ -18,8 +18,8 @@ use hearth_types::textgen::ValidMessage;
 use serde_json::{Map, Value, json};
 
 use super::answer::{
-    AnswerOptions, CACHE_STATUS, NO_MATCH_ANSWER, Rewrite, cache_scope, cache_threshold, finish,
-    rewrite, start, text_stream,
+    AnswerOptions, CacheSlot, NO_MATCH_ANSWER, Rewrite, cache_scope, cache_threshold, finish,
+    rewrite, start, text_stream, with_cache_status,
 };
 use super::retrieval::{Found, Rerank, Retrieval, retrieve};
 use super::{bad, file_id, find, start_job};
@@ -181,13 +181,6 @@ fn fixed(stream: bool, page: Value) -> Response {
     Json(Envelope::ok(page)).into_response()
 }
 
-fn cache_status(mut response: Response, status: &'static str) -> Response {
-    response
-        .headers_mut()
-        .insert(CACHE_STATUS, axum::http::HeaderValue::from_static(status));
-    response
-}
-
 pub async fn ai_search(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
@@ -222,7 +215,7 @@ pub async fn ai_search(
             .search_cache
             .get(&scope, &context, &question, threshold)
     {
-        return Ok(cache_status(fixed(stream, hit), "HIT"));
+        return Ok(with_cache_status(fixed(stream, hit), "HIT"));
     }
     let found = found_for(&state, &p, &mut prepared).await?;
     let result = page(&prepared.req.search_query, &found);
@@ -240,17 +233,10 @@ pub async fn ai_search(
     )
     .await?;
     let resolved = answering.generation.resolved.clone();
-    let cache = caching.map(|_| {
-        (
-            std::sync::Arc::clone(&state.search_cache),
-            scope,
-            context,
-            question,
-        )
-    });
+    let remember = caching.map(|_| CacheSlot::new(&state, scope, context, question));
     let store = move |page: &Value| {
-        if let Some((cache, scope, context, question)) = &cache {
-            cache.put(scope, context, question, page.clone());
+        if let Some(slot) = &remember {
+            slot.put(page.clone());
         }
     };
     let mut response = if stream {
@@ -276,7 +262,7 @@ pub async fn ai_search(
         Json(Envelope::ok(page)).into_response()
     };
     tag_response(&mut response, &resolved);
-    Ok(cache_status(
+    Ok(with_cache_status(
         response,
         if caching.is_some() { "MISS" } else { "BYPASS" },
     ))

@@ -59,3 +59,22 @@ pub fn models_dir() -> String {
             .to_string()
     })
 }
+
+/// Runs `hearth <command> --url <server on port> ARGS` with the test
+/// account's credentials: `(succeeded, stdout, stderr)`.
+#[allow(dead_code)] // only the CLI tests drive the CLI
+pub fn cli(command: &str, port: u16, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth"))
+        .arg(command)
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .args(args)
+        .env("HEARTH_ACCOUNT_ID", ACCOUNT)
+        .env("HEARTH_API_TOKEN", TOKEN)
+        .output()
+        .expect("hearth runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
