@@ -534,7 +534,16 @@ async fn keyword_and_hybrid_retrieval_cited_answers_and_the_legacy_surface() {
         .unwrap_or(0);
     assert!(ms > 1_000_000_000_000, "milliseconds: {ms}");
     assert_eq!(page["data"][0]["content"][0]["type"], "text");
-    // A timestamp filter in milliseconds, as a string: later than every file.
+    // Timestamp filters in milliseconds, as strings: an hour before every
+    // file keeps them, an hour after leaves none.
+    let (status, v) = post(
+        "/autorag/rags/hybrid-kb/search",
+        json!({"query": "What animals are llamas related to?", "ranking_options": {"score_threshold": 0},
+               "filters": {"type": "gte", "key": "timestamp", "value": (ms - 3_600_000).to_string()}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["result"]["data"][0]["filename"], "notes/llamas.md", "{v}");
     let (status, v) = post(
         "/autorag/rags/hybrid-kb/search",
         json!({"query": "llamas", "ranking_options": {"score_threshold": 0},
