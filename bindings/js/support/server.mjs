@@ -1,0 +1,62 @@
+// Starts a real `hearth serve` for the tests: the binary cargo built
+// ($HEARTH_BIN, else $CARGO_TARGET_DIR/debug/hearth), the models
+// scripts/fetch-test-models installed, MiniLM also served as the bge id.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ACCOUNT = "0123456789abcdef0123456789abcdef";
+export const TOKEN = "binding-test-token-0123456789";
+export const SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct";
+export const BGE = "@cf/baai/bge-small-en-v1.5";
+
+function freePort() {
+  return new Promise((ok) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => ok(port));
+    });
+  });
+}
+
+export async function startHearth() {
+  const root = resolve(import.meta.dirname, "../../..");
+  const target = process.env.CARGO_TARGET_DIR ?? join(root, "target");
+  const bin = process.env.HEARTH_BIN ?? join(target, "debug", "hearth");
+  const models = process.env.HEARTH_MODELS_DIR ?? join(homedir(), ".local/share/hearth/models");
+  const dir = mkdtempSync(join(tmpdir(), "hearth-binding-"));
+  const port = await freePort();
+  const config = join(dir, "hearth.toml");
+  writeFileSync(
+    config,
+    `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\nmodels_dir = "${models}"\n` +
+      `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\n[textgen]\nctx_per_seq = 1024\n` +
+      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n`,
+  );
+  const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 600; i++) {
+    try {
+      if ((await fetch(`${url}/health`)).ok) {
+        return { url, dir, stop: () => child.kill("SIGKILL") };
+      }
+    } catch {}
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  child.kill("SIGKILL");
+  throw new Error(`${bin} did not start`);
+}
+
+/** A call to the server's REST API (for set-up the bindings do not offer). */
+export async function rest(url, method, path, body) {
+  const res = await fetch(`${url}/client/v4/accounts/${ACCOUNT}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return res.json();
+}

@@ -1,0 +1,116 @@
+// env.AI, its gateway and autorag handles and env.VECTORIZE from Node,
+// against a real Hearth serving the registry's SmolLM2 and MiniLM.
+
+import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize } from "../dist/node.js";
+import { ACCOUNT, BGE, SMOLLM, TOKEN, rest, startHearth } from "../support/server.mjs";
+
+let server;
+let ai;
+before(async () => {
+  server = await startHearth();
+  ai = hearthAi({ url: server.url, accountId: ACCOUNT, apiToken: TOKEN });
+});
+after(() => server?.stop());
+
+async function text(stream) {
+  return new Response(stream).text();
+}
+
+test("run returns the result; deterministic mode gives the same text twice", async () => {
+  const fixed = hearthAi({ url: server.url, accountId: ACCOUNT, apiToken: TOKEN, deterministic: { seed: 7 } });
+  const a = await fixed.run(SMOLLM, { prompt: "Name a colour.", max_tokens: 12 });
+  const b = await fixed.run(SMOLLM, { prompt: "Name a colour.", max_tokens: 12 });
+  assert.equal(typeof a.response, "string");
+  assert.ok(a.response.length > 0);
+  assert.deepEqual(a, b);
+  assert.equal(fixed.lastRequestHttpStatusCode, 200);
+});
+
+test("stream: true gives a ReadableStream of the SSE bytes", async () => {
+  const stream = await ai.run(SMOLLM, { prompt: "Say hi.", max_tokens: 6, stream: true });
+  assert.equal(typeof stream.getReader, "function");
+  const body = await text(stream);
+  assert.match(body, /^data: \{"response":/);
+  assert.match(body, /data: \[DONE\]/);
+});
+
+test("embeddings, returnRawResponse, models", async () => {
+  const out = await ai.run(BGE, { text: ["a cat", "a dog"] });
+  assert.deepEqual(out.shape, [2, 384]);
+  const raw = await ai.run(BGE, { text: "a cat" }, { returnRawResponse: true });
+  assert.ok(raw instanceof Response);
+  const body = await raw.json();
+  assert.deepEqual(body.shape, [1, 384], "the raw body is the result, as the binding's is");
+  const models = await ai.models({ search: "smollm2" });
+  assert.ok(models.some((m) => m.name === SMOLLM), JSON.stringify(models));
+});
+
+test("errors are thrown as the binding throws them", async () => {
+  await assert.rejects(ai.run("@cf/nobody/no-such-model", { prompt: "x" }), (e) => {
+    assert.ok(e instanceof InferenceUpstreamError);
+    assert.equal(e.name, "InferenceUpstreamError");
+    assert.match(e.message, /^\d+: /);
+    return true;
+  });
+  await assert.rejects(ai.run(SMOLLM, { prompt: 5 }), /prompt/);
+});
+
+test("toMarkdown converts a file", async () => {
+  const out = await ai.toMarkdown({ name: "note.html", blob: new Blob(["<h1>Tea</h1><p>Green.</p>"], { type: "text/html" }) });
+  assert.equal(out.format, "markdown");
+  assert.match(out.data, /# Tea/);
+});
+
+test("Vectorize: insert, query, queryById, getByIds, deleteByIds, describe", async () => {
+  await rest(server.url, "POST", "/vectorize/v2/indexes", { name: "docs", config: { dimensions: 384, metric: "cosine" } });
+  const index = hearthVectorize("docs", { url: server.url, accountId: ACCOUNT, apiToken: TOKEN });
+  const texts = ["Llamas are camelids.", "Green tea comes from Camellia sinensis.", "The Danube flows through ten countries."];
+  const { data } = await ai.run(BGE, { text: texts });
+  const mutation = await index.upsert(data.map((values, i) => ({ id: `d${i}`, values, metadata: { text: texts[i] } })));
+  assert.equal(typeof mutation.mutationId, "string");
+  for (let i = 0; i < 100 && (await index.describe()).processedUpToMutation !== mutation.mutationId; i++) {
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  const info = await index.describe();
+  assert.equal(info.vectorCount, 3);
+  assert.equal(info.dimensions, 384);
+  const q = (await ai.run(BGE, { text: "Which river crosses many countries?" })).data[0];
+  const found = await index.query(q, { topK: 2, returnMetadata: "all" });
+  assert.equal(found.matches[0].id, "d2");
+  assert.equal(found.matches[0].metadata.text, texts[2]);
+  const byId = await index.queryById("d0", { topK: 1 });
+  assert.equal(byId.matches[0].id, "d0");
+  const got = await index.getByIds(["d1"]);
+  assert.equal(got[0].id, "d1");
+  await index.deleteByIds(["d1"]);
+  await assert.rejects(hearthVectorize("nope", { url: server.url, accountId: ACCOUNT, apiToken: TOKEN }).describe(), /VECTOR_INFO_ERROR/);
+});
+
+test("autorag: search and aiSearch over an AI Search instance", async () => {
+  const folder = mkdtempSync(join(tmpdir(), "hearth-rag-"));
+  writeFileSync(join(folder, "llamas.md"), "# Llamas\n\nLlamas are South American camelids related to alpacas.\n");
+  writeFileSync(join(folder, "tea.md"), "# Tea\n\nGreen tea comes from the leaves of Camellia sinensis.\n");
+  await rest(server.url, "POST", "/ai-search/instances", { id: "kb", type: "local", source: folder, embedding_model: BGE, chunk_size: 128 });
+  for (let i = 0; i < 600; i++) {
+    const jobs = (await rest(server.url, "GET", "/ai-search/instances/kb/jobs")).result;
+    if (jobs.length && jobs.every((j) => j.status !== "running" && j.status !== "queued")) break;
+    await new Promise((ok) => setTimeout(ok, 50));
+  }
+  const rag = ai.autorag("kb");
+  const found = await rag.search({ query: "What are llamas related to?", ranking_options: { score_threshold: 0 } });
+  assert.equal(found.data[0].filename, "llamas.md");
+  const answered = await rag.aiSearch({ query: "What are llamas related to?", max_tokens: 16 });
+  assert.equal(typeof answered.response, "string");
+  assert.equal(answered.data[0].filename, "llamas.md");
+  const streamed = await rag.aiSearch({ query: "What are llamas related to?", stream: true, max_tokens: 8 });
+  assert.ok(streamed instanceof Response);
+  assert.match(await streamed.text(), /data: \[DONE\]/);
+  await assert.rejects(ai.autorag("missing").search({ query: "x" }), AutoRAGNotFoundError);
+  assert.ok((await rag.list()).some((r) => r.id === "kb"));
+});
