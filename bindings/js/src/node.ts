@@ -212,6 +212,9 @@ export function hearthMiniflare(options: MiniflareBindings & TransportOptions): 
       modules: true,
       // One module (the build bundles it): miniflare wraps only those.
       scriptPath: fileURLToPath(new URL("./wrapped.js", import.meta.url)),
+      // Module names are relative to this; the default (the working
+      // directory) fails when the package lives outside it.
+      modulesRoot: fileURLToPath(new URL(".", import.meta.url)),
       serviceBindings: {
         HEARTH: (request: Request) => transport.fetch(request),
       },

@@ -38,6 +38,9 @@ export async function startHearth() {
       `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n`,
   );
   const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
+  // The server never outlives the tests, and never keeps them waiting.
+  child.unref();
+  process.on("exit", () => child.kill("SIGKILL"));
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 600; i++) {
     try {

@@ -36,7 +36,7 @@ function worker(transport) {
         modules: true,
         scriptPath: WORKER,
         modulesRoot: dirname(WORKER),
-        compatibilityDate: "2026-08-01",
+        compatibilityDate: "2026-07-01",
         wrappedBindings: hearth.wrappedBindings,
       },
       hearth.worker,
