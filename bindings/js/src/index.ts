@@ -484,14 +484,18 @@ export interface RunnableTool {
 export async function runWithTools(
   ai: Ai,
   model: string,
-  input: { messages: Array<{ role: string; content: string }>; tools: RunnableTool[] },
+  input: { messages: Array<{ role: string; content: string }>; tools: RunnableTool[] } & Json,
   config: { maxRecursiveToolRuns?: number } = {},
 ): Promise<unknown> {
-  const messages = [...input.messages];
-  const tools = input.tools.map(({ name, description, parameters }) => ({ name, description, parameters }));
+  // Other inputs (`tool_choice`, sampling) go with the first round only:
+  // forcing a call again after the tools answered would never end.
+  const { messages: given, tools: runnable, ...firstRound } = input;
+  const messages = [...given];
+  const tools = runnable.map(({ name, description, parameters }) => ({ name, description, parameters }));
   const rounds = config.maxRecursiveToolRuns ?? 3;
   for (let round = 0; ; round++) {
-    const out = (await ai.run(model, { messages, tools: round < rounds ? tools : [] })) as {
+    const extra = round === 0 ? firstRound : {};
+    const out = (await ai.run(model, { ...extra, messages, tools: round < rounds ? tools : [] })) as {
       response?: unknown;
       tool_calls?: ToolCall[];
     };
@@ -501,7 +505,7 @@ export async function runWithTools(
     }
     messages.push({ role: "assistant", content: JSON.stringify({ tool_calls: calls }) });
     for (const call of calls) {
-      const tool = input.tools.find((t) => t.name === call.name);
+      const tool = runnable.find((t) => t.name === call.name);
       const args = typeof call.arguments === "string" ? (JSON.parse(call.arguments) as Json) : call.arguments;
       const result = tool?.function ? await tool.function(args) : `no tool named ${call.name}`;
       messages.push({ role: "tool", content: typeof result === "string" ? result : JSON.stringify(result) });

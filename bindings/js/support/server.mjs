@@ -12,6 +12,8 @@ export const ACCOUNT = "0123456789abcdef0123456789abcdef";
 export const TOKEN = "binding-test-token-0123456789";
 export const SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct";
 export const BGE = "@cf/baai/bge-small-en-v1.5";
+/** A catalog model that takes batch requests, served by SmolLM2. */
+export const BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 
 function freePort() {
   return new Promise((ok) => {
@@ -35,7 +37,7 @@ export async function startHearth() {
     config,
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\nmodels_dir = "${models}"\n` +
       `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\n[textgen]\nctx_per_seq = 1024\n` +
-      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n`,
+      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n`,
   );
   const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   // The server never outlives the tests, and never keeps them waiting.

@@ -7,8 +7,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize } from "../dist/node.js";
-import { ACCOUNT, BGE, SMOLLM, TOKEN, rest, startHearth } from "../support/server.mjs";
+import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize, runWithTools } from "../dist/node.js";
+import { ACCOUNT, BATCH_LLM, BGE, SMOLLM, TOKEN, rest, startHearth } from "../support/server.mjs";
 
 let server;
 let ai;
@@ -113,4 +113,63 @@ test("autorag: search and aiSearch over an AI Search instance", async () => {
   assert.match(await streamed.text(), /data: \[DONE\]/);
   await assert.rejects(ai.autorag("missing").search({ query: "x" }), AutoRAGNotFoundError);
   assert.ok((await rag.list()).some((r) => r.id === "kb"));
+});
+
+test("runWithTools calls the tool and answers with its result", async () => {
+  const called = [];
+  const tools = [
+    {
+      name: "get_weather",
+      description: "The weather in a city",
+      parameters: { type: "object", properties: { city: { type: "string" } }, required: ["city"] },
+      function: async ({ city }) => {
+        called.push(city);
+        return "sunny, 21 C";
+      },
+    },
+  ];
+  const out = await runWithTools(ai, SMOLLM, {
+    messages: [{ role: "user", content: "What is the weather in Paris?" }],
+    tools,
+    tool_choice: "required",
+    max_tokens: 48,
+    seed: 1,
+  });
+  assert.equal(called.length >= 1, true, "the tool ran");
+  assert.equal(typeof called[0], "string");
+  assert.equal(typeof out.response, "string", JSON.stringify(out));
+});
+
+test("a run through a gateway reports its log id, and the gateway finds the entry", async () => {
+  await rest(server.url, "POST", "/ai-gateway/gateways", { id: "gw", collect_logs: true, cache_ttl: 0, cache_invalidate_on_update: false, rate_limiting_interval: 0, rate_limiting_limit: 0, rate_limiting_technique: "fixed" });
+  const out = await ai.run(BGE, { text: "a cat" }, { gateway: { id: "gw" } });
+  assert.deepEqual(out.shape, [1, 384]);
+  assert.ok(ai.aiGatewayLogId, "cf-aig-log-id was read");
+  let entry;
+  for (let i = 0; i < 100 && !entry; i++) {
+    try {
+      entry = await ai.gateway("gw").getLog(ai.aiGatewayLogId);
+    } catch {
+      await new Promise((ok) => setTimeout(ok, 50));
+    }
+  }
+  assert.equal(entry.id, ai.aiGatewayLogId);
+  assert.match(await ai.gateway("gw").getUrl("workers-ai"), /\/v1\/0123456789abcdef0123456789abcdef\/gw\/workers-ai$/);
+});
+
+test("queueRequest queues a batch; polling with its request_id returns the answers", async () => {
+  const queued = await ai.run(
+    BATCH_LLM,
+    { requests: [{ prompt: "Say one word.", max_tokens: 4 }, { prompt: "Say two words.", max_tokens: 4 }] },
+    { queueRequest: true },
+  );
+  assert.equal(queued.status, "queued", JSON.stringify(queued));
+  let done;
+  for (let i = 0; i < 600; i++) {
+    done = await ai.run(BATCH_LLM, { request_id: queued.request_id }, { queueRequest: true });
+    if (done.status !== "queued" && done.status !== "running") break;
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+  assert.equal(done.responses.length, 2, JSON.stringify(done));
+  assert.equal(typeof done.responses[0].result.response, "string", JSON.stringify(done));
 });
