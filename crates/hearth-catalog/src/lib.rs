@@ -194,6 +194,13 @@ impl ModelEntry {
                 push(id, json!("true"));
             }
         }
+        // Hearth has no BART engine: its summaries come from an instruct LLM.
+        if self.task == "Summarization" {
+            push(
+                "hearth_served_by",
+                json!("the server's default instruct model with a summarize prompt"),
+            );
+        }
         if let Some(d) = &self.planned_deprecation_date {
             push("planned_deprecation_date", json!(d));
         }

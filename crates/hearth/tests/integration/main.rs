@@ -14,6 +14,7 @@ mod lora;
 mod metering;
 mod models_pull;
 mod rerank;
+mod summarization;
 mod support;
 mod textgen;
 mod to_markdown;

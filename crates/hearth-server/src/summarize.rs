@@ -1,0 +1,106 @@
+//! Summarization (`@cf/facebook/bart-large-cnn`'s contract: `input_text`,
+//! `max_length` -> `{summary}`). BART is not built on candle yet, so the
+//! server's default instruct model writes the summary from a summarize
+//! prompt; the `x-hearth-summarizer` header and the catalog's
+//! `hearth_served_by` property say so. Charged as the Summarization model.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use hearth_engine::textgen::Priority;
+use hearth_runtime::PromptInput;
+use hearth_types::textgen::{GenerationParams, ValidMessage};
+use hearth_types::tools::OutputShape;
+use hearth_types::{ApiError, Envelope};
+use serde_json::{Value, json};
+
+use crate::error::Failure;
+use crate::metering::Admission;
+use crate::workers_ai::collect;
+use crate::{AppState, body, tag_response};
+
+/// The task name in the catalog.
+pub const SUMMARIZATION: &str = "Summarization";
+/// Says which model wrote a summary.
+pub const SUMMARIZER_HEADER: &str = "x-hearth-summarizer";
+/// `max_length` when the request gives none, as the schema has it.
+const DEFAULT_MAX_LENGTH: u64 = 1024;
+
+const INSTRUCTIONS: &str = "Summarize the text the user gives in a few sentences. \
+Keep the key facts, names and numbers. Reply with the summary only.";
+
+fn bad(message: impl Into<String>) -> Failure {
+    Failure(ApiError::invalid_input(message.into()))
+}
+
+/// `input_text` and `max_length` of a request, checked.
+fn parse(bytes: &[u8]) -> Result<(String, u64), Failure> {
+    let Value::Object(input) = body::parse_json::<Value>(bytes)? else {
+        return Err(bad("the body must be a JSON object with `input_text`"));
+    };
+    let text = match input.get("input_text") {
+        Some(Value::String(t)) if !t.trim().is_empty() => t.clone(),
+        Some(Value::String(_)) => return Err(bad("`input_text` must not be empty")),
+        Some(_) => return Err(bad("`input_text` must be a string")),
+        None => return Err(bad("`input_text` is required")),
+    };
+    let max_length = match input.get("max_length") {
+        None | Some(Value::Null) => DEFAULT_MAX_LENGTH,
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n >= 1)
+            .ok_or_else(|| bad(format!("`max_length` must be a positive integer, got {v}")))?,
+    };
+    if let Some(other) = input
+        .keys()
+        .find(|k| !["input_text", "max_length"].contains(&k.as_str()))
+    {
+        return Err(bad(format!(
+            "`{other}` is not an input of {SUMMARIZATION} (it takes `input_text`, `max_length`)"
+        )));
+    }
+    Ok((text, max_length))
+}
+
+pub async fn run(
+    state: &AppState,
+    account: &str,
+    model: &str,
+    bytes: &[u8],
+) -> Result<Response, Failure> {
+    let (text, max_length) = parse(bytes)?;
+    let admission = Admission::admit(state, account, model, SUMMARIZATION)?;
+    let writer = state.app.config().default_model.clone();
+    let params = GenerationParams {
+        max_tokens: max_length.min(u64::from(u32::MAX)) as u32,
+        temperature: 0.0,
+        ..GenerationParams::default()
+    };
+    let messages = vec![
+        ValidMessage::new("system", INSTRUCTIONS),
+        ValidMessage::new("user", text),
+    ];
+    let mut generation = state
+        .app
+        .generate_with(
+            &writer,
+            PromptInput::Messages(messages),
+            &OutputShape::default(),
+            params,
+            false,
+            Priority::Interactive,
+        )
+        .await?;
+    let out = collect(&mut generation, state.timeout())
+        .await
+        .map_err(Failure)?;
+    admission.charge(
+        u64::from(out.usage.prompt_tokens),
+        u64::from(out.usage.completion_tokens),
+    );
+    let mut response = Json(Envelope::ok(json!({"summary": out.text.trim()}))).into_response();
+    tag_response(&mut response, &generation.resolved);
+    if let Ok(v) = axum::http::HeaderValue::from_str(&writer) {
+        response.headers_mut().insert(SUMMARIZER_HEADER, v);
+    }
+    Ok(response)
+}
