@@ -172,6 +172,17 @@ fn ids(p: &HashMap<String, String>) -> Result<(&str, &str), Failure> {
     Ok((param(p, "account_id"), param(p, "instance_id")))
 }
 
+/// The instance's items and the key of the one the path names.
+async fn named_item<'p>(
+    state: &AppState,
+    p: &'p HashMap<String, String>,
+) -> Result<(&'p str, &'p str, Items, String), Failure> {
+    let (account, id) = ids(p)?;
+    let all = items(state, account, id).await?;
+    let key = all.key_of(param(p, "item_id"))?;
+    Ok((account, id, all, key))
+}
+
 pub async fn list(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
@@ -214,9 +225,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (_, _, all, key) = named_item(&state, &p).await?;
     Ok(Json(Envelope::ok(all.object(&key))).into_response())
 }
 
@@ -392,9 +401,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (account, id, all, key) = named_item(&state, &p).await?;
     if !all.builtin {
         return Err(bad(
             "items of a folder source are deleted from the folder; this instance has no built-in storage",
@@ -422,9 +429,7 @@ pub async fn sync(
     Path(p): Path<HashMap<String, String>>,
     request: Request,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (account, id, _, key) = named_item(&state, &p).await?;
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let req: Value = body::parse_json(&bytes)?;
     if req.get("next_action").and_then(Value::as_str) != Some("INDEX") {
@@ -445,9 +450,7 @@ pub async fn chunks(
     Path(p): Path<HashMap<String, String>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (account, id, all, key) = named_item(&state, &p).await?;
     let number = |name: &str, default: usize| -> Result<usize, Failure> {
         q.get(name).map_or(Ok(default), |v| {
             v.parse()
@@ -498,9 +501,7 @@ pub async fn download(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (_, _, all, key) = named_item(&state, &p).await?;
     let (bytes, _) = read_source(&state, &all.settings, &key)
         .await
         .map_err(|e| {
@@ -520,9 +521,7 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
-    let (account, id) = ids(&p)?;
-    let all = items(&state, account, id).await?;
-    let key = all.key_of(param(&p, "item_id"))?;
+    let (account, id, _, key) = named_item(&state, &p).await?;
     let lines = state
         .app
         .meter()
