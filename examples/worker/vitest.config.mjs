@@ -6,7 +6,7 @@ import { cloudflareTest } from "@cloudflare/vitest-pool-workers";
 import { hearthMiniflare } from "@hearth/ai-binding";
 import { defineConfig } from "vitest/config";
 
-import { ACCOUNT, TOKEN, rest, startHearth } from "../../bindings/js/support/server.mjs";
+import { ACCOUNT, TOKEN, photo, rest, startHearth } from "../../bindings/js/support/server.mjs";
 
 const server = await startHearth();
 await rest(server.url, "POST", "/vectorize/v2/indexes", { name: "memory", config: { dimensions: 384, metric: "cosine" } });
@@ -24,6 +24,7 @@ export default defineConfig({
       main: "./src/index.js",
       miniflare: {
         compatibilityDate: "2026-07-01",
+        bindings: { COFFEE_PNG_BASE64: photo("coffee").toString("base64") },
         wrappedBindings: hearth.wrappedBindings,
         workers: [hearth.worker],
       },

@@ -3,7 +3,7 @@
 // scripts/fetch-test-models installed, MiniLM also served as the bge id.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -14,6 +14,14 @@ export const SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct";
 export const BGE = "@cf/baai/bge-small-en-v1.5";
 /** A catalog model that takes batch requests, served by SmolLM2. */
 export const BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
+/** Workers AI's image classifier id, served by the genuine EfficientNet-Lite0. */
+export const RESNET = "@cf/microsoft/resnet-50";
+
+/** A scikit-image sample photo that scripts/fetch-test-models installed. */
+export function photo(name) {
+  const models = process.env.HEARTH_MODELS_DIR ?? join(homedir(), ".local/share/hearth/models");
+  return readFileSync(join(models, "test-data/skimage-0.26.0", `${name}.png`));
+}
 
 function freePort() {
   return new Promise((ok) => {
@@ -36,8 +44,8 @@ export async function startHearth() {
   writeFileSync(
     config,
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\nmodels_dir = "${models}"\n` +
-      `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\n[textgen]\nctx_per_seq = 1024\n` +
-      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n`,
+      `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\nmax_body_bytes = 16777216\n[textgen]\nctx_per_seq = 1024\n` +
+      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n"${RESNET}" = "@cf/google/efficientnet-lite0"\n`,
   );
   const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   // The server never outlives the tests, and never keeps them waiting.

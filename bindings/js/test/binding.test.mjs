@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize, runWithTools } from "../dist/node.js";
-import { ACCOUNT, BATCH_LLM, BGE, SMOLLM, TOKEN, rest, startHearth } from "../support/server.mjs";
+import { ACCOUNT, BATCH_LLM, BGE, RESNET, SMOLLM, TOKEN, photo, rest, startHearth } from "../support/server.mjs";
 
 let server;
 let ai;
@@ -172,4 +172,15 @@ test("queueRequest queues a batch; polling with its request_id returns the answe
   }
   assert.equal(done.responses.length, 2, JSON.stringify(done));
   assert.equal(typeof done.responses[0].result.response, "string", JSON.stringify(done));
+});
+
+test("an image goes as a byte array or as a ReadableStream input, with the same labels", async () => {
+  const bytes = photo("chelsea");
+  const byArray = await ai.run(RESNET, { image: [...bytes] });
+  assert.equal(byArray.length, 5);
+  assert.ok(byArray.slice(0, 3).some((l) => /cat|tabby/.test(l.label)), JSON.stringify(byArray));
+  const stream = new Blob([bytes]).stream();
+  const byStream = await ai.run(RESNET, { image: { body: stream, contentType: "image/png" } });
+  assert.deepEqual(byStream, byArray);
+  await assert.rejects(ai.run(RESNET, { image: new Blob(["x"]).stream() }), /Content-Type is required/);
 });

@@ -12,7 +12,7 @@ import { after, before, test } from "node:test";
 import { Miniflare } from "miniflare";
 
 import { hearthMiniflare } from "../dist/node.js";
-import { ACCOUNT, TOKEN, rest, startHearth } from "../support/server.mjs";
+import { ACCOUNT, TOKEN, photo, rest, startHearth } from "../support/server.mjs";
 
 const WORKER = resolve(import.meta.dirname, "../../../examples/worker/src/index.js");
 const cassette = join(mkdtempSync(join(tmpdir(), "hearth-cassette-")), "worker.json");
@@ -67,7 +67,10 @@ async function scenario(mf, waitForIndex) {
   const ask = await post(mf, "/ask", { question: "Where do llamas come from?" });
   assert.equal(ask.status, 200, ask.text);
   const models = await (await mf.dispatchFetch("http://app.local/models")).json();
-  return { chat: chat.text, ask: JSON.parse(ask.text), models };
+  const classified = await mf.dispatchFetch("http://app.local/classify", { method: "POST", body: photo("coffee") });
+  assert.equal(classified.status, 200);
+  const labels = await classified.json();
+  return { chat: chat.text, ask: JSON.parse(ask.text), models, labels };
 }
 
 let live;
@@ -83,6 +86,7 @@ test("the example Worker runs in workerd against a live Hearth (recording)", asy
       }
     });
     assert.equal(live.ask.id, "llama");
+    assert.equal(live.labels[0].label, "espresso", JSON.stringify(live.labels));
     assert.ok(live.models.includes("@cf/huggingfacetb/smollm2-135m-instruct"), JSON.stringify(live.models));
   } finally {
     await mf.dispose();

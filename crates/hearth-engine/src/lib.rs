@@ -10,6 +10,8 @@
 //! - [`classify`]: DistilBERT text classification on candle.
 //! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
 //!   classification) on candle.
+//! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
+//!   PyTorch format) on candle.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
 //!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
 //!   removal.
@@ -23,6 +25,7 @@ mod hf;
 pub mod rerank;
 pub mod store;
 pub mod textgen;
+pub mod vision;
 
 pub use classify::Classifier;
 pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};

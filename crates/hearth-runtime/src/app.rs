@@ -31,6 +31,7 @@ pub const TEXT_GENERATION: &str = "Text Generation";
 pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
 /// Workers AI catalogues rerankers under this task.
 pub const TEXT_CLASSIFICATION: &str = "Text Classification";
+pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -44,6 +45,8 @@ pub enum AppError {
     Engine(#[from] TextGenError),
     #[error(transparent)]
     Embed(#[from] EmbedError),
+    #[error(transparent)]
+    Vision(#[from] hearth_engine::vision::VisionError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error("catalog: {0}")]
@@ -94,6 +97,14 @@ impl From<AppError> for ApiError {
                 EmbedError::Tokenize(m) => ApiError::invalid_input(format!("tokenizer: {m}")),
                 EmbedError::Load { .. } | EmbedError::Compute(_) | EmbedError::Stopped => {
                     tracing::error!(error = %e, "embedding engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Vision(e) => match e {
+                hearth_engine::vision::VisionError::BadImage(m) => ApiError::invalid_input(m),
+                hearth_engine::vision::VisionError::Load { .. }
+                | hearth_engine::vision::VisionError::Compute(_) => {
+                    tracing::error!(error = %e, "image engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -226,6 +237,7 @@ pub struct App {
     embedders: Loaded<Embedder>,
     rerankers: Loaded<Reranker>,
     classifiers: Loaded<Classifier>,
+    image_classifiers: Loaded<hearth_engine::vision::ImageClassifier>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
     vectorize_init: Mutex<()>,
     meter: Meter,
@@ -255,6 +267,7 @@ impl App {
             embedders: Loaded::new(),
             rerankers: Loaded::new(),
             classifiers: Loaded::new(),
+            image_classifiers: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
             vectorize_init: Mutex::new(()),
             meter,
@@ -517,6 +530,26 @@ impl App {
             })
             .await?;
         let labels = tokio::task::spawn_blocking(move || classifier.classify(&text))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((labels, resolved))
+    }
+
+    /// The `top` most likely labels of an encoded image, best first.
+    pub async fn classify_image(
+        &self,
+        model: &str,
+        image: Vec<u8>,
+        top: usize,
+    ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
+        let (resolved, dir) = self.resolve_folder(model, IMAGE_CLASSIFICATION)?;
+        let classifier = self
+            .image_classifiers
+            .get(&dir, move |dir| {
+                hearth_engine::vision::ImageClassifier::load(&dir).map_err(AppError::from)
+            })
+            .await?;
+        let labels = tokio::task::spawn_blocking(move || classifier.classify(&image, top))
             .await
             .map_err(|e| AppError::Join(e.to_string()))??;
         Ok((labels, resolved))

@@ -19,6 +19,7 @@ pub mod finetunes;
 pub mod gateway;
 pub mod gateway_data;
 pub mod gateway_logs;
+pub mod images;
 pub mod markdown;
 pub mod metering;
 pub mod openai;

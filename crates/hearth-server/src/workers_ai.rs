@@ -177,6 +177,9 @@ pub async fn run_model(
         hearth_runtime::app::TEXT_CLASSIFICATION => {
             return crate::embeddings::classify(&state, &model, &bytes, &admission).await;
         }
+        hearth_runtime::app::IMAGE_CLASSIFICATION => {
+            return crate::images::classify(&state, &model, &bytes, &admission).await;
+        }
         _ => {
             return Err(hearth_runtime::AppError::TaskNotServed {
                 model,

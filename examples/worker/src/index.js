@@ -3,10 +3,12 @@
 //   POST /chat     {prompt}          -> the model's answer, streamed (SSE)
 //   POST /remember {id, text}        -> embeds the text, upserts it
 //   POST /ask      {question}        -> the closest remembered text
+//   POST /classify (an image)        -> what the picture shows
 //   GET  /models                     -> text generation models
 
 const CHAT_MODEL = "@cf/huggingfacetb/smollm2-135m-instruct";
 const EMBEDDING_MODEL = "@cf/baai/bge-small-en-v1.5";
+const IMAGE_MODEL = "@cf/microsoft/resnet-50";
 
 export default {
   async fetch(request, env) {
@@ -28,6 +30,11 @@ export default {
       const found = await env.VECTORIZE.query(data[0], { topK: 1, returnMetadata: "all" });
       const best = found.matches[0];
       return Response.json(best ? { id: best.id, text: best.metadata.text, score: best.score } : null);
+    }
+    if (request.method === "POST" && url.pathname === "/classify") {
+      const image = [...new Uint8Array(await request.arrayBuffer())];
+      const labels = await env.AI.run(IMAGE_MODEL, { image });
+      return Response.json(labels);
     }
     if (url.pathname === "/models") {
       const models = await env.AI.models({ task: "Text Generation" });

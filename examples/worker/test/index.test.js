@@ -1,6 +1,6 @@
 // The example Worker tested as its author would, in workerd, through its
 // fetch handler; the model answers are real (SmolLM2, MiniLM on Hearth).
-import { SELF } from "cloudflare:test";
+import { SELF, env } from "cloudflare:test";
 import { expect, it } from "vitest";
 
 async function post(path, body) {
@@ -43,4 +43,13 @@ it("remembers texts and finds the closest", async () => {
 it("lists the text generation models", async () => {
   const models = await (await SELF.fetch("http://example.local/models")).json();
   expect(models).toContain("@cf/huggingfacetb/smollm2-135m-instruct");
+});
+
+it("says what a photo shows", async () => {
+  // The photo comes in as a binding (tests in workerd have no files).
+  const png = Uint8Array.from(atob(env.COFFEE_PNG_BASE64), (c) => c.charCodeAt(0));
+  const res = await SELF.fetch("http://example.local/classify", { method: "POST", body: png });
+  expect(res.status).toBe(200);
+  const labels = await res.json();
+  expect(labels[0].label).toBe("espresso");
 });

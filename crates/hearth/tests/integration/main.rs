@@ -10,6 +10,7 @@ mod batch;
 mod embeddings;
 mod gateway;
 mod gateway_upstream;
+mod images;
 mod lora;
 mod metering;
 mod models_pull;

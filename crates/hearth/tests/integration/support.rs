@@ -23,6 +23,9 @@ pub const BATCH_LLM: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 pub const TERMS_LLM: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
 /// A bge id served by MiniLM through an alias.
 pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
+/// The genuine registry image classifier, and Workers AI's id served by it.
+pub const EFFICIENTNET: &str = "@cf/google/efficientnet-lite0";
+pub const RESNET: &str = "@cf/microsoft/resnet-50";
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const CTX_PER_SEQ: u32 = 1024;
 
@@ -150,6 +153,19 @@ pub fn metered_server() -> &'static MeteredServer {
         let app = Arc::new(App::with_clock(config.clone(), clock.clone()).expect("app"));
         let server = start_app(config, Arc::clone(&app), data);
         MeteredServer { server, app, clock }
+    })
+}
+
+/// A server that takes photos (bodies up to 16 MiB) and serves Workers
+/// AI's resnet-50 id with the genuine EfficientNet-Lite0.
+pub fn image_server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut config = base_config(&data);
+        config.max_body_bytes = 16 << 20;
+        config.aliases.insert(RESNET.into(), EFFICIENTNET.into());
+        start(config, data)
     })
 }
 

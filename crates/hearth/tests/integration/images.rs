@@ -1,0 +1,112 @@
+//! Image classification on the genuine EfficientNet-Lite0 weights (the
+//! registry's legacy PyTorch file), through Workers AI's resnet-50 id: the
+//! scikit-image sample photos get plausible ImageNet labels, and the three
+//! ways an image travels give the same answer.
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn url(model: &str) -> String {
+    format!(
+        "{}/client/v4/accounts/{ACCOUNT}/ai/run/{model}",
+        image_server().base
+    )
+}
+
+fn photo(name: &str) -> Vec<u8> {
+    std::fs::read(models_dir().join(format!("test-data/skimage-0.26.0/{name}.png")))
+        .expect("scikit-image samples: run scripts/fetch-test-models")
+}
+
+async fn post_raw(model: &str, body: Vec<u8>) -> (u16, Value) {
+    let resp = client()
+        .post(url(model))
+        .bearer_auth(TOKEN)
+        .header("content-type", "image/png")
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.expect("json"))
+}
+
+fn labels(v: &Value) -> Vec<String> {
+    v["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["label"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test]
+async fn sample_photos_get_plausible_imagenet_labels() {
+    let (status, cat) = post_raw(RESNET, photo("chelsea")).await;
+    assert_eq!(status, 200, "{cat}");
+    let top = labels(&cat);
+    assert_eq!(top.len(), 5, "{cat}");
+    assert!(
+        top[..3].iter().any(|l| l.contains("cat") || l == "tabby"),
+        "{top:?}"
+    );
+    let scores: Vec<f64> = cat["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["score"].as_f64())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0,
+        "{scores:?}"
+    );
+
+    let (status, coffee) = post_raw(EFFICIENTNET, photo("coffee")).await;
+    assert_eq!(status, 200, "{coffee}");
+    let top = labels(&coffee);
+    assert!(top[0] == "espresso" || top[0] == "cup", "{top:?}");
+
+    // The same photo as a byte array and as base64: the same answer.
+    let bytes = photo("chelsea");
+    let as_array: Vec<Value> = bytes.iter().map(|b| json!(b)).collect();
+    let (status, _, by_array) = post_json(&url(RESNET), &json!({"image": as_array})).await;
+    assert_eq!(status, 200, "{by_array}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let (status, _, by_b64) = post_json(&url(RESNET), &json!({"image": b64})).await;
+    assert_eq!(status, 200, "{by_b64}");
+    assert_eq!(by_array["result"], cat["result"]);
+    assert_eq!(by_b64["result"], cat["result"]);
+}
+
+#[tokio::test]
+async fn what_is_not_an_image_is_refused_naming_image() {
+    for (body, needle) in [
+        (json!({"image": []}), "`image` is empty"),
+        (json!({"image": [1, 2, 300]}), "0-255"),
+        (json!({"image": "%%%"}), "base64"),
+        (json!({"image": 5}), "`image`"),
+        (json!({"picture": [1]}), "`image` is required"),
+        (json!({"image": [1, 2, 3, 4]}), "`image`"),
+    ] {
+        let (status, _, v) = post_json(&url(RESNET), &body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains(needle),
+            "{needle}: {v}"
+        );
+    }
+    let (status, v) = post_raw(RESNET, b"this is text, not a picture".to_vec()).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("`image`"),
+        "{v}"
+    );
+}
