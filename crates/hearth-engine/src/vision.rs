@@ -121,7 +121,10 @@ pub fn read_legacy_pth(path: &Path) -> Result<HashMap<String, Tensor>, VisionErr
             continue;
         }
         let key = info.path.trim_start_matches('/');
-        let start = storages[key] + info.layout.start_offset();
+        let start = storages
+            .get(key)
+            .ok_or_else(|| load(format!("{} names a storage the file lacks", info.name)))?
+            + info.layout.start_offset();
         let dims = info.layout.dims().to_vec();
         let strides = info.layout.stride().to_vec();
         // A tensor saved transposed is a permutation of a contiguous one:
