@@ -5,7 +5,7 @@
 //! it is acknowledged, and a sync picks it up like any changed file.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 
 use axum::Json;
 use axum::body::Body;
@@ -17,8 +17,8 @@ use hearth_types::Envelope;
 use serde_json::{Map, Value, json};
 
 use super::{
-    SearchInstanceRow, Settings, bad, builtin_folder, file_id, find, internal, list_source,
-    read_source, settings_of, start_job,
+    SearchInstanceRow, Settings, Source, bad, builtin_folder, file_id, find, internal, settings_of,
+    start_job,
 };
 use crate::error::Failure;
 use crate::gateway::{one_page, page_params, param};
@@ -35,8 +35,7 @@ const WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(40);
 struct Items {
     row: SearchInstanceRow,
     settings: Settings,
-    folder: PathBuf,
-    builtin: bool,
+    source: Source,
     on_disk: BTreeMap<String, SourceFile>,
     indexed: BTreeMap<String, SearchFileRow>,
     metadata: BTreeMap<String, (Value, i64)>,
@@ -49,30 +48,41 @@ async fn items(state: &AppState, account: &str, id: &str) -> Result<Items, Failu
         &row.settings.as_object().cloned().unwrap_or_default(),
         builtin_folder(state, account, id),
     )?;
-    let files = list_source(state, &settings).await?;
+    let source = Source::open(state, &settings)?;
+    let files = source.list().await?;
     let store = state.app.meter().store();
-    Ok(Items {
+    let mut all = Items {
         row,
-        folder: settings.folder.clone(),
-        builtin: settings.builtin,
         settings,
+        source,
         on_disk: files.into_iter().map(|f| (f.key.clone(), f)).collect(),
-        indexed: store
+        indexed: BTreeMap::new(),
+        metadata: store.search_item_metadata(account, id).map_err(internal)?,
+        job_running: false,
+    };
+    all.read_index(state, account, id)?;
+    Ok(all)
+}
+
+impl Items {
+    /// Reads again what the index holds and whether a sync runs; the
+    /// source's listing is kept.
+    fn read_index(&mut self, state: &AppState, account: &str, id: &str) -> Result<(), Failure> {
+        let store = state.app.meter().store();
+        self.indexed = store
             .search_files(account, id)
             .map_err(internal)?
             .into_iter()
             .map(|f| (f.key.clone(), f))
-            .collect(),
-        metadata: store.search_item_metadata(account, id).map_err(internal)?,
-        job_running: store
+            .collect();
+        self.job_running = store
             .search_jobs(account, id)
             .map_err(internal)?
             .iter()
-            .any(|j| j.status == "running"),
-    })
-}
+            .any(|j| j.status == "running");
+        Ok(())
+    }
 
-impl Items {
     fn keys(&self) -> Vec<&String> {
         let mut keys: Vec<&String> = self.on_disk.keys().chain(self.indexed.keys()).collect();
         keys.sort();
@@ -134,10 +144,10 @@ impl Items {
             "last_seen_at": hearth_vector::iso8601(modified),
             "metadata": meta,
             "namespace": "default",
-            "source_id": match (&self.settings.bucket, self.builtin) {
+            "source_id": match (&self.settings.bucket, self.settings.builtin) {
                 (Some(bucket), _) => format!("r2:{bucket}"),
                 (None, true) => "builtin".to_string(),
-                (None, false) => format!("local:{}", self.folder.display()),
+                (None, false) => format!("local:{}", self.settings.folder.display()),
             },
             "status": status,
             "next_action": next_action,
@@ -268,13 +278,16 @@ fn write_durably(folder: &FsPath, key: &str, bytes: &[u8]) -> std::io::Result<()
 
 async fn wait_for(state: &AppState, account: &str, id: &str, key: &str) -> Result<Value, Failure> {
     let deadline = tokio::time::Instant::now() + WAIT_LIMIT;
+    // The file does not change while the sync indexes it: the source is
+    // listed (and hashed) once, only the index is read again.
+    let mut all = items(state, account, id).await?;
     loop {
-        let all = items(state, account, id).await?;
         let (status, _) = all.status(key);
         if !["queued", "running"].contains(&status) || tokio::time::Instant::now() >= deadline {
             return Ok(all.object(key));
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        all.read_index(state, account, id)?;
     }
 }
 
@@ -298,7 +311,7 @@ pub async fn upload(
 ) -> Result<Response, Failure> {
     let (account, id) = ids(&p)?;
     let all = items(&state, account, id).await?;
-    if !all.builtin {
+    if !all.settings.builtin {
         return Err(bad(
             "uploads need an instance with built-in storage (created with no `type` and no `source`); this one reads a folder",
         ));
@@ -361,7 +374,7 @@ pub async fn upload(
             hearth_search::source::MAX_FILE_BYTES
         )));
     }
-    let folder = all.folder.clone();
+    let folder = all.settings.folder.clone();
     let written = key.clone();
     tokio::task::spawn_blocking(move || write_durably(&folder, &written, &bytes))
         .await
@@ -402,12 +415,12 @@ pub async fn delete(
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
     let (account, id, all, key) = named_item(&state, &p).await?;
-    if !all.builtin {
+    if !all.settings.builtin {
         return Err(bad(
             "items of a folder source are deleted from the folder; this instance has no built-in storage",
         ));
     }
-    match std::fs::remove_file(all.folder.join(&key)) {
+    match std::fs::remove_file(all.settings.folder.join(&key)) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(internal(e)),
@@ -502,14 +515,12 @@ pub async fn download(
     Path(p): Path<HashMap<String, String>>,
 ) -> Result<Response, Failure> {
     let (_, _, all, key) = named_item(&state, &p).await?;
-    let (bytes, _) = read_source(&state, &all.settings, &key)
-        .await
-        .map_err(|e| {
-            Failure(hearth_types::ApiError::detail(
-                hearth_types::ErrorCode::NoRoute,
-                format!("item `{key}` cannot be read from the source: {e}"),
-            ))
-        })?;
+    let (bytes, _) = all.source.read(&key).await.map_err(|e| {
+        Failure(hearth_types::ApiError::detail(
+            hearth_types::ErrorCode::NoRoute,
+            format!("item `{key}` cannot be read from the source: {e}"),
+        ))
+    })?;
     Response::builder()
         .header("content-type", content_type(&key))
         .body(Body::from(bytes))

@@ -173,48 +173,57 @@ fn open_bucket(state: &AppState, name: &str) -> Result<hearth_search::bucket::Bu
     .map_err(|e| bad(e.to_string()))
 }
 
-/// The files of an instance's source as a sync sees them.
-async fn list_source(
-    state: &AppState,
-    settings: &Settings,
-) -> Result<Vec<hearth_search::source::SourceFile>, Failure> {
-    if let Some(name) = &settings.bucket {
-        return open_bucket(state, name)?
-            .scan(&settings.selection)
-            .await
-            .map_err(|e| bad(format!("`source`: {e}")));
-    }
-    let (folder, selection) = (settings.folder.clone(), settings.selection.clone());
-    tokio::task::spawn_blocking(move || scan(&folder, &selection))
-        .await
-        .map_err(internal)?
-        .map_err(|e| bad(e.to_string()))
+/// An instance's source, opened once per sync or request: a bucket client
+/// is built once, not for every file read.
+struct Source {
+    bucket: Option<hearth_search::bucket::Bucket>,
+    folder: PathBuf,
+    selection: Selection,
 }
 
-/// One file's bytes and, for bucket objects, their user metadata.
-async fn read_source(
-    state: &AppState,
-    settings: &Settings,
-    key: &str,
-) -> Result<(Vec<u8>, Map<String, Value>), String> {
-    if let Some(name) = &settings.bucket {
-        let object = open_bucket(state, name)
-            .map_err(|f| f.0.message)?
-            .read(key)
-            .await
-            .map_err(|e| e.to_string())?;
-        let metadata = object
-            .metadata
-            .into_iter()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
-        return Ok((object.bytes, metadata));
+impl Source {
+    fn open(state: &AppState, settings: &Settings) -> Result<Self, Failure> {
+        Ok(Self {
+            bucket: match &settings.bucket {
+                Some(name) => Some(open_bucket(state, name)?),
+                None => None,
+            },
+            folder: settings.folder.clone(),
+            selection: settings.selection.clone(),
+        })
     }
-    let path = settings.folder.join(key);
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|e| format!("{key}: {e}"))?;
-    Ok((bytes, Map::new()))
+
+    /// The files as a sync sees them.
+    async fn list(&self) -> Result<Vec<hearth_search::source::SourceFile>, Failure> {
+        if let Some(bucket) = &self.bucket {
+            return bucket
+                .scan(&self.selection)
+                .await
+                .map_err(|e| bad(format!("`source`: {e}")));
+        }
+        let (folder, selection) = (self.folder.clone(), self.selection.clone());
+        tokio::task::spawn_blocking(move || scan(&folder, &selection))
+            .await
+            .map_err(internal)?
+            .map_err(|e| bad(e.to_string()))
+    }
+
+    /// One file's bytes and, for bucket objects, their user metadata.
+    async fn read(&self, key: &str) -> Result<(Vec<u8>, Map<String, Value>), String> {
+        if let Some(bucket) = &self.bucket {
+            let object = bucket.read(key).await.map_err(|e| e.to_string())?;
+            let metadata = object
+                .metadata
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            return Ok((object.bytes, metadata));
+        }
+        let bytes = tokio::fs::read(self.folder.join(key))
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        Ok((bytes, Map::new()))
+    }
 }
 
 /// Where an instance with built-in storage keeps its items.
@@ -493,7 +502,7 @@ pub async fn create(
     let checked = settings_of(&settings, builtin_folder(&state, &account, &id))?;
     if checked.bucket.is_some() {
         // The bucket must be there and readable now, not at the first sync.
-        list_source(&state, &checked).await?;
+        Source::open(&state, &checked)?.list().await?;
     } else if checked.builtin {
         std::fs::create_dir_all(&checked.folder).map_err(internal)?;
     } else if !checked.folder.is_dir() {
@@ -934,9 +943,8 @@ async fn sync(
     let item_metadata = store
         .search_item_metadata(account, instance)
         .map_err(|e| e.to_string())?;
-    let files = list_source(state, &settings)
-        .await
-        .map_err(|f| f.0.message)?;
+    let source = Source::open(state, &settings).map_err(|f| f.0.message)?;
+    let files = source.list().await.map_err(|f| f.0.message)?;
     let indexed = store
         .search_indexed(account, instance)
         .map_err(|e| e.to_string())?;
@@ -997,7 +1005,7 @@ async fn sync(
             return Ok(Outcome::Cancelled);
         }
         let key = file.key.clone();
-        let read = read_source(state, &settings, &key).await;
+        let read = source.read(&key).await;
         let object_metadata = read.as_ref().map(|(_, m)| m.clone()).unwrap_or_default();
         let converted = match read {
             Ok((bytes, _)) => tokio::task::spawn_blocking(move || {
