@@ -769,35 +769,18 @@ impl Store {
         Ok(())
     }
 
-    /// Every job's log lines of an instance, oldest first:
-    /// `(created_ms, message, message_type)`.
-    pub fn search_instance_logs(
-        &self,
-        account: &str,
-        instance: &str,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT created_ms, message, message_type FROM search_job_logs WHERE account = ?1 AND instance = ?2 ORDER BY rowid",
-        )?;
-        let rows = stmt
-            .query_map(params![account, instance], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// A job's log lines, oldest first: `(created_ms, message, message_type)`.
+    /// Log lines, oldest first: `(created_ms, message, message_type)`, of
+    /// one job, or of every job of the instance.
     pub fn search_job_logs(
         &self,
         account: &str,
         instance: &str,
-        job: &str,
+        job: Option<&str>,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT created_ms, message, message_type FROM search_job_logs WHERE account = ?1 AND instance = ?2 AND job = ?3 ORDER BY rowid",
+            "SELECT created_ms, message, message_type FROM search_job_logs
+             WHERE account = ?1 AND instance = ?2 AND (?3 IS NULL OR job = ?3) ORDER BY rowid",
         )?;
         let rows = stmt
             .query_map(params![account, instance, job], |r| {

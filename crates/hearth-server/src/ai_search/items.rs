@@ -537,7 +537,7 @@ pub async fn logs(
         .app
         .meter()
         .store()
-        .search_instance_logs(account, id)
+        .search_job_logs(account, id, None)
         .map_err(internal)?;
     let prefix = format!("{key}: ");
     let out: Vec<Value> = lines

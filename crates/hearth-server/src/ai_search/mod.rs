@@ -1234,7 +1234,11 @@ pub async fn job_logs(
         .app
         .meter()
         .store()
-        .search_job_logs(param(&p, "account_id"), param(&p, "instance_id"), &job.id)
+        .search_job_logs(
+            param(&p, "account_id"),
+            param(&p, "instance_id"),
+            Some(&job.id),
+        )
         .map_err(internal)?;
     let out: Vec<Value> = logs
         .into_iter()
