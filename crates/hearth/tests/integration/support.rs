@@ -292,3 +292,11 @@ pub fn sse_data(body: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// Asserts a refusal: HTTP 400 whose first error message contains `needle`
+/// (the field it names).
+pub fn assert_refused(status: u16, v: &Value, needle: &str) {
+    assert_eq!(status, 400, "{needle}: {v}");
+    let message = v["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains(needle), "{needle} not in {message}");
+}
