@@ -5,7 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ACCOUNT, TOKEN, free_port, models_dir, spawn_server, wait_ready};
+use common::{
+    ACCOUNT, TOKEN, free_port, models_dir, search_jobs_settled, spawn_server, wait_ready,
+};
 use serde_json::{Value, json};
 
 const FILES: usize = 60;
@@ -98,25 +100,9 @@ async fn a_sync_survives_sigkill_and_indexes_each_chunk_once() {
 
     server = spawn_server(data.path(), port, &env);
     wait_ready(&client, &base).await;
-    let start = Instant::now();
-    let job = loop {
-        let jobs = call(
-            &client,
-            reqwest::Method::GET,
-            &format!("{api}/ai-search/instances/notes/jobs"),
-            None,
-        )
-        .await;
-        let job = jobs["result"][0].clone();
-        if job["status"] != "running" && job["status"] != "queued" {
-            break job;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "the sync did not resume: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job = search_jobs_settled(&client, &format!("{api}/ai-search/instances"), "notes", 1).await
+        [0]
+    .clone();
     assert_eq!(job["status"], "completed", "{job}");
     let stats = call(
         &client,
@@ -209,28 +195,7 @@ async fn acknowledged_uploads_survive_sigkill_and_are_indexed() {
 
     server = spawn_server(data.path(), port, &env);
     wait_ready(&client, &base).await;
-    let start = Instant::now();
-    loop {
-        let jobs = call(
-            &client,
-            reqwest::Method::GET,
-            &format!("{api}/uploads/jobs"),
-            None,
-        )
-        .await;
-        let list = jobs["result"].as_array().cloned().unwrap_or_default();
-        if list
-            .iter()
-            .all(|j| j["status"] != "running" && j["status"] != "queued")
-        {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "no sync finished: {jobs}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    search_jobs_settled(&client, &api, "uploads", 1).await;
     let items = call(
         &client,
         reqwest::Method::GET,

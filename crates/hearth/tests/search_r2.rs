@@ -8,7 +8,9 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{ACCOUNT, TOKEN, free_port, models_dir, spawn_server, wait_ready};
+use common::{
+    ACCOUNT, TOKEN, free_port, models_dir, search_jobs_settled, spawn_server, wait_ready,
+};
 use serde_json::{Value, json};
 
 const MINILM: &str = "@cf/sentence-transformers/all-minilm-l6-v2";
@@ -79,25 +81,8 @@ async fn call(
 }
 
 async fn settled(client: &reqwest::Client, api: &str, count: usize) -> Value {
-    for _ in 0..600 {
-        let (_, v) = call(
-            client,
-            reqwest::Method::GET,
-            &format!("{api}/ai-search/instances/bucket-docs/jobs"),
-            None,
-        )
-        .await;
-        let jobs = v["result"].as_array().cloned().unwrap_or_default();
-        if jobs.len() >= count
-            && jobs
-                .iter()
-                .all(|j| j["status"] != "running" && j["status"] != "queued")
-        {
-            return jobs[0].clone();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    panic!("the sync did not finish");
+    let instances = format!("{api}/ai-search/instances");
+    search_jobs_settled(client, &instances, "bucket-docs", count).await[0].clone()
 }
 
 #[tokio::test]

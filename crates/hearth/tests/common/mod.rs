@@ -78,3 +78,40 @@ pub fn cli(command: &str, port: u16, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Waits (up to five minutes) until an AI Search instance under
+/// `instances_url` has at least `at_least` jobs, none running or queued;
+/// its jobs, newest first.
+#[allow(dead_code)] // only the AI Search tests sync
+pub async fn search_jobs_settled(
+    client: &reqwest::Client,
+    instances_url: &str,
+    instance: &str,
+    at_least: usize,
+) -> Vec<serde_json::Value> {
+    let start = Instant::now();
+    loop {
+        let jobs: serde_json::Value = client
+            .get(format!("{instances_url}/{instance}/jobs"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .expect("jobs")
+            .json()
+            .await
+            .expect("json");
+        let list = jobs["result"].as_array().cloned().unwrap_or_default();
+        if list.len() >= at_least.max(1)
+            && list
+                .iter()
+                .all(|j| j["status"] != "running" && j["status"] != "queued")
+        {
+            return list;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "the sync of {instance} did not finish: {jobs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
