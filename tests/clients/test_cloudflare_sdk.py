@@ -62,3 +62,19 @@ def test_embeddings_through_a_bge_alias(cf, hearth):
     a, b = result["data"]
     cos = sum(x * y for x, y in zip(a, b))
     assert abs(cos - 0.755) < 0.005
+
+
+def test_speech_recognition_with_the_genuine_whisper_tiny_en(cf, hearth, tmp_path):
+    import subprocess
+
+    sentence = "Open the window and let the fresh air into the room."
+    wav = tmp_path / "speech.wav"
+    subprocess.run(["espeak-ng", "-v", "en-us", "-s", "150", "-w", str(wav), sentence], check=True)
+    result = cf.ai.run("@cf/openai/whisper-tiny-en", account_id=hearth["account"],
+                       audio=list(wav.read_bytes()))
+    heard = result["text"].lower()
+    for word in ("window", "fresh", "air", "room"):
+        assert word in heard, result
+    assert result["word_count"] == len(result["text"].split())
+    starts = [w["start"] for w in result["words"]]
+    assert starts == sorted(starts) and result["vtt"].startswith("WEBVTT")

@@ -12,6 +12,8 @@
 //!   classification) on candle.
 //! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
 //!   PyTorch format) on candle.
+//! - [`speech`]: speech recognition (Whisper from CTranslate2's format or
+//!   the Hugging Face layout) on candle, audio decoded with symphonia.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
 //!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
 //!   removal.
@@ -23,6 +25,7 @@ pub mod classify;
 pub mod embed;
 mod hf;
 pub mod rerank;
+pub mod speech;
 pub mod store;
 pub mod textgen;
 pub mod vision;

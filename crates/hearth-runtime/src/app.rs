@@ -32,6 +32,7 @@ pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
 /// Workers AI catalogues rerankers under this task.
 pub const TEXT_CLASSIFICATION: &str = "Text Classification";
 pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
+pub const SPEECH_RECOGNITION: &str = "Automatic Speech Recognition";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -47,6 +48,8 @@ pub enum AppError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Vision(#[from] hearth_engine::vision::VisionError),
+    #[error(transparent)]
+    Speech(#[from] hearth_engine::speech::SpeechError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error("catalog: {0}")]
@@ -105,6 +108,15 @@ impl From<AppError> for ApiError {
                 hearth_engine::vision::VisionError::Load { .. }
                 | hearth_engine::vision::VisionError::Compute(_) => {
                     tracing::error!(error = %e, "image engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Speech(e) => match e {
+                hearth_engine::speech::SpeechError::BadAudio(m)
+                | hearth_engine::speech::SpeechError::BadOption(m) => ApiError::invalid_input(m),
+                hearth_engine::speech::SpeechError::Load { .. }
+                | hearth_engine::speech::SpeechError::Compute(_) => {
+                    tracing::error!(error = %e, "speech engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -238,6 +250,7 @@ pub struct App {
     rerankers: Loaded<Reranker>,
     classifiers: Loaded<Classifier>,
     image_classifiers: Loaded<hearth_engine::vision::ImageClassifier>,
+    speech: Loaded<hearth_engine::speech::SpeechRecognizer>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
     vectorize_init: Mutex<()>,
     meter: Meter,
@@ -268,6 +281,7 @@ impl App {
             rerankers: Loaded::new(),
             classifiers: Loaded::new(),
             image_classifiers: Loaded::new(),
+            speech: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
             vectorize_init: Mutex::new(()),
             meter,
@@ -553,6 +567,31 @@ impl App {
             .await
             .map_err(|e| AppError::Join(e.to_string()))??;
         Ok((labels, resolved))
+    }
+
+    /// Decodes encoded audio (at most `max_seconds` long) and transcribes
+    /// it.
+    pub async fn transcribe(
+        &self,
+        model: &str,
+        audio: Vec<u8>,
+        options: hearth_engine::speech::TranscribeOptions,
+        max_seconds: f64,
+    ) -> Result<(hearth_engine::speech::Transcript, Resolved), AppError> {
+        let (resolved, dir) = self.resolve_folder(model, SPEECH_RECOGNITION)?;
+        let recognizer = self
+            .speech
+            .get(&dir, move |dir| {
+                hearth_engine::speech::SpeechRecognizer::load(&dir).map_err(AppError::from)
+            })
+            .await?;
+        let transcript = tokio::task::spawn_blocking(move || {
+            let pcm = hearth_engine::speech::audio::decode(&audio, max_seconds)?;
+            recognizer.transcribe(&pcm, &options)
+        })
+        .await
+        .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((transcript, resolved))
     }
 
     /// Start a text generation on `model`.

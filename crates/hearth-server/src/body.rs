@@ -53,3 +53,70 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         }
     })
 }
+
+/// A binary input (`image`, `audio`) in any of the ways Workers AI takes
+/// one: the raw body, or a JSON object whose `field` is an array of bytes,
+/// a base64 string, or `{body: <base64>, contentType}` (newer typings).
+/// Returns the bytes and the rest of the JSON object (empty for a raw body).
+pub fn binary_input(
+    bytes: &[u8],
+    field: &str,
+) -> Result<(Vec<u8>, serde_json::Map<String, serde_json::Value>), ApiError> {
+    use base64::Engine;
+    use serde_json::Value;
+    let bad = |message: String| ApiError::invalid_input(message);
+    if bytes.first() != Some(&b'{') {
+        if bytes.is_empty() {
+            return Err(bad(format!(
+                "`{field}` is empty: send it as the body, or `{{\"{field}\": [...]}}`"
+            )));
+        }
+        return Ok((bytes.to_vec(), serde_json::Map::new()));
+    }
+    let Value::Object(mut input) = parse_json::<Value>(bytes)? else {
+        return Err(bad(format!(
+            "the body must be binary data or a JSON object with `{field}`"
+        )));
+    };
+    let base64 = |text: &str, path: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| {
+                ApiError::detail(
+                    ErrorCode::InvalidBase64,
+                    format!("`{path}` is not valid base64: {e}"),
+                )
+            })
+    };
+    let data = match input.remove(field) {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| {
+                v.as_u64()
+                    .filter(|b| *b <= 255)
+                    .map(|b| b as u8)
+                    .ok_or_else(|| bad(format!("`{field}` must hold bytes (0-255), got {v}")))
+            })
+            .collect::<Result<Vec<u8>, _>>()?,
+        Some(Value::String(text)) => base64(&text, field)?,
+        Some(Value::Object(object)) => match object.get("body") {
+            Some(Value::String(text)) => base64(text, &format!("{field}.body"))?,
+            Some(other) => {
+                return Err(bad(format!(
+                    "`{field}.body` must be a base64 string, got {other}"
+                )));
+            }
+            None => return Err(bad(format!("`{field}.body` is required"))),
+        },
+        Some(other) => {
+            return Err(bad(format!(
+                "`{field}` must be an array of bytes or a base64 string, got {other}"
+            )));
+        }
+        None => return Err(bad(format!("`{field}` is required"))),
+    };
+    if data.is_empty() {
+        return Err(bad(format!("`{field}` is empty")));
+    }
+    Ok((data, input))
+}

@@ -24,6 +24,7 @@ pub mod markdown;
 pub mod metering;
 pub mod openai;
 mod shaping;
+pub mod speech;
 pub mod summarize;
 pub mod vectorize;
 pub mod workers_ai;

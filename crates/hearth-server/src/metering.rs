@@ -58,6 +58,23 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Prices a request metered in units (images, audio minutes) rather
+    /// than tokens.
+    pub fn charge_units(&self, units: f64, steps: u32) -> f64 {
+        let entry = self.app.catalog().get(&self.model);
+        self.app.meter().charge_units(
+            &self.account,
+            &self.model,
+            &self.task,
+            entry,
+            units,
+            steps,
+            self.started,
+        )
+    }
+}
+
 /// What a model that needs its terms accepted answers to `prompt: "agree"`.
 pub const AGREED: &str = "Thank you for agreeing to the model's terms. You can now use the model.";
 

@@ -180,6 +180,9 @@ pub async fn run_model(
         hearth_runtime::app::IMAGE_CLASSIFICATION => {
             return crate::images::classify(&state, &model, &bytes, &admission).await;
         }
+        hearth_runtime::app::SPEECH_RECOGNITION => {
+            return crate::speech::transcribe(&state, &model, &bytes, &admission).await;
+        }
         _ => {
             return Err(hearth_runtime::AppError::TaskNotServed {
                 model,

@@ -11,7 +11,7 @@ use crate::support::*;
 fn url(model: &str) -> String {
     format!(
         "{}/client/v4/accounts/{ACCOUNT}/ai/run/{model}",
-        image_server().base
+        media_server().base
     )
 }
 

@@ -15,6 +15,7 @@ mod lora;
 mod metering;
 mod models_pull;
 mod rerank;
+mod speech;
 mod summarization;
 mod support;
 mod textgen;

@@ -26,6 +26,11 @@ pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 /// The genuine registry image classifier, and Workers AI's id served by it.
 pub const EFFICIENTNET: &str = "@cf/google/efficientnet-lite0";
 pub const RESNET: &str = "@cf/microsoft/resnet-50";
+/// The genuine registry speech model (Workers AI's own id), and the other
+/// whisper ids served by it.
+pub const WHISPER_TINY: &str = "@cf/openai/whisper-tiny-en";
+pub const WHISPER: &str = "@cf/openai/whisper";
+pub const WHISPER_TURBO: &str = "@cf/openai/whisper-large-v3-turbo";
 pub const BODY_LIMIT: usize = 64 * 1024;
 pub const CTX_PER_SEQ: u32 = 1024;
 
@@ -156,15 +161,20 @@ pub fn metered_server() -> &'static MeteredServer {
     })
 }
 
-/// A server that takes photos (bodies up to 16 MiB) and serves Workers
-/// AI's resnet-50 id with the genuine EfficientNet-Lite0.
-pub fn image_server() -> &'static Server {
+/// A server that takes photos and audio (bodies up to 16 MiB) and serves
+/// Workers AI's resnet-50 id with the genuine EfficientNet-Lite0 and its
+/// whisper ids with the genuine whisper-tiny-en.
+pub fn media_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
         let data = tempfile::tempdir().expect("tempdir");
         let mut config = base_config(&data);
         config.max_body_bytes = 16 << 20;
         config.aliases.insert(RESNET.into(), EFFICIENTNET.into());
+        config.aliases.insert(WHISPER.into(), WHISPER_TINY.into());
+        config
+            .aliases
+            .insert(WHISPER_TURBO.into(), WHISPER_TINY.into());
         start(config, data)
     })
 }
