@@ -1,9 +1,12 @@
-//! Image classification on candle: EfficientNet-Lite0 (ImageNet-1k) loaded
-//! from the legacy (pre-1.6, non-zip) PyTorch format its registry package
-//! ships, images decoded with `image` (PNG, JPEG, WebP), resized and
-//! scaled as Lite was trained (shorter side 256, centre 224, (x - 127) /
-//! 128, TF "SAME" padding). `bench/efficientnet_reference.py` is the numpy
-//! reference of the same network on the same file.
+//! Image classification on candle, one classifier for two networks:
+//! EfficientNet-Lite0 (ImageNet-1k) from the legacy (pre-1.6, non-zip)
+//! PyTorch format its registry package ships, scaled as Lite was trained
+//! (shorter side 256, centre 224, (x - 127) / 128, TF "SAME" padding;
+//! `bench/efficientnet_reference.py` is the numpy reference of the same
+//! network on the same file); and ResNet from the Hugging Face layout
+//! (`microsoft/resnet-50`: `config.json` with its labels,
+//! `model.safetensors`, `preprocessor_config.json`). Images are decoded
+//! with `image` (PNG, JPEG, WebP).
 
 use std::collections::HashMap;
 use std::io::Cursor;
@@ -166,6 +169,9 @@ struct ConvBn {
     bias: Tensor,
     stride: usize,
     groups: usize,
+    /// TensorFlow's "SAME" padding (EfficientNet-Lite) rather than
+    /// PyTorch's symmetric `kernel / 2` (ResNet).
+    same: bool,
 }
 
 impl ConvBn {
@@ -175,6 +181,19 @@ impl ConvBn {
         bn: &str,
         stride: usize,
         depthwise: bool,
+    ) -> Result<Self, VisionError> {
+        // lukemelas' EfficientNet uses batch norm epsilon 1e-3.
+        Self::load_with(w, conv, bn, stride, depthwise, 1e-3, true)
+    }
+
+    fn load_with(
+        w: &HashMap<String, Tensor>,
+        conv: &str,
+        bn: &str,
+        stride: usize,
+        depthwise: bool,
+        eps: f64,
+        same: bool,
     ) -> Result<Self, VisionError> {
         let get = |name: String| {
             w.get(&name)
@@ -186,9 +205,8 @@ impl ConvBn {
         let beta = get(format!("{bn}.bias"))?;
         let mean = get(format!("{bn}.running_mean"))?;
         let var = get(format!("{bn}.running_var"))?;
-        // lukemelas' EfficientNet uses batch norm epsilon 1e-3.
         let scale = gamma
-            .broadcast_div(&(var + 1e-3).map_err(compute)?.sqrt().map_err(compute)?)
+            .broadcast_div(&(var + eps).map_err(compute)?.sqrt().map_err(compute)?)
             .map_err(compute)?;
         let bias = (beta - mean.broadcast_mul(&scale).map_err(compute)?).map_err(compute)?;
         let out = weight.dim(0).map_err(compute)?;
@@ -200,6 +218,7 @@ impl ConvBn {
             weight,
             bias: bias.reshape((1, out, 1, 1)).map_err(compute)?,
             stride,
+            same,
         })
     }
 
@@ -207,6 +226,12 @@ impl ConvBn {
     /// row and column of padding go after, as the weights were trained.
     fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
         let k = self.weight.dim(2).map_err(compute)?;
+        if !self.same {
+            return x
+                .conv2d(&self.weight, k / 2, self.stride, 1, self.groups)
+                .and_then(|y| y.broadcast_add(&self.bias))
+                .map_err(compute);
+        }
         let (_, _, h, w) = x.dims4().map_err(compute)?;
         let pad = |n: usize| {
             let out = n.div_ceil(self.stride);
@@ -238,18 +263,17 @@ struct Block {
 /// from the weights; the stride is the architecture's).
 const STRIDES: [usize; 16] = [1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1, 1, 1, 1];
 
-pub struct ImageClassifier {
+struct EfficientNetLite {
     stem: ConvBn,
     blocks: Vec<Block>,
     head: ConvBn,
     fc_weight: Tensor,
     fc_bias: Tensor,
-    labels: Vec<&'static str>,
 }
 
-impl ImageClassifier {
+impl EfficientNetLite {
     /// EfficientNet-Lite0 from the folder holding its `.pth` file.
-    pub fn load(dir: &Path) -> Result<Self, VisionError> {
+    fn load(dir: &Path) -> Result<Self, VisionError> {
         let file = std::fs::read_dir(dir)
             .map_err(|e| VisionError::Load {
                 path: dir.display().to_string(),
@@ -309,29 +333,19 @@ impl ImageClassifier {
                 .cloned()
                 .ok_or_else(|| VisionError::Compute(format!("the weights lack {name}")))
         };
-        let labels: Vec<&'static str> = IMAGENET_LABELS.lines().collect();
         let fc_weight = get("_fc.weight")?;
-        if fc_weight.dim(0).map_err(compute)? != labels.len() {
-            return Err(VisionError::Compute(format!(
-                "the classifier has {:?} classes, not ImageNet's {}",
-                fc_weight.dims(),
-                labels.len()
-            )));
-        }
         Ok(Self {
             stem: ConvBn::load(&w, "_conv_stem", "_bn0", 2, false)?,
             blocks,
             head: ConvBn::load(&w, "_conv_head", "_bn1", 1, false)?,
             fc_weight: fc_weight.t().map_err(compute)?,
             fc_bias: get("_fc.bias")?,
-            labels,
         })
     }
 
-    /// The `top` most likely labels of an encoded image, best first.
-    pub fn classify(&self, image: &[u8], top: usize) -> Result<Vec<(String, f32)>, VisionError> {
-        let x = preprocess(image)?;
-        let mut x = relu6(&self.stem.forward(&x)?)?;
+    /// Class logits `[1, classes]` of a preprocessed image.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
+        let mut x = relu6(&self.stem.forward(x)?)?;
         for b in &self.blocks {
             let input = x.clone();
             if let Some(e) = &b.expand {
@@ -345,25 +359,297 @@ impl ImageClassifier {
         }
         let x = relu6(&self.head.forward(&x)?)?;
         let pooled = x.mean((2, 3)).map_err(compute)?;
-        let logits = pooled
+        pooled
             .matmul(&self.fc_weight)
             .and_then(|l| l.broadcast_add(&self.fc_bias))
-            .and_then(|l| candle_nn::ops::softmax_last_dim(&l))
+            .map_err(compute)
+    }
+}
+
+/// One residual layer of a Hugging Face `ResNetModel`: bottleneck (1x1,
+/// 3x3, 1x1) or basic (3x3, 3x3), with a projection shortcut where the
+/// shape changes.
+struct ResidualLayer {
+    shortcut: Option<ConvBn>,
+    convs: Vec<ConvBn>,
+}
+
+/// ResNet in the Hugging Face layout (`microsoft/resnet-50`:
+/// `resnet.embedder`, `resnet.encoder.stages.{s}.layers.{l}`, `classifier.1`).
+struct ResNet {
+    stem: ConvBn,
+    stages: Vec<Vec<ResidualLayer>>,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+}
+
+impl ResNet {
+    fn load(w: &HashMap<String, Tensor>, config: &serde_json::Value) -> Result<Self, VisionError> {
+        let conv = |prefix: &str, stride: usize| {
+            ConvBn::load_with(
+                w,
+                &format!("{prefix}.convolution"),
+                &format!("{prefix}.normalization"),
+                stride,
+                false,
+                1e-5,
+                false,
+            )
+        };
+        let flag = |key: &str| config.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
+        let bottleneck = config.get("layer_type").and_then(|v| v.as_str()) != Some("basic");
+        let (first_stage_stride, stride_in_first_conv) = (
+            if flag("downsample_in_first_stage") {
+                2
+            } else {
+                1
+            },
+            flag("downsample_in_bottleneck") || !bottleneck,
+        );
+        let mut stages = Vec::new();
+        for s in 0.. {
+            let stage = format!("resnet.encoder.stages.{s}");
+            if !w.contains_key(&format!("{stage}.layers.0.layer.0.convolution.weight")) {
+                break;
+            }
+            let mut layers = Vec::new();
+            for l in 0.. {
+                let layer = format!("{stage}.layers.{l}");
+                if !w.contains_key(&format!("{layer}.layer.0.convolution.weight")) {
+                    break;
+                }
+                let stride = match (l, s) {
+                    (0, 0) => first_stage_stride,
+                    (0, _) => 2,
+                    _ => 1,
+                };
+                let shortcut = if w.contains_key(&format!("{layer}.shortcut.convolution.weight")) {
+                    Some(conv(&format!("{layer}.shortcut"), stride)?)
+                } else {
+                    None
+                };
+                let count = if bottleneck { 3 } else { 2 };
+                let convs = (0..count)
+                    .map(|c| {
+                        let strided = if stride_in_first_conv { c == 0 } else { c == 1 };
+                        conv(
+                            &format!("{layer}.layer.{c}"),
+                            if strided { stride } else { 1 },
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                layers.push(ResidualLayer { shortcut, convs });
+            }
+            stages.push(layers);
+        }
+        if stages.is_empty() {
+            return Err(VisionError::Compute(
+                "no resnet.encoder.stages in the weights".into(),
+            ));
+        }
+        let get = |name: &str| {
+            w.get(name)
+                .cloned()
+                .ok_or_else(|| VisionError::Compute(format!("the weights lack {name}")))
+        };
+        Ok(Self {
+            stem: conv("resnet.embedder.embedder", 2)?,
+            stages,
+            fc_weight: get("classifier.1.weight")?.t().map_err(compute)?,
+            fc_bias: get("classifier.1.bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
+        let relu = |t: Tensor| t.relu().map_err(compute);
+        let x = relu(self.stem.forward(x)?)?;
+        // 3x3 max pool, stride 2, padding 1: after a ReLU, zero padding
+        // never wins the max, so it stands in for -inf.
+        let mut x = x
+            .pad_with_zeros(2, 1, 1)
+            .and_then(|x| x.pad_with_zeros(3, 1, 1))
+            .and_then(|x| x.max_pool2d_with_stride(3, 2))
+            .map_err(compute)?;
+        for layer in self.stages.iter().flatten() {
+            let residual = match &layer.shortcut {
+                Some(s) => s.forward(&x)?,
+                None => x.clone(),
+            };
+            let mut h = x;
+            let last = layer.convs.len() - 1;
+            for (i, c) in layer.convs.iter().enumerate() {
+                h = c.forward(&h)?;
+                if i < last {
+                    h = relu(h)?;
+                }
+            }
+            x = relu((h + residual).map_err(compute)?)?;
+        }
+        x.mean((2, 3))
+            .and_then(|p| p.matmul(&self.fc_weight))
+            .and_then(|l| l.broadcast_add(&self.fc_bias))
+            .map_err(compute)
+    }
+}
+
+enum Network {
+    EfficientNetLite(EfficientNetLite),
+    ResNet(ResNet),
+}
+
+/// How a network's input was made at training time.
+struct Preprocess {
+    /// The shorter side is resized to this, then the centre is cropped.
+    resize: u32,
+    crop: u32,
+    /// Per channel, in 0-255 units: (pixel - mean) / std.
+    mean: [f32; 3],
+    std: [f32; 3],
+    filter: image::imageops::FilterType,
+}
+
+pub struct ImageClassifier {
+    network: Network,
+    preprocess: Preprocess,
+    labels: Vec<String>,
+}
+
+impl ImageClassifier {
+    /// A model folder: EfficientNet-Lite from a legacy `.pth` file, or a
+    /// Hugging Face ResNet (`config.json` + `model.safetensors`, with its
+    /// `preprocessor_config.json` when present).
+    pub fn load(dir: &Path) -> Result<Self, VisionError> {
+        if dir.join("model.safetensors").exists() {
+            return Self::load_resnet(dir);
+        }
+        let network = EfficientNetLite::load(dir)?;
+        let labels: Vec<String> = IMAGENET_LABELS.lines().map(str::to_string).collect();
+        let classes = network.fc_weight.dim(1).map_err(compute)?;
+        if classes != labels.len() {
+            return Err(VisionError::Compute(format!(
+                "the classifier has {classes} classes, not ImageNet's {}",
+                labels.len()
+            )));
+        }
+        Ok(Self {
+            network: Network::EfficientNetLite(network),
+            // Lite was trained on (x - 127) / 128.
+            preprocess: Preprocess {
+                resize: RESIZE,
+                crop: INPUT,
+                mean: [127.0; 3],
+                std: [128.0; 3],
+                filter: image::imageops::FilterType::Triangle,
+            },
+            labels,
+        })
+    }
+
+    fn load_resnet(dir: &Path) -> Result<Self, VisionError> {
+        let load = |reason: String| VisionError::Load {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let read_json = |name: &str| -> Result<Option<serde_json::Value>, VisionError> {
+            match std::fs::read(dir.join(name)) {
+                Ok(raw) => serde_json::from_slice(&raw)
+                    .map(Some)
+                    .map_err(|e| load(format!("{name}: {e}"))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(load(format!("{name}: {e}"))),
+            }
+        };
+        let config =
+            read_json("config.json")?.ok_or_else(|| load("config.json is missing".into()))?;
+        let model_type = config.get("model_type").and_then(|v| v.as_str());
+        if model_type != Some("resnet") {
+            return Err(load(format!(
+                "config.json says model_type {model_type:?}; Hearth reads \"resnet\" here"
+            )));
+        }
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+            .map_err(|e| load(format!("model.safetensors: {e}")))?
+            .into_iter()
+            .map(|(k, v)| v.to_dtype(DType::F32).map(|v| (k, v)))
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(|e| load(e.to_string()))?;
+        let network = ResNet::load(&tensors, &config)?;
+        let classes = network.fc_weight.dim(1).map_err(compute)?;
+        let labels = match config.get("id2label").and_then(|v| v.as_object()) {
+            Some(map) => (0..classes)
+                .map(|i| {
+                    map.get(&i.to_string())
+                        .and_then(|v| v.as_str())
+                        .map(str::to_string)
+                        .ok_or_else(|| load(format!("id2label has no class {i}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None if classes == IMAGENET_LABELS.lines().count() => {
+                IMAGENET_LABELS.lines().map(str::to_string).collect()
+            }
+            None => return Err(load(format!("{classes} classes and no id2label"))),
+        };
+        // transformers' ConvNext/ResNet processor: the shorter side to
+        // shortest_edge / crop_pct, centre crop shortest_edge, bicubic,
+        // ImageNet mean and std unless the file says otherwise.
+        let processor = read_json("preprocessor_config.json")?.unwrap_or(serde_json::Value::Null);
+        let triple = |key: &str, default: [f32; 3]| -> [f32; 3] {
+            processor
+                .get(key)
+                .and_then(|v| v.as_array())
+                .filter(|a| a.len() == 3)
+                .map(|a| {
+                    let at = |i: usize| a[i].as_f64().unwrap_or(f64::from(default[i])) as f32;
+                    [at(0), at(1), at(2)]
+                })
+                .unwrap_or(default)
+        };
+        let crop = processor
+            .pointer("/size/shortest_edge")
+            .or_else(|| processor.pointer("/crop_size/height"))
+            .and_then(|v| v.as_u64())
+            .map_or(INPUT, |v| v as u32);
+        let crop_pct = processor
+            .get("crop_pct")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.875);
+        let to_255 = |v: [f32; 3]| v.map(|x| x * 255.0);
+        Ok(Self {
+            network: Network::ResNet(network),
+            preprocess: Preprocess {
+                resize: (f64::from(crop) / crop_pct).round() as u32,
+                crop,
+                mean: to_255(triple("image_mean", [0.485, 0.456, 0.406])),
+                std: to_255(triple("image_std", [0.229, 0.224, 0.225])),
+                filter: image::imageops::FilterType::CatmullRom,
+            },
+            labels,
+        })
+    }
+
+    /// The `top` most likely labels of an encoded image, best first.
+    pub fn classify(&self, image: &[u8], top: usize) -> Result<Vec<(String, f32)>, VisionError> {
+        let x = preprocess(image, &self.preprocess)?;
+        let logits = match &self.network {
+            Network::EfficientNetLite(n) => n.forward(&x)?,
+            Network::ResNet(n) => n.forward(&x)?,
+        };
+        let probabilities = candle_nn::ops::softmax_last_dim(&logits)
             .and_then(|p| p.squeeze(0))
             .and_then(|p| p.to_vec1::<f32>())
             .map_err(compute)?;
-        let mut ranked: Vec<(usize, f32)> = logits.into_iter().enumerate().collect();
+        let mut ranked: Vec<(usize, f32)> = probabilities.into_iter().enumerate().collect();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(ranked
             .into_iter()
             .take(top)
-            .map(|(i, p)| (self.labels[i].to_string(), p))
+            .filter_map(|(i, p)| self.labels.get(i).map(|l| (l.clone(), p)))
             .collect())
     }
 }
 
-/// Decodes and scales an image to the network's 1×3×224×224 input.
-fn preprocess(bytes: &[u8]) -> Result<Tensor, VisionError> {
+/// Decodes and scales an image to the network's 1×3×crop×crop input.
+fn preprocess(bytes: &[u8], how: &Preprocess) -> Result<Tensor, VisionError> {
     if bytes.len() > MAX_IMAGE_BYTES {
         return Err(VisionError::BadImage(format!(
             "the image is {} bytes; at most {MAX_IMAGE_BYTES} are read",
@@ -389,21 +675,152 @@ fn preprocess(bytes: &[u8]) -> Result<Tensor, VisionError> {
     let decoded = image::load_from_memory(bytes)
         .map_err(|e| VisionError::BadImage(format!("`image` cannot be decoded: {e}")))?
         .to_rgb8();
-    let scale = RESIZE as f32 / w.min(h) as f32;
+    let size = how.crop;
+    let scale = how.resize as f32 / w.min(h) as f32;
     let (rw, rh) = (
-        ((w as f32 * scale).round() as u32).max(INPUT),
-        ((h as f32 * scale).round() as u32).max(INPUT),
+        ((w as f32 * scale).round() as u32).max(size),
+        ((h as f32 * scale).round() as u32).max(size),
     );
-    let resized = image::imageops::resize(&decoded, rw, rh, image::imageops::FilterType::Triangle);
-    let (left, top) = ((rw - INPUT) / 2, (rh - INPUT) / 2);
-    let crop = image::imageops::crop_imm(&resized, left, top, INPUT, INPUT).to_image();
+    let resized = image::imageops::resize(&decoded, rw, rh, how.filter);
+    let (left, top) = ((rw - size) / 2, (rh - size) / 2);
+    let crop = image::imageops::crop_imm(&resized, left, top, size, size).to_image();
     let pixels: Vec<f32> = crop
         .into_raw()
-        .into_iter()
-        .map(|v| (f32::from(v) - 127.0) / 128.0)
+        .chunks_exact(3)
+        .flat_map(|rgb| (0..3).map(move |c| (f32::from(rgb[c]) - how.mean[c]) / how.std[c]))
         .collect();
-    Tensor::from_vec(pixels, (1, INPUT as usize, INPUT as usize, 3), &Device::Cpu)
+    Tensor::from_vec(pixels, (1, size as usize, size as usize, 3), &Device::Cpu)
         .and_then(|t| t.permute((0, 3, 1, 2)))
         .and_then(|t| t.contiguous())
         .map_err(compute)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny ResNet with random weights in the Hugging Face layout
+    /// (`microsoft/resnet-50`'s names and config keys, 2 stages of
+    /// bottlenecks, 4 classes), written where `ImageClassifier` reads it.
+    fn write_tiny_resnet(dir: &Path) {
+        let mut w: HashMap<String, Tensor> = HashMap::new();
+        let mut conv_bn = |prefix: &str, cin: usize, cout: usize, k: usize| {
+            let randn = |shape: &[usize], scale: f64| {
+                Tensor::randn(0f32, 1f32, shape, &Device::Cpu)
+                    .and_then(|t| t * scale)
+                    .expect("randn")
+            };
+            let fan_in = (cin * k * k) as f64;
+            w.insert(
+                format!("{prefix}.convolution.weight"),
+                randn(&[cout, cin, k, k], (2.0 / fan_in).sqrt()),
+            );
+            w.insert(
+                format!("{prefix}.normalization.weight"),
+                (randn(&[cout], 0.1) + 1.0).expect("gamma"),
+            );
+            w.insert(format!("{prefix}.normalization.bias"), randn(&[cout], 0.1));
+            w.insert(
+                format!("{prefix}.normalization.running_mean"),
+                randn(&[cout], 0.1),
+            );
+            let var = Tensor::rand(0.5f32, 1.5f32, cout, &Device::Cpu).expect("var");
+            w.insert(format!("{prefix}.normalization.running_var"), var);
+        };
+        conv_bn("resnet.embedder.embedder", 3, 8, 7);
+        let (hidden, depths) = ([16usize, 32], [1usize, 2]);
+        let mut cin = 8;
+        for (s, (&cout, &depth)) in hidden.iter().zip(&depths).enumerate() {
+            for l in 0..depth {
+                let p = format!("resnet.encoder.stages.{s}.layers.{l}");
+                let input = if l == 0 { cin } else { cout };
+                if l == 0 {
+                    conv_bn(&format!("{p}.shortcut"), input, cout, 1);
+                }
+                let reduced = cout / 4;
+                conv_bn(&format!("{p}.layer.0"), input, reduced, 1);
+                conv_bn(&format!("{p}.layer.1"), reduced, reduced, 3);
+                conv_bn(&format!("{p}.layer.2"), reduced, cout, 1);
+            }
+            cin = cout;
+        }
+        w.insert(
+            "classifier.1.weight".into(),
+            Tensor::randn(0f32, 0.5, (4, 32), &Device::Cpu).expect("fc"),
+        );
+        w.insert(
+            "classifier.1.bias".into(),
+            Tensor::zeros(4, DType::F32, &Device::Cpu).expect("bias"),
+        );
+        candle_core::safetensors::save(&w, dir.join("model.safetensors")).expect("save");
+        let config = serde_json::json!({
+            "model_type": "resnet", "architectures": ["ResNetForImageClassification"],
+            "layer_type": "bottleneck", "embedding_size": 8, "hidden_sizes": hidden,
+            "depths": depths, "downsample_in_first_stage": false,
+            "id2label": {"0": "tabby, tabby cat", "1": "espresso", "2": "pug", "3": "volcano"},
+        });
+        std::fs::write(dir.join("config.json"), config.to_string()).expect("config");
+        let processor = serde_json::json!({
+            "crop_pct": 0.875, "image_mean": [0.485, 0.456, 0.406],
+            "image_std": [0.229, 0.224, 0.225], "size": {"shortest_edge": 64},
+        });
+        std::fs::write(dir.join("preprocessor_config.json"), processor.to_string())
+            .expect("processor");
+    }
+
+    fn png(width: u32, height: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(width, height, |x, y| {
+            image::Rgb([
+                (x * 7 % 256) as u8,
+                (y * 5 % 256) as u8,
+                ((x + y) % 256) as u8,
+            ])
+        });
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png)
+            .expect("png");
+        out.into_inner()
+    }
+
+    #[test]
+    fn hugging_face_resnet_loads_and_answers_the_contract() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_resnet(dir.path());
+        let model = ImageClassifier::load(dir.path()).expect("load");
+        assert_eq!(model.preprocess.crop, 64);
+        assert_eq!(model.preprocess.resize, 73);
+        let image = png(120, 90);
+        let labels = model.classify(&image, 5).expect("classify");
+        // Four classes: all of them, best first, a distribution.
+        assert_eq!(labels.len(), 4);
+        assert!(labels.windows(2).all(|w| w[0].1 >= w[1].1), "{labels:?}");
+        let total: f32 = labels.iter().map(|l| l.1).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+        let mut names: Vec<&str> = labels.iter().map(|l| l.0.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["espresso", "pug", "tabby, tabby cat", "volcano"]);
+        // The same image, the same answer; another image, another answer.
+        assert_eq!(
+            model.classify(&image, 2).expect("again"),
+            labels[..2].to_vec()
+        );
+        assert_ne!(model.classify(&png(64, 200), 4).expect("other"), labels);
+    }
+
+    #[test]
+    fn a_resnet_folder_missing_weights_or_config_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_resnet(dir.path());
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("config.json")).expect("read"))
+                .expect("json");
+        config["model_type"] = "vit".into();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("write");
+        let err = ImageClassifier::load(dir.path())
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("model_type"));
+        std::fs::remove_file(dir.path().join("config.json")).expect("rm");
+        assert!(ImageClassifier::load(dir.path()).is_err());
+    }
 }
