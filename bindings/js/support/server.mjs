@@ -16,6 +16,8 @@ export const BGE = "@cf/baai/bge-small-en-v1.5";
 export const BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 /** Workers AI's image classifier id, served by the genuine EfficientNet-Lite0. */
 export const RESNET = "@cf/microsoft/resnet-50";
+export const WHISPER = "@cf/openai/whisper-tiny-en";
+export const WHISPER_TURBO = "@cf/openai/whisper-large-v3-turbo";
 
 /** A scikit-image sample photo that scripts/fetch-test-models installed. */
 export function photo(name) {
@@ -45,7 +47,7 @@ export async function startHearth() {
     config,
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\nmodels_dir = "${models}"\n` +
       `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\nmax_body_bytes = 16777216\n[textgen]\nctx_per_seq = 1024\n` +
-      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n"${RESNET}" = "@cf/google/efficientnet-lite0"\n`,
+      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n"${RESNET}" = "@cf/google/efficientnet-lite0"\n"${WHISPER_TURBO}" = "${WHISPER}"\n`,
   );
   const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   // The server never outlives the tests, and never keeps them waiting.

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize, runWithTools } from "../dist/node.js";
-import { ACCOUNT, BATCH_LLM, BGE, RESNET, SMOLLM, TOKEN, photo, rest, startHearth } from "../support/server.mjs";
+import { ACCOUNT, BATCH_LLM, BGE, RESNET, SMOLLM, TOKEN, WHISPER, WHISPER_TURBO, photo, rest, startHearth } from "../support/server.mjs";
 
 let server;
 let ai;
@@ -183,4 +183,21 @@ test("an image goes as a byte array or as a ReadableStream input, with the same 
   const byStream = await ai.run(RESNET, { image: { body: stream, contentType: "image/png" } });
   assert.deepEqual(byStream, byArray);
   await assert.rejects(ai.run(RESNET, { image: new Blob(["x"]).stream() }), /Content-Type is required/);
+});
+
+test("speech: whisper-tiny-en transcribes a byte array; turbo's id takes base64 and answers with segments", async () => {
+  const { spawnSync } = await import("node:child_process");
+  const { readFileSync } = await import("node:fs");
+  const wav = join(mkdtempSync(join(tmpdir(), "hearth-speech-")), "speech.wav");
+  const spoken = spawnSync("espeak-ng", ["-v", "en-us", "-s", "150", "-w", wav, "Open the window and let the fresh air into the room."]);
+  assert.equal(spoken.status, 0, "espeak-ng (scripts/setup-system installs it)");
+  const bytes = readFileSync(wav);
+  const tiny = await ai.run(WHISPER, { audio: [...bytes] });
+  assert.match(tiny.text.toLowerCase(), /window.*fresh air.*room/, JSON.stringify(tiny));
+  assert.equal(tiny.word_count, tiny.text.split(/\s+/).filter(Boolean).length);
+  assert.ok(tiny.words.length > 0 && tiny.vtt.startsWith("WEBVTT"));
+  const turbo = await ai.run(WHISPER_TURBO, { audio: bytes.toString("base64"), language: "en" });
+  assert.equal(turbo.text, tiny.text);
+  assert.equal(turbo.transcription_info.language, "en");
+  assert.ok(turbo.segments.length > 0 && turbo.segments[0].words.length > 0, JSON.stringify(turbo));
 });
