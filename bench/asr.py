@@ -11,6 +11,7 @@ best wall time of the rounds, real-time factor = seconds of compute per
 second of audio, and the word error rate of each transcript.
 """
 
+import json
 import os
 import re
 import subprocess
@@ -18,37 +19,10 @@ import sys
 import tempfile
 import time
 
-SENTENCES = [
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "The children played in the garden after lunch.",
-    "Open the window and let the fresh air into the room.",
-    "The weather today is sunny with a light breeze from the west.",
-    "We will meet at the library at three o'clock tomorrow.",
-]
-
-# The integration test's passage: ~70 s of distinct sentences.
-PASSAGE = [
-    "Every morning the baker opens his small shop before sunrise.",
-    "He mixes flour, water and salt in a large wooden bowl.",
-    "The first customers arrive when the bread comes out of the oven.",
-    "A teacher buys two loaves for her class on the way to school.",
-    "Later a young couple asks for a cake for their wedding.",
-    "The baker writes their names carefully on a piece of paper.",
-    "At noon the streets become busy with workers looking for lunch.",
-    "Some of them sit on the bench outside and talk about football.",
-    "In the afternoon it starts to rain and the shop is quiet.",
-    "The baker cleans the counters and counts the money in the drawer.",
-    "His daughter comes home from school and helps him with the dishes.",
-    "She tells him about a science project on the planets.",
-    "They decide to visit the museum together on Sunday.",
-    "In the evening the baker prepares the dough for the next day.",
-    "He turns off the lights and locks the heavy front door.",
-    "The cat sleeps near the warm oven until morning.",
-    "On Sunday they take the train to the city centre.",
-    "The museum has a large model of the solar system.",
-    "His daughter takes many pictures with her new camera.",
-    "They eat ice cream in the park before going back home.",
-]
+# The integration test's texts: five sentences and a ~70 s passage.
+TEXTS = json.load(open(os.path.join(os.path.dirname(__file__), "..", "crates", "hearth", "tests",
+                                    "integration", "speech_texts.json")))
+SENTENCES, PASSAGE = TEXTS["sentences"], TEXTS["passage"]
 
 
 def words(text):

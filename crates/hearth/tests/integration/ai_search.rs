@@ -708,16 +708,7 @@ fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
 
 async fn upload(path: &str, parts: &[(&str, Option<&str>, &[u8])]) -> (u16, Value) {
     let (content_type, body) = multipart(parts);
-    let resp = client()
-        .post(account_url(path))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
+    post_body(&account_url(path), &content_type, body).await
 }
 
 #[tokio::test]

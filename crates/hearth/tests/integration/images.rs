@@ -21,16 +21,7 @@ fn photo(name: &str) -> Vec<u8> {
 }
 
 async fn post_raw(model: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(url(model))
-        .bearer_auth(TOKEN)
-        .header("content-type", "image/png")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
+    post_body(&url(model), "image/png", body).await
 }
 
 fn labels(v: &Value) -> Vec<String> {

@@ -13,38 +13,24 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const SENTENCES: [&str; 5] = [
-    "Please call Stella and ask her to bring these things with her from the store.",
-    "The children played in the garden after lunch.",
-    "Open the window and let the fresh air into the room.",
-    "The weather today is sunny with a light breeze from the west.",
-    "We will meet at the library at three o'clock tomorrow.",
-];
+/// What espeak-ng reads: five sentences, and about seventy seconds of
+/// distinct sentences (a repeated text would look like a decoding loop to
+/// the compression-ratio check). `bench/asr.py` reads the same file.
+const TEXTS: &str = include_str!("speech_texts.json");
 
-/// About seventy seconds of distinct sentences (a repeated text would look
-/// like a decoding loop to the compression-ratio check).
-const PASSAGE: [&str; 20] = [
-    "Every morning the baker opens his small shop before sunrise.",
-    "He mixes flour, water and salt in a large wooden bowl.",
-    "The first customers arrive when the bread comes out of the oven.",
-    "A teacher buys two loaves for her class on the way to school.",
-    "Later a young couple asks for a cake for their wedding.",
-    "The baker writes their names carefully on a piece of paper.",
-    "At noon the streets become busy with workers looking for lunch.",
-    "Some of them sit on the bench outside and talk about football.",
-    "In the afternoon it starts to rain and the shop is quiet.",
-    "The baker cleans the counters and counts the money in the drawer.",
-    "His daughter comes home from school and helps him with the dishes.",
-    "She tells him about a science project on the planets.",
-    "They decide to visit the museum together on Sunday.",
-    "In the evening the baker prepares the dough for the next day.",
-    "He turns off the lights and locks the heavy front door.",
-    "The cat sleeps near the warm oven until morning.",
-    "On Sunday they take the train to the city centre.",
-    "The museum has a large model of the solar system.",
-    "His daughter takes many pictures with her new camera.",
-    "They eat ice cream in the park before going back home.",
-];
+fn texts(key: &str) -> Vec<String> {
+    let all: Value = serde_json::from_str(TEXTS).expect("speech_texts.json");
+    all[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect()
+}
+
+fn sentence(i: usize) -> String {
+    texts("sentences")[i].clone()
+}
 
 fn url(model: &str) -> String {
     format!(
@@ -107,16 +93,7 @@ fn word_error_rate(reference: &str, hypothesis: &str) -> f64 {
 }
 
 async fn post_raw(model: &str, body: Vec<u8>, content_type: &str) -> (u16, Value) {
-    let resp = client()
-        .post(url(model))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
+    post_body(&url(model), content_type, body).await
 }
 
 /// Seconds of audio in a 16-bit mono WAV.
@@ -161,7 +138,7 @@ fn check_words(result: &Value, seconds: f64) {
 #[tokio::test]
 async fn spoken_sentences_are_transcribed_from_wav_and_mp3() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (i, sentence) in SENTENCES.iter().enumerate() {
+    for (i, sentence) in texts("sentences").iter().enumerate() {
         let wav = speak(dir.path(), &format!("s{i}"), sentence);
         let mp3 = to_mp3(&wav);
         let seconds = wav_seconds(&wav);
@@ -185,7 +162,7 @@ async fn spoken_sentences_are_transcribed_from_wav_and_mp3() {
 #[tokio::test]
 async fn raw_body_byte_array_and_base64_give_the_same_text() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let wav = std::fs::read(speak(dir.path(), "same", SENTENCES[2])).expect("wav");
+    let wav = std::fs::read(speak(dir.path(), "same", &sentence(2))).expect("wav");
     let (status, raw) = post_raw(WHISPER_TINY, wav.clone(), "application/octet-stream").await;
     assert_eq!(status, 200, "{raw}");
     let as_array: Vec<Value> = wav.iter().map(|b| json!(b)).collect();
@@ -209,7 +186,7 @@ async fn raw_body_byte_array_and_base64_give_the_same_text() {
 #[tokio::test]
 async fn a_seventy_second_passage_is_transcribed_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let passage = PASSAGE.join(" ");
+    let passage = texts("passage").join(" ");
     let wav = speak(dir.path(), "long", &passage);
     let seconds = wav_seconds(&wav);
     assert!(seconds > 60.0, "the passage is only {seconds} s");
@@ -234,7 +211,7 @@ async fn a_seventy_second_passage_is_transcribed_whole() {
 #[tokio::test]
 async fn turbo_id_answers_with_segments_and_transcription_info() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let wav = speak(dir.path(), "turbo", SENTENCES[3]);
+    let wav = speak(dir.path(), "turbo", &sentence(3));
     let seconds = wav_seconds(&wav);
     let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&wav).expect("wav"));
     let (status, _, v) = post_json(
@@ -267,7 +244,7 @@ async fn turbo_id_answers_with_segments_and_transcription_info() {
         assert!(s["words"].as_array().is_some_and(|w| !w.is_empty()), "{s}");
     }
     assert!(
-        word_error_rate(SENTENCES[3], r["text"].as_str().unwrap_or("")) < 0.25,
+        word_error_rate(&sentence(3), r["text"].as_str().unwrap_or("")) < 0.25,
         "{r}"
     );
     assert!(
@@ -309,7 +286,7 @@ async fn bad_audio_inputs_are_refused_with_the_field_named() {
 
     // tiny.en knows only English.
     let dir = tempfile::tempdir().expect("tempdir");
-    let wav = speak(dir.path(), "fr", SENTENCES[0]);
+    let wav = speak(dir.path(), "fr", &sentence(0));
     let b64 = base64::engine::general_purpose::STANDARD.encode(std::fs::read(&wav).expect("wav"));
     let (status, _, v) = post_json(
         &url(WHISPER_TURBO),

@@ -280,6 +280,25 @@ pub async fn post_json(url: &str, body: &Value) -> (u16, reqwest::header::Header
     (status, headers, value)
 }
 
+/// POST a body of the given media type with the test token; returns the
+/// status and the parsed JSON (`null` when the answer is not JSON).
+pub async fn post_body(
+    url: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let resp = client()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
 /// Run a text generation and return `result.response`.
 pub async fn generate(model: &str, body: Value) -> String {
     let (status, _, value) = post_json(&run_url(model), &body).await;

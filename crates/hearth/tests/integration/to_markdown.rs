@@ -6,18 +6,7 @@ use serde_json::Value;
 use crate::support::*;
 
 async fn send(content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = client()
-        .post(account_url("/ai/tomarkdown"))
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
+    post_body(&account_url("/ai/tomarkdown"), content_type, body).await
 }
 
 #[tokio::test]

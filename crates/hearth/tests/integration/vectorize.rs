@@ -21,19 +21,6 @@ async fn get(url: &str) -> (u16, Value) {
     (status, resp.json().await.expect("json"))
 }
 
-async fn post_raw(url: &str, content_type: &str, body: String) -> (u16, Value) {
-    let resp = client()
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.expect("json"))
-}
-
 async fn create(name: &str, dims: u32, metric: &str) {
     let (status, _, v) = post_json(
         &index_url(""),
@@ -50,7 +37,7 @@ fn ndjson(vectors: &[Value]) -> String {
 /// Writes and waits until the mutation is applied (Vectorize applies
 /// asynchronously; clients poll `info` the same way).
 async fn write(index: &str, op: &str, vectors: &[Value]) -> String {
-    let (status, v) = post_raw(
+    let (status, v) = post_body(
         &index_url(&format!("/{index}/{op}")),
         "application/x-ndjson",
         ndjson(vectors),
@@ -491,7 +478,7 @@ async fn bad_input_is_refused_by_name_and_loses_nothing() {
         ("{\"note\": 1}\n", 40005, "missing field `id`"),
     ];
     for (body, code, needle) in ndjson_cases {
-        let (status, v) = post_raw(
+        let (status, v) = post_body(
             &index_url("/strict/insert"),
             "application/x-ndjson",
             body.to_string(),
@@ -505,10 +492,10 @@ async fn bad_input_is_refused_by_name_and_loses_nothing() {
         );
     }
     // `discard` skips what does not parse and keeps the rest.
-    let (status, v) = post_raw(
+    let (status, v) = post_body(
         &index_url("/strict/upsert?unparsable-behavior=discard"),
         "application/x-ndjson",
-        "{\"id\":\"ok\",\"values\":[3,2,1]}\nnot json\n".into(),
+        "{\"id\":\"ok\",\"values\":[3,2,1]}\nnot json\n",
     )
     .await;
     assert_eq!(status, 200, "{v}");
