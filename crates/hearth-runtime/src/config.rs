@@ -33,6 +33,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "vectorize.snapshot_after_bytes",
     ),
     ("HEARTH_QUEUE", "textgen.queue"),
+    (
+        "HEARTH_TRANSLATION_LLM_FALLBACK",
+        "translation.llm_fallback",
+    ),
     ("HEARTH_R2_ENDPOINT", "search.r2.endpoint"),
     ("HEARTH_R2_ACCESS_KEY_ID", "search.r2.access_key_id"),
     ("HEARTH_R2_SECRET_ACCESS_KEY", "search.r2.secret_access_key"),
@@ -171,6 +175,16 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Translation (`@cf/meta/m2m100-1.2b`'s contract).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranslationConfig {
+    /// When no installed translation model covers a language pair, let the
+    /// default instruct model translate (the answer's `x-hearth-translator`
+    /// header names it). Off: such a request is refused.
+    pub llm_fallback: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
@@ -250,6 +264,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub gateway: GatewayConfig,
     pub search: SearchConfig,
+    pub translation: TranslationConfig,
     /// Serve a catalog id with another entry's weights: `"@cf/meta/llama-3.1-8b-instruct" = "@cf/huggingfacetb/smollm2-135m-instruct"`.
     pub aliases: BTreeMap<String, String>,
 }
@@ -280,6 +295,7 @@ impl Default for Config {
             batch: BatchConfig::default(),
             gateway: GatewayConfig::default(),
             search: SearchConfig::default(),
+            translation: TranslationConfig::default(),
             aliases: BTreeMap::new(),
         }
     }

@@ -68,39 +68,71 @@ pub async fn run(
     bytes: &[u8],
 ) -> Result<Response, Failure> {
     let (text, max_length) = parse(bytes)?;
-    let admission = Admission::admit(state, account, model, SUMMARIZATION)?;
-    let writer = state.app.config().default_model.clone();
-    let params = GenerationParams {
-        max_tokens: max_length.min(u64::from(u32::MAX)) as u32,
-        temperature: 0.0,
-        ..GenerationParams::default()
+    let max_tokens = max_length.min(u64::from(u32::MAX)) as u32;
+    let task = InstructedTask {
+        task: SUMMARIZATION,
+        instructions: INSTRUCTIONS.to_string(),
+        header: SUMMARIZER_HEADER,
+        answer_key: "summary",
     };
-    let messages = vec![
-        ValidMessage::new("system", INSTRUCTIONS),
-        ValidMessage::new("user", text),
-    ];
-    let mut generation = state
-        .app
-        .generate_with(
-            &writer,
-            PromptInput::Messages(messages),
-            &OutputShape::default(),
-            params,
-            false,
-            Priority::Interactive,
-        )
-        .await?;
-    let out = collect(&mut generation, state.timeout())
-        .await
-        .map_err(Failure)?;
-    admission.charge(
-        u64::from(out.usage.prompt_tokens),
-        u64::from(out.usage.completion_tokens),
-    );
-    let mut response = Json(Envelope::ok(json!({"summary": out.text.trim()}))).into_response();
-    tag_response(&mut response, &generation.resolved);
-    if let Ok(v) = axum::http::HeaderValue::from_str(&writer) {
-        response.headers_mut().insert(SUMMARIZER_HEADER, v);
+    task.run(state, account, model, text, max_tokens).await
+}
+
+/// A task contract answered by the default instruct model from
+/// instructions (the system turn) and the user's text, at temperature 0;
+/// `header` names the model that wrote the answer `{answer_key: text}`.
+/// Charged as `task` on the requested model.
+pub(crate) struct InstructedTask {
+    pub task: &'static str,
+    pub instructions: String,
+    pub header: &'static str,
+    pub answer_key: &'static str,
+}
+
+impl InstructedTask {
+    pub async fn run(
+        &self,
+        state: &AppState,
+        account: &str,
+        model: &str,
+        text: String,
+        max_tokens: u32,
+    ) -> Result<Response, Failure> {
+        let admission = Admission::admit(state, account, model, self.task)?;
+        let writer = state.app.config().default_model.clone();
+        let params = GenerationParams {
+            max_tokens,
+            temperature: 0.0,
+            ..GenerationParams::default()
+        };
+        let messages = vec![
+            ValidMessage::new("system", self.instructions.clone()),
+            ValidMessage::new("user", text),
+        ];
+        let mut generation = state
+            .app
+            .generate_with(
+                &writer,
+                PromptInput::Messages(messages),
+                &OutputShape::default(),
+                params,
+                false,
+                Priority::Interactive,
+            )
+            .await?;
+        let out = collect(&mut generation, state.timeout())
+            .await
+            .map_err(Failure)?;
+        admission.charge(
+            u64::from(out.usage.prompt_tokens),
+            u64::from(out.usage.completion_tokens),
+        );
+        let answer = json!({ self.answer_key: out.text.trim() });
+        let mut response = Json(Envelope::ok(answer)).into_response();
+        tag_response(&mut response, &generation.resolved);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&writer) {
+            response.headers_mut().insert(self.header, v);
+        }
+        Ok(response)
     }
-    Ok(response)
 }

@@ -118,16 +118,17 @@ pub async fn run(
 ) -> Result<Response, Failure> {
     let model = params.get("model").cloned().unwrap_or_default();
     let account = params.get("account_id").cloned().unwrap_or_default();
-    // No BART engine yet: summarization is written by the default instruct
-    // model whether or not the BART weights are on disk.
-    if state
-        .app
-        .catalog()
-        .get(&model)
-        .is_some_and(|e| e.task == crate::summarize::SUMMARIZATION)
-    {
+    // No BART or translation engine yet: these tasks are written by the
+    // default instruct model (translation only when the config allows it)
+    // whether or not weights are on disk.
+    let task = state.app.catalog().get(&model).map(|e| e.task.clone());
+    if task.as_deref() == Some(crate::summarize::SUMMARIZATION) {
         let bytes = body::read(request.into_body(), state.body_limit()).await?;
         return crate::summarize::run(&state, &account, &model, &bytes).await;
+    }
+    if task.as_deref() == Some(crate::translate::TRANSLATION) {
+        let bytes = body::read(request.into_body(), state.body_limit()).await?;
+        return crate::translate::run(&state, &account, &model, &bytes).await;
     }
     // Resolving first picks the task (and so the input schema) and answers
     // unknown or absent models before the body is read.

@@ -21,4 +21,5 @@ mod support;
 mod textgen;
 mod to_markdown;
 mod tools;
+mod translation;
 mod vectorize;

@@ -161,9 +161,10 @@ pub fn metered_server() -> &'static MeteredServer {
     })
 }
 
-/// A server that takes photos and audio (bodies up to 16 MiB) and serves
-/// Workers AI's resnet-50 id with the genuine EfficientNet-Lite0 and its
-/// whisper ids with the genuine whisper-tiny-en.
+/// A server for the tasks beyond text generation: it takes photos and
+/// audio (bodies up to 16 MiB), serves Workers AI's resnet-50 id with the
+/// genuine EfficientNet-Lite0 and its whisper ids with the genuine
+/// whisper-tiny-en, and lets SmolLM2 translate.
 pub fn media_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -175,6 +176,7 @@ pub fn media_server() -> &'static Server {
         config
             .aliases
             .insert(WHISPER_TURBO.into(), WHISPER_TINY.into());
+        config.translation.llm_fallback = true;
         start(config, data)
     })
 }
