@@ -14,6 +14,8 @@
 //!   PyTorch format) on candle.
 //! - [`speech`]: speech recognition (Whisper from CTranslate2's format or
 //!   the Hugging Face layout) on candle, audio decoded with symphonia.
+//! - [`translate`]: translation with Bergamot's int8 Marian models (SSRU
+//!   decoders) from Marian's binary format, on candle.
 //! - [`store`]: the model store: which weights are on disk, pulls from a
 //!   Hugging Face-compatible hub (resumable, sha-checked, with progress),
 //!   removal.
@@ -28,6 +30,7 @@ pub mod rerank;
 pub mod speech;
 pub mod store;
 pub mod textgen;
+pub mod translate;
 pub mod vision;
 
 pub use classify::Classifier;

@@ -33,6 +33,7 @@ pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
 pub const TEXT_CLASSIFICATION: &str = "Text Classification";
 pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
 pub const SPEECH_RECOGNITION: &str = "Automatic Speech Recognition";
+pub const TRANSLATION: &str = "Translation";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -50,6 +51,8 @@ pub enum AppError {
     Vision(#[from] hearth_engine::vision::VisionError),
     #[error(transparent)]
     Speech(#[from] hearth_engine::speech::SpeechError),
+    #[error(transparent)]
+    Translate(#[from] hearth_engine::translate::TranslateError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error("catalog: {0}")]
@@ -117,6 +120,14 @@ impl From<AppError> for ApiError {
                 hearth_engine::speech::SpeechError::Load { .. }
                 | hearth_engine::speech::SpeechError::Compute(_) => {
                     tracing::error!(error = %e, "speech engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Translate(e) => match e {
+                hearth_engine::translate::TranslateError::BadInput(m) => ApiError::invalid_input(m),
+                hearth_engine::translate::TranslateError::Load { .. }
+                | hearth_engine::translate::TranslateError::Compute(_) => {
+                    tracing::error!(error = %e, "translation engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -251,6 +262,7 @@ pub struct App {
     classifiers: Loaded<Classifier>,
     image_classifiers: Loaded<hearth_engine::vision::ImageClassifier>,
     speech: Loaded<hearth_engine::speech::SpeechRecognizer>,
+    translators: Loaded<hearth_engine::translate::Translator>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
     vectorize_init: Mutex<()>,
     meter: Meter,
@@ -282,6 +294,7 @@ impl App {
             classifiers: Loaded::new(),
             image_classifiers: Loaded::new(),
             speech: Loaded::new(),
+            translators: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
             vectorize_init: Mutex::new(()),
             meter,
@@ -592,6 +605,38 @@ impl App {
         .await
         .map_err(|e| AppError::Join(e.to_string()))??;
         Ok((transcript, resolved))
+    }
+
+    /// The installed model that translates `source` into `target`: a
+    /// catalog Translation entry named `.../translate-{source}-{target}`
+    /// (Hearth's Bergamot ids) whose weights are here.
+    pub fn translation_model_for(&self, source: &str, target: &str) -> Option<String> {
+        let suffix = format!("/translate-{source}-{target}");
+        self.catalog
+            .models()
+            .iter()
+            .filter(|e| e.task == TRANSLATION && e.name.ends_with(&suffix))
+            .find(|e| self.resolve(&e.name).is_ok())
+            .map(|e| e.name.clone())
+    }
+
+    /// Translates `text` with a translation model (one language pair).
+    pub async fn translate(
+        &self,
+        model: &str,
+        text: String,
+    ) -> Result<(hearth_engine::translate::Translation, Resolved), AppError> {
+        let (resolved, dir) = self.resolve_folder(model, TRANSLATION)?;
+        let translator = self
+            .translators
+            .get(&dir, move |dir| {
+                hearth_engine::translate::Translator::load(&dir).map_err(AppError::from)
+            })
+            .await?;
+        let translation = tokio::task::spawn_blocking(move || translator.translate(&text))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((translation, resolved))
     }
 
     /// Start a text generation on `model`.

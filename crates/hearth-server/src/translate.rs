@@ -1,20 +1,23 @@
 //! Translation (`@cf/meta/m2m100-1.2b`'s contract: `text`, `target_lang`,
 //! `source_lang` (default `en`) -> `{translated_text}`).
 //!
-//! No translation engine is built yet (the Bergamot and Marian models are
-//! an open issue), so a language pair is served only when the config
-//! allows an LLM-backed translation (`[translation] llm_fallback = true`):
-//! the default instruct model translates and the `x-hearth-translator`
-//! header names it. Otherwise the request is refused with the pair named,
+//! A pair is translated by the installed model for it (Bergamot's en<->pt,
+//! `@cf/mozilla/translate-en-pt`, on the translation engine), asked for by
+//! its own id or through m2m100's; the `x-hearth-translator` header names
+//! the model that wrote the answer. A pair no installed model covers is
+//! translated by the default instruct model when the config allows it
+//! (`[translation] llm_fallback = true`), else refused with the pair named,
 //! never answered with a wrong text.
 
-use axum::response::Response;
-use hearth_types::{ApiError, ErrorCode};
-use serde_json::Value;
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use hearth_types::{ApiError, Envelope, ErrorCode};
+use serde_json::{Value, json};
 
 use crate::error::Failure;
+use crate::metering::Admission;
 use crate::summarize::InstructedTask;
-use crate::{AppState, body};
+use crate::{AppState, body, tag_response};
 
 /// The task name in the catalog.
 pub const TRANSLATION: &str = "Translation";
@@ -101,8 +104,10 @@ fn name_of(code: &str) -> String {
     )
 }
 
-/// `(text, source, target)` of a request, checked.
-fn parse(bytes: &[u8]) -> Result<(String, String, String), Failure> {
+/// `(text, source, target)` of a request, checked. Left out, `source` is
+/// the model's (`en` for m2m100); `target` may be left out only for a
+/// model of one language pair.
+fn parse(bytes: &[u8]) -> Result<(String, Option<String>, Option<String>), Failure> {
     let Value::Object(input) = body::parse_json::<Value>(bytes)? else {
         return Err(bad(
             "the body must be a JSON object with `text` and `target_lang`",
@@ -124,9 +129,8 @@ fn parse(bytes: &[u8]) -> Result<(String, String, String), Failure> {
             "`text` is longer than {MAX_TEXT_CHARS} characters"
         )));
     }
-    let target =
-        language(&input, "target_lang")?.ok_or_else(|| bad("`target_lang` is required"))?;
-    let source = language(&input, "source_lang")?.unwrap_or_else(|| "en".into());
+    let target = language(&input, "target_lang")?;
+    let source = language(&input, "source_lang")?;
     if let Some(other) = input
         .keys()
         .find(|k| !["text", "source_lang", "target_lang"].contains(&k.as_str()))
@@ -138,6 +142,13 @@ fn parse(bytes: &[u8]) -> Result<(String, String, String), Failure> {
     Ok((text, source, target))
 }
 
+/// `(source, target)` of a one-pair model id (`.../translate-en-pt`).
+fn pair_of(model: &str) -> Option<(String, String)> {
+    let tail = model.rsplit('/').next()?.strip_prefix("translate-")?;
+    let (source, target) = tail.split_once('-')?;
+    Some((source.to_string(), target.to_string()))
+}
+
 pub async fn run(
     state: &AppState,
     account: &str,
@@ -145,6 +156,36 @@ pub async fn run(
     bytes: &[u8],
 ) -> Result<Response, Failure> {
     let (text, source, target) = parse(bytes)?;
+    let (source, target) = match (pair_of(model), source, target) {
+        (Some((from, to)), source, target) => {
+            let source = source.unwrap_or_else(|| from.clone());
+            let target = target.unwrap_or_else(|| to.clone());
+            if (source.as_str(), target.as_str()) != (from.as_str(), to.as_str()) {
+                return Err(bad(format!(
+                    "{model} translates {from} -> {to}, not {source} -> {target} \
+                     (`source_lang`, `target_lang`)"
+                )));
+            }
+            (source, target)
+        }
+        (None, source, Some(target)) => (source.unwrap_or_else(|| "en".into()), target),
+        (None, _, None) => return Err(bad("`target_lang` is required")),
+    };
+    if let Some(translator) = state.app.translation_model_for(&source, &target) {
+        let admission = Admission::admit(state, account, model, TRANSLATION)?;
+        let (translation, resolved) = state.app.translate(&translator, text).await?;
+        admission.charge(
+            translation.input_tokens as u64,
+            translation.output_tokens as u64,
+        );
+        let answer = json!({"translated_text": translation.text});
+        let mut response = Json(Envelope::ok(answer)).into_response();
+        tag_response(&mut response, &resolved);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&translator) {
+            response.headers_mut().insert(TRANSLATOR_HEADER, v);
+        }
+        return Ok(response);
+    }
     if !state.app.config().translation.llm_fallback {
         return Err(Failure(ApiError::new(
             ErrorCode::ModelNotInstalled,
@@ -183,7 +224,6 @@ mod tests {
                 .unwrap_or_default()
         };
         assert!(err(r#"{"target_lang": "fr"}"#).contains("`text` is required"));
-        assert!(err(r#"{"text": "hi"}"#).contains("`target_lang` is required"));
         assert!(err(r#"{"text": "", "target_lang": "fr"}"#).contains("`text` must not be empty"));
         assert!(err(r#"{"text": 3, "target_lang": "fr"}"#).contains("`text` must be a string"));
         assert!(err(r#"{"text": "hi", "target_lang": "french!"}"#).contains("`target_lang`"));
@@ -193,7 +233,12 @@ mod tests {
         );
         assert!(err(r#"{"requests": []}"#).contains("`requests`"));
         let ok = parse(br#"{"text": "hi", "target_lang": "pt-BR"}"#).ok();
-        assert_eq!(ok, Some(("hi".into(), "en".into(), "pt".into())));
+        assert_eq!(ok, Some(("hi".into(), None, Some("pt".into()))));
+        assert_eq!(
+            pair_of("@cf/mozilla/translate-en-pt"),
+            Some(("en".into(), "pt".into()))
+        );
+        assert_eq!(pair_of("@cf/meta/m2m100-1.2b"), None);
     }
 
     #[test]
