@@ -26,6 +26,7 @@
 pub mod classify;
 pub mod embed;
 mod hf;
+mod matvec;
 pub mod rerank;
 pub mod speech;
 pub mod store;

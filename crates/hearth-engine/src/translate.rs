@@ -396,27 +396,42 @@ impl Translator {
         (emb * (self.dim as f64).sqrt())?.broadcast_add(&self.positions(start, ids.dim(0)?)?)
     }
 
-    fn attend(&self, a: &Attention, x: &Tensor, memory: &Tensor) -> candle_core::Result<Tensor> {
+    /// `[b, len, d]` -> `[b, heads, len, d / heads]`.
+    fn split_heads(&self, y: Tensor) -> candle_core::Result<Tensor> {
+        let (b, len, d) = y.dims3()?;
+        y.reshape((b, len, self.heads, d / self.heads))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// Keys and values of `memory` for attention `a`, split into heads.
+    fn keys_values(&self, a: &Attention, memory: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        Ok((
+            self.split_heads(a.k.forward(memory)?)?,
+            self.split_heads(a.v.forward(memory)?)?,
+        ))
+    }
+
+    /// Post-norm attention of `x` over heads-split keys and values.
+    fn attend(
+        &self,
+        a: &Attention,
+        x: &Tensor,
+        (k, v): &(Tensor, Tensor),
+    ) -> candle_core::Result<Tensor> {
         let (b, t, d) = x.dims3()?;
-        let s = memory.dim(1)?;
         let hd = d / self.heads;
-        let split = |y: Tensor, len: usize| {
-            y.reshape((b, len, self.heads, hd))?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let q = split((a.q.forward(x)? * (hd as f64).powf(-0.5))?, t)?;
-        let k = split(a.k.forward(memory)?, s)?;
-        let v = split(a.v.forward(memory)?, s)?;
+        let q = self.split_heads((a.q.forward(x)? * (hd as f64).powf(-0.5))?)?;
         let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let mixed = weights.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        let mixed = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
         a.norm.forward(&(x + a.o.forward(&mixed)?)?)
     }
 
     fn encode(&self, ids: &[u32]) -> candle_core::Result<Tensor> {
         let mut x = self.embed(ids, 0)?;
         for (attention, ffn) in &self.encoder {
-            x = self.attend(attention, &x, &x)?;
+            let kv = self.keys_values(attention, &x)?;
+            x = self.attend(attention, &x, &kv)?;
             x = ffn.forward(&x)?;
         }
         Ok(x)
@@ -427,11 +442,11 @@ impl Translator {
     fn decoder_step(
         &self,
         input: &Tensor,
-        memory: &Tensor,
+        memory: &[(Tensor, Tensor)],
         states: &mut [Option<Tensor>],
     ) -> candle_core::Result<Tensor> {
         let mut x = input.clone();
-        for (layer, state) in self.decoder.iter().zip(states.iter_mut()) {
+        for ((layer, state), kv) in self.decoder.iter().zip(states.iter_mut()).zip(memory) {
             // SSRU: f = sigmoid(x Wf + bf); c = f c' + (1 - f) x W;
             // out = relu(c); then the post-norm residual.
             let s = &layer.ssru;
@@ -445,7 +460,7 @@ impl Translator {
             let h = c.relu()?;
             *state = Some(c);
             x = s.norm.forward(&(x + h)?)?;
-            x = self.attend(&layer.context, &x, memory)?;
+            x = self.attend(&layer.context, &x, kv)?;
             x = layer.ffn.forward(&x)?;
         }
         Ok(x)
@@ -489,7 +504,14 @@ impl Translator {
             )));
         }
         ids.push(self.eos);
-        let memory = self.encode(&ids).map_err(compute)?;
+        let encoded = self.encode(&ids).map_err(compute)?;
+        // The encoder's keys and values, once per sentence for every step.
+        let memory = self
+            .decoder
+            .iter()
+            .map(|layer| self.keys_values(&layer.context, &encoded))
+            .collect::<candle_core::Result<Vec<_>>>()
+            .map_err(compute)?;
         let limit = ((ids.len() as f32) * self.max_length_factor).ceil() as usize;
         let mut states: Vec<Option<Tensor>> = vec![None; self.decoder.len()];
         let mut output: Vec<u32> = Vec::new();
@@ -501,9 +523,8 @@ impl Translator {
             x = self
                 .decoder_step(&x, &memory, &mut states)
                 .map_err(compute)?;
-            let logits = x
-                .squeeze(0)
-                .and_then(|h| h.matmul(&self.embeddings.t()?))
+            let logits = crate::matvec::against_rows(&x, &self.embeddings)
+                .and_then(|l| l.squeeze(0))
                 .and_then(|l| l.broadcast_add(&self.output_bias))
                 .and_then(|l| l.squeeze(0))
                 .and_then(|l| l.argmax(0))

@@ -254,61 +254,10 @@ impl Whisper {
     }
 
     /// Logits `[b, n, vocab]` of hidden states `[b, n, d]` against the tied
-    /// token embeddings. A matrix-vector product over the embedding rows in
-    /// place: candle's matmul through the transposed view ran at a few
-    /// GFLOP/s, and this product, which reads every weight of the largest
-    /// matrix at every step, dominated decoding.
+    /// token embeddings (see [`crate::matvec`]).
     fn unembed(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, n, d) = x.dims3()?;
-        let vocab = self.dims.vocab;
-        let hidden: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let weights = self.tokens.embeddings().contiguous()?;
-        let (storage, layout) = weights.storage_and_layout();
-        let candle_core::Storage::Cpu(cpu) = &*storage else {
-            return Err(candle_core::Error::Msg(
-                "the decoder runs on the CPU".into(),
-            ));
-        };
-        let all = cpu.as_slice::<f32>()?;
-        let table = &all[layout.start_offset()..layout.start_offset() + vocab * d];
-        let mut logits = vec![0f32; b * n * vocab];
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |t| t.get())
-            .min(8);
-        let rows_per_thread = vocab.div_ceil(threads);
-        for (row, out) in hidden.chunks_exact(d).zip(logits.chunks_exact_mut(vocab)) {
-            std::thread::scope(|scope| {
-                for (part, out) in out.chunks_mut(rows_per_thread).enumerate() {
-                    let first = part * rows_per_thread;
-                    scope.spawn(move || {
-                        for (i, o) in out.iter_mut().enumerate() {
-                            let w = &table[(first + i) * d..(first + i + 1) * d];
-                            *o = dot(row, w);
-                        }
-                    });
-                }
-            });
-        }
-        Tensor::from_vec(logits, (b, n, vocab), x.device())
+        crate::matvec::against_rows(x, self.tokens.embeddings())
     }
-}
-
-/// Eight independent accumulators so the loop vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `[n, past + n]`: position i sees the cached prefix and positions <= i.

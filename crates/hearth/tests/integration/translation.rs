@@ -92,6 +92,10 @@ async fn english_and_portuguese_go_through_the_genuine_bergamot_models() {
         portuguese.contains("jardim") && portuguese.contains("janela"),
         "{portuguese}"
     );
+    // One sentence past the model's 255 tokens is refused by field.
+    let endless = "and then the dog ran ".repeat(80);
+    let (status, _, v) = post_json(&run_url(EN_PT), &json!({ "text": endless })).await;
+    assert_refused(status, &v, "`text`");
     // A pair model answers only its pair.
     let (status, _, v) = post_json(
         &run_url(EN_PT),
