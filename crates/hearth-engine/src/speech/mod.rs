@@ -20,7 +20,7 @@ mod words;
 use std::io::Write;
 use std::path::Path;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, IndexOp};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -386,8 +386,11 @@ impl SpeechRecognizer {
                 .and_then(|w| w.pad_with_zeros(2, 0, WINDOW - segment_frames))
                 .map_err(compute)?;
             let audio = self.model.encode(&window).map_err(compute)?;
+            // The cross-attention keys and values of this window, computed
+            // once for every decoding attempt and the word alignment.
+            let start = self.model.start(&audio).map_err(compute)?;
             if first {
-                (language, language_probability) = self.language(&audio, options)?;
+                (language, language_probability) = self.language(&start, options)?;
             }
             let language_token = self
                 .specials
@@ -411,7 +414,7 @@ impl SpeechRecognizer {
             };
             let window_prefix: &[u32] = if first { &prefix } else { &[] };
             let decoded = self.decode_with_fallback(
-                &audio,
+                &start,
                 context,
                 &sot_sequence,
                 window_prefix,
@@ -449,7 +452,7 @@ impl SpeechRecognizer {
                 ));
             }
             self.add_words(
-                &audio,
+                &start,
                 &sot_sequence,
                 segment_frames,
                 time_offset,
@@ -477,7 +480,7 @@ impl SpeechRecognizer {
     /// else the most likely language token after `<|startoftranscript|>`.
     fn language(
         &self,
-        audio: &Tensor,
+        start: &model::DecoderState,
         options: &TranscribeOptions,
     ) -> Result<(String, f32), SpeechError> {
         if let Some(asked) = &options.language {
@@ -498,7 +501,7 @@ impl SpeechRecognizer {
         if !self.multilingual || self.specials.languages.is_empty() {
             return Ok(("en".into(), 1.0));
         }
-        let mut state = self.model.start(audio).map_err(compute)?;
+        let mut state = start.clone();
         let (logits, _) = self
             .model
             .decode(&[self.specials.sot], &mut state, false)
@@ -529,7 +532,7 @@ impl SpeechRecognizer {
 
     fn decode_with_fallback(
         &self,
-        audio: &Tensor,
+        start: &model::DecoderState,
         context: &[u32],
         sot_sequence: &[u32],
         prefix: &[u32],
@@ -542,7 +545,7 @@ impl SpeechRecognizer {
         let mut tried: Vec<Decoded> = Vec::new();
         for temperature in TEMPERATURES {
             let decoded =
-                self.decode_window(audio, context, sot_sequence, prefix, temperature, seek)?;
+                self.decode_window(start, context, sot_sequence, prefix, temperature, seek)?;
             let too_repetitive = decoded.compression_ratio > options.compression_ratio_threshold;
             let improbable = decoded.avg_logprob < options.log_prob_threshold;
             let silent = decoded.no_speech_prob > options.no_speech_threshold && improbable;
@@ -567,7 +570,7 @@ impl SpeechRecognizer {
 
     fn decode_window(
         &self,
-        audio: &Tensor,
+        start: &model::DecoderState,
         context: &[u32],
         sot_sequence: &[u32],
         prefix: &[u32],
@@ -585,7 +588,7 @@ impl SpeechRecognizer {
         let sot_index = prompt.len();
         prompt.extend_from_slice(sot_sequence);
         prompt.extend_from_slice(prefix);
-        let mut state = self.model.start(audio).map_err(compute)?;
+        let mut state = start.clone();
         let (logits, _) = self
             .model
             .decode(&prompt, &mut state, false)
@@ -790,7 +793,7 @@ impl SpeechRecognizer {
     /// cross-attention).
     fn add_words(
         &self,
-        audio: &Tensor,
+        start: &model::DecoderState,
         sot_sequence: &[u32],
         segment_frames: usize,
         time_offset: f64,
@@ -815,7 +818,7 @@ impl SpeechRecognizer {
         if full.len() > self.model.dims.text_ctx {
             return Ok(());
         }
-        let mut state = self.model.start(audio).map_err(compute)?;
+        let mut state = start.clone();
         let (_, scores) = self
             .model
             .decode(&full, &mut state, true)

@@ -134,7 +134,9 @@ pub struct Whisper {
 
 /// The decoder's memory for one window: the cross-attention keys and values
 /// of the audio (computed once) and the self-attention cache of the tokens
-/// fed so far.
+/// fed so far. Cloning is cheap (tensors are shared) and gives an
+/// independent stream from the same point.
+#[derive(Clone)]
 pub struct DecoderState {
     cross: Vec<(Tensor, Tensor)>,
     past: Vec<Option<(Tensor, Tensor)>>,
