@@ -223,6 +223,7 @@ pub struct Translator {
     tokenizer: Tokenizer,
     eos: u32,
     max_length_factor: f32,
+    shortlist: Option<Shortlist>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -258,6 +259,82 @@ fn sentences(line: &str) -> Vec<&str> {
     out.push(line[start..].trim());
     out.retain(|s| !s.is_empty());
     out
+}
+
+const SHORTLIST_MAGIC: u64 = 0xF11A_48D5_0134_17F5;
+
+/// Marian's binary lexical shortlist (`lex.*.s2t.bin`): for each source
+/// token the target tokens it most often translates to. A sentence's
+/// output is searched only among the `first` most frequent target tokens
+/// and the `best` candidates of each of its source tokens, as Bergamot
+/// decodes.
+struct Shortlist {
+    first: usize,
+    best: usize,
+    offsets: Vec<u64>,
+    lists: Vec<u32>,
+}
+
+impl Shortlist {
+    /// u64 magic, checksum, first, best, offset count, list length; the
+    /// offsets (u64, one past the source vocabulary), the lists (u32).
+    fn read(bytes: &[u8]) -> Result<Self, String> {
+        let word = |i: usize| -> Result<u64, String> {
+            bytes
+                .get(i * 8..i * 8 + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_le_bytes)
+                .ok_or_else(|| "the shortlist is truncated".to_string())
+        };
+        if word(0)? != SHORTLIST_MAGIC {
+            return Err("not a binary Marian shortlist".into());
+        }
+        let (first, best) = (word(2)? as usize, word(3)? as usize);
+        let (offset_count, list_len) = (word(4)? as usize, word(5)? as usize);
+        let lists_at = 48 + offset_count * 8;
+        if bytes.len() != lists_at + list_len * 4 {
+            return Err("the shortlist's sizes do not match the file".into());
+        }
+        let offsets: Vec<u64> = (0..offset_count)
+            .map(|i| word(6 + i))
+            .collect::<Result<_, _>>()?;
+        let lists = bytes[lists_at..]
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        if offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets.last().is_some_and(|l| *l as usize > list_len)
+        {
+            return Err("the shortlist's offsets are out of order".into());
+        }
+        Ok(Self {
+            first,
+            best,
+            offsets,
+            lists,
+        })
+    }
+
+    /// Sorted candidate target ids for a sentence's source ids.
+    fn candidates(&self, source: &[u32], eos: u32, vocab: usize) -> Vec<u32> {
+        let mut out: Vec<u32> = (0..self.first.min(vocab) as u32).collect();
+        out.push(eos);
+        for id in source {
+            let at = *id as usize;
+            if let (Some(start), Some(end)) = (self.offsets.get(at), self.offsets.get(at + 1)) {
+                let (start, end) = (*start as usize, *end as usize);
+                out.extend(
+                    self.lists[start..end.min(start + self.best)]
+                        .iter()
+                        .copied(),
+                );
+            }
+        }
+        out.retain(|t| (*t as usize) < vocab);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
 }
 
 /// The model file of a Bergamot folder.
@@ -362,7 +439,26 @@ impl Translator {
             .ok()
             .and_then(|c| yaml_value(&c, "max-length-factor").and_then(|v| v.parse().ok()))
             .unwrap_or(2.5);
+        let shortlist = match std::fs::read_dir(dir)
+            .map_err(|e| load(e.to_string()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".s2t.bin"))
+            }) {
+            Some(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| load(e.to_string()))?;
+                Some(
+                    Shortlist::read(&bytes)
+                        .map_err(|e| load(format!("{}: {e}", path.display())))?,
+                )
+            }
+            None => None,
+        };
         Ok(Self {
+            shortlist,
             embeddings: get("Wemb")?,
             output_bias: get("decoder_ff_logit_out_b")?,
             encoder,
@@ -513,6 +609,20 @@ impl Translator {
             .collect::<candle_core::Result<Vec<_>>>()
             .map_err(compute)?;
         let limit = ((ids.len() as f32) * self.max_length_factor).ceil() as usize;
+        // The output rows searched: the shortlist's candidates, else all.
+        let (table, bias, candidates) = match &self.shortlist {
+            Some(list) => {
+                let vocab = self.embeddings.dim(0).map_err(compute)?;
+                let candidates = list.candidates(&ids, self.eos, vocab);
+                let index = Tensor::new(candidates.as_slice(), &Device::Cpu).map_err(compute)?;
+                (
+                    self.embeddings.index_select(&index, 0).map_err(compute)?,
+                    self.output_bias.index_select(&index, 1).map_err(compute)?,
+                    Some(candidates),
+                )
+            }
+            None => (self.embeddings.clone(), self.output_bias.clone(), None),
+        };
         let mut states: Vec<Option<Tensor>> = vec![None; self.decoder.len()];
         let mut output: Vec<u32> = Vec::new();
         // Marian starts the target with an all-zero embedding.
@@ -523,18 +633,22 @@ impl Translator {
             x = self
                 .decoder_step(&x, &memory, &mut states)
                 .map_err(compute)?;
-            let logits = crate::matvec::against_rows(&x, &self.embeddings)
+            let best = crate::matvec::against_rows(&x, &table)
                 .and_then(|l| l.squeeze(0))
-                .and_then(|l| l.broadcast_add(&self.output_bias))
+                .and_then(|l| l.broadcast_add(&bias))
                 .and_then(|l| l.squeeze(0))
                 .and_then(|l| l.argmax(0))
                 .and_then(|t| t.to_scalar::<u32>())
                 .map_err(compute)?;
-            if logits == self.eos {
+            let token = match &candidates {
+                Some(c) => c.get(best as usize).copied().unwrap_or(self.eos),
+                None => best,
+            };
+            if token == self.eos {
                 break;
             }
-            output.push(logits);
-            x = self.embed(&[logits], step + 1).map_err(compute)?;
+            output.push(token);
+            x = self.embed(&[token], step + 1).map_err(compute)?;
         }
         let translated = self
             .tokenizer
@@ -561,6 +675,26 @@ mod tests {
         );
         assert_eq!(sentences("  "), Vec::<&str>::new());
         assert_eq!(sentences("\"Go!\" She ran."), vec!["\"Go!\"", "She ran."]);
+    }
+
+    #[test]
+    fn shortlists_give_frequent_words_eos_and_each_source_words_candidates() {
+        let mut bytes = Vec::new();
+        // first 2, best 2; source vocabulary 3 (4 offsets); lists of 5.
+        for w in [SHORTLIST_MAGIC, 0, 2, 2, 4, 5, 0, 3, 3, 5] {
+            bytes.extend(w.to_le_bytes());
+        }
+        for t in [7u32, 9, 11, 9, 8] {
+            bytes.extend(t.to_le_bytes());
+        }
+        let list = Shortlist::read(&bytes).expect("read");
+        // Source 0 has three candidates, of which the best two count.
+        assert_eq!(list.candidates(&[0], 5, 100), vec![0, 1, 5, 7, 9]);
+        assert_eq!(list.candidates(&[1, 2], 5, 100), vec![0, 1, 5, 8, 9]);
+        assert_eq!(list.candidates(&[0, 2], 5, 9), vec![0, 1, 5, 7, 8]);
+        bytes.pop();
+        assert!(Shortlist::read(&bytes).is_err());
+        assert!(Shortlist::read(&[0u8; 48]).is_err());
     }
 
     #[test]
