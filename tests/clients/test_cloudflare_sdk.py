@@ -78,3 +78,16 @@ def test_speech_recognition_with_the_genuine_whisper_tiny_en(cf, hearth, tmp_pat
     assert result["word_count"] == len(result["text"].split())
     starts = [w["start"] for w in result["words"]]
     assert starts == sorted(starts) and result["vtt"].startswith("WEBVTT")
+
+
+def test_translation_with_the_genuine_bergamot_model(cf, hearth):
+    result = cf.ai.run("@cf/meta/m2m100-1.2b", account_id=hearth["account"],
+                       text="The children played in the garden after lunch.",
+                       source_lang="en", target_lang="pt")
+    assert "jardim" in result["translated_text"], result
+    back = cf.ai.run("@cf/mozilla/translate-pt-en", account_id=hearth["account"],
+                     text=result["translated_text"], target_lang="en", source_lang="pt")
+    assert "garden" in back["translated_text"].lower(), back
+    with pytest.raises(cloudflare.APIStatusError) as refused:
+        cf.ai.run("@cf/meta/m2m100-1.2b", account_id=hearth["account"], text="Hello.", target_lang="de")
+    assert "en -> de" in str(refused.value)
