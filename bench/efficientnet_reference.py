@@ -12,6 +12,7 @@ speed are compared with.
 
   python3 -m venv /tmp/v && /tmp/v/bin/pip install pillow numpy
   /tmp/v/bin/python bench/efficientnet_reference.py WEIGHTS.pth SYNSETS.txt SYNSET_TO_LEMMA.txt IMAGE...
+  /tmp/v/bin/python bench/efficientnet_reference.py WEIGHTS.pth --time ROUNDS IMAGE...   (bench/images.sh)
 
 Measured 2026-12-02 (skimage's chelsea.png and coffee.png): every variant
 gives cat labels (tabby, Egyptian cat, tiger cat) for the cat and espresso
@@ -26,7 +27,11 @@ import struct
 import sys
 import numpy as np
 from PIL import Image
-weights, synsets, lemmas, *images = sys.argv[1:]
+TIME = len(sys.argv) > 2 and sys.argv[2] == "--time"
+if TIME:
+    weights, _, rounds, *images = sys.argv[1:]
+else:
+    weights, synsets, lemmas, *images = sys.argv[1:]
 data=open(weights,'rb').read()
 bio=io.BytesIO(data)
 class U(pickle.Unpickler):
@@ -85,9 +90,6 @@ def forward(x,mode,eps):
     x=relu6(bn(conv(x,W['_conv_head.weight'],1,mode),'_bn1',eps))
     f=x.mean(axis=(1,2))
     return W['_fc.weight']@f+W['_fc.bias']
-syn=open(synsets).read().split()
-lem=dict(l.split('\t') for l in open(lemmas).read().splitlines())
-labels=[lem[s] for s in syn]
 def prep(path,norm):
     im=Image.open(path).convert('RGB'); w,h=im.size; sc=256/min(w,h)
     im=im.resize((round(w*sc),round(h*sc)),Image.BILINEAR); w,h=im.size
@@ -96,6 +98,21 @@ def prep(path,norm):
     if norm=='imagenet': a=(a/255-np.array([0.485,0.456,0.406]))/np.array([0.229,0.224,0.225])
     else: a=(a-127.0)/128.0
     return a.transpose(2,0,1).astype(np.float32)
+if TIME:
+    # Lite's own preprocessing and padding (TF SAME, (x - 127) / 128), as Hearth runs it;
+    # the best per-image time of ROUNDS runs, decoding and resizing included.
+    import time
+    for img in images:
+        best = 1e9
+        for _ in range(int(rounds)):
+            started = time.perf_counter()
+            forward(prep(img, 'tf'), 'same', 1e-3)
+            best = min(best, time.perf_counter() - started)
+        print(f"{img}\t{best:.4f}", flush=True)
+    sys.exit(0)
+syn=open(synsets).read().split()
+lem=dict(l.split('\t') for l in open(lemmas).read().splitlines())
+labels=[lem[s] for s in syn]
 for img in images:
     for mode in ['sym','same']:
         for norm in ['imagenet','tf']:
