@@ -12,7 +12,7 @@ use candle_core::{Result, Tensor};
 pub fn against_rows(x: &Tensor, table: &Tensor) -> Result<Tensor> {
     let (rows, d) = table.dims2()?;
     let mut shape = x.dims().to_vec();
-    if shape.last() != Some(&d) {
+    if d == 0 || shape.last() != Some(&d) {
         return Err(candle_core::Error::Msg(format!(
             "hidden size {:?} does not match the table's {d}",
             shape.last()
