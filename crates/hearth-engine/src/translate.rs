@@ -213,7 +213,8 @@ struct DecoderLayer {
     ffn: Ffn,
 }
 
-pub struct Translator {
+/// A Bergamot (Marian binary, SSRU decoder) model.
+struct Bergamot {
     embeddings: Tensor,
     output_bias: Tensor,
     encoder: Vec<(Attention, Ffn)>,
@@ -337,6 +338,189 @@ impl Shortlist {
     }
 }
 
+/// A translation model: Bergamot's Marian binary (the registry's en<->pt)
+/// or a Marian/Opus-MT model in the Hugging Face layout (`config.json`
+/// with `model_type: "marian"`, `model.safetensors`, and the source
+/// `tokenizer.json`, plus `target_tokenizer.json` when the target
+/// vocabulary is separate), on candle-transformers' `marian`.
+pub struct Translator {
+    engine: Engine,
+}
+
+enum Engine {
+    Bergamot(Box<Bergamot>),
+    Marian(Box<MarianHf>),
+}
+
+impl Translator {
+    pub fn load(dir: &Path) -> Result<Self, TranslateError> {
+        let engine = if model_file(dir).is_some() {
+            Engine::Bergamot(Box::new(Bergamot::load(dir)?))
+        } else {
+            Engine::Marian(Box::new(MarianHf::load(dir)?))
+        };
+        Ok(Self { engine })
+    }
+
+    /// Translates a text sentence by sentence (as Bergamot does: the
+    /// models were trained on sentences), keeping its line breaks.
+    pub fn translate(&self, text: &str) -> Result<Translation, TranslateError> {
+        match &self.engine {
+            Engine::Bergamot(b) => b.translate(text),
+            Engine::Marian(m) => by_sentence(text, |s| m.translate_sentence(s)),
+        }
+    }
+}
+
+/// Runs `one` on each sentence of each line and joins the answers.
+fn by_sentence(
+    text: &str,
+    mut one: impl FnMut(&str) -> Result<(String, usize, usize), TranslateError>,
+) -> Result<Translation, TranslateError> {
+    let mut out = Translation::default();
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.text.push('\n');
+        }
+        for (k, sentence) in sentences(line).into_iter().enumerate() {
+            let (translated, input, output) = one(sentence)?;
+            if k > 0 {
+                out.text.push(' ');
+            }
+            out.text.push_str(&translated);
+            out.input_tokens += input;
+            out.output_tokens += output;
+        }
+    }
+    Ok(out)
+}
+
+/// Marian/Opus-MT in the Hugging Face layout. candle's model keeps its
+/// decoding cache inside, so one translation runs at a time.
+struct MarianHf {
+    model: std::sync::Mutex<candle_transformers::models::marian::MTModel>,
+    config: candle_transformers::models::marian::Config,
+    source: Tokenizer,
+    target: Tokenizer,
+    limit: usize,
+}
+
+impl MarianHf {
+    fn load(dir: &Path) -> Result<Self, TranslateError> {
+        let load = |reason: String| TranslateError::Load {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let raw = std::fs::read(dir.join("config.json"))
+            .map_err(|e| load(format!("no Marian binary model and no config.json: {e}")))?;
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&raw).map_err(|e| load(format!("config.json: {e}")))?;
+        if json.get("model_type").and_then(|v| v.as_str()) != Some("marian") {
+            return Err(load(
+                "config.json is not a Marian model (`model_type`)".into(),
+            ));
+        }
+        // Keys older Opus-MT configs leave out, with transformers' defaults.
+        let eos = json
+            .get("eos_token_id")
+            .cloned()
+            .unwrap_or(serde_json::json!(0));
+        if let Some(map) = json.as_object_mut() {
+            for (key, value) in [
+                ("use_cache", serde_json::json!(true)),
+                ("is_encoder_decoder", serde_json::json!(true)),
+                ("forced_eos_token_id", eos),
+                ("share_encoder_decoder_embeddings", serde_json::json!(true)),
+                ("scale_embedding", serde_json::json!(false)),
+            ] {
+                map.entry(key).or_insert(value);
+            }
+        }
+        let config: candle_transformers::models::marian::Config =
+            serde_json::from_value(json).map_err(|e| load(format!("config.json: {e}")))?;
+        // SAFETY: read-only mapping of a file Hearth never writes while
+        // the model is loaded.
+        let vb = unsafe {
+            candle_nn::VarBuilder::from_mmaped_safetensors(
+                &[dir.join("model.safetensors")],
+                DType::F32,
+                &Device::Cpu,
+            )
+        }
+        .map_err(|e| load(format!("model.safetensors: {e}")))?;
+        let model = candle_transformers::models::marian::MTModel::new(&config, vb)
+            .map_err(|e| load(e.to_string()))?;
+        let tokenizer = |name: &str| {
+            Tokenizer::from_file(dir.join(name)).map_err(|e| load(format!("{name}: {e}")))
+        };
+        let source = tokenizer("tokenizer.json")?;
+        let target = if dir.join("target_tokenizer.json").exists() {
+            tokenizer("target_tokenizer.json")?
+        } else {
+            source.clone()
+        };
+        Ok(Self {
+            model: std::sync::Mutex::new(model),
+            limit: 512,
+            config,
+            source,
+            target,
+        })
+    }
+
+    fn translate_sentence(&self, text: &str) -> Result<(String, usize, usize), TranslateError> {
+        let mut ids = self
+            .source
+            .encode(text, false)
+            .map_err(|e| TranslateError::BadInput(format!("`text` cannot be tokenized: {e}")))?
+            .get_ids()
+            .to_vec();
+        if ids.len() >= self.limit {
+            return Err(TranslateError::BadInput(format!(
+                "a sentence of `text` is {} tokens; the model takes at most {}",
+                ids.len(),
+                self.limit - 1
+            )));
+        }
+        ids.push(self.config.eos_token_id);
+        let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
+        model.reset_kv_cache();
+        let run = |model: &mut candle_transformers::models::marian::MTModel| {
+            let input = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+            let encoded = model.encoder().forward(&input, 0)?;
+            let mut tokens = vec![self.config.decoder_start_token_id];
+            let limit = (ids.len() * 5 / 2 + 10).min(self.limit);
+            for step in 0..limit {
+                let start = if step == 0 { 0 } else { tokens.len() - 1 };
+                let input = Tensor::new(&tokens[start..], &Device::Cpu)?.unsqueeze(0)?;
+                let logits = model.decode(&input, &encoded, start)?.squeeze(0)?;
+                let mut last: Vec<f32> = logits.get(logits.dim(0)? - 1)?.to_vec1()?;
+                // The padding token is never an answer.
+                if let Some(pad) = last.get_mut(self.config.pad_token_id as usize) {
+                    *pad = f32::NEG_INFINITY;
+                }
+                let token = last
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .map_or(self.config.eos_token_id, |(i, _)| i as u32);
+                if token == self.config.eos_token_id || token == self.config.forced_eos_token_id {
+                    break;
+                }
+                tokens.push(token);
+            }
+            Ok::<_, candle_core::Error>(tokens)
+        };
+        let tokens = run(&mut model).map_err(compute)?;
+        let output = &tokens[1..];
+        let translated = self
+            .target
+            .decode(output, true)
+            .map_err(|e| compute(format!("cannot detokenize: {e}")))?;
+        Ok((translated, ids.len(), output.len() + 1))
+    }
+}
+
 /// The model file of a Bergamot folder.
 fn model_file(dir: &Path) -> Option<PathBuf> {
     let entries = std::fs::read_dir(dir).ok()?;
@@ -347,8 +531,8 @@ fn model_file(dir: &Path) -> Option<PathBuf> {
     })
 }
 
-impl Translator {
-    pub fn load(dir: &Path) -> Result<Self, TranslateError> {
+impl Bergamot {
+    fn load(dir: &Path) -> Result<Self, TranslateError> {
         let load = |reason: String| TranslateError::Load {
             path: dir.display().to_string(),
             reason,
@@ -562,27 +746,8 @@ impl Translator {
         Ok(x)
     }
 
-    /// Translates a text sentence by sentence (as Bergamot does: the
-    /// models were trained on sentences), keeping its line breaks.
-    pub fn translate(&self, text: &str) -> Result<Translation, TranslateError> {
-        let mut out = Translation::default();
-        for (i, line) in text.split('\n').enumerate() {
-            if i > 0 {
-                out.text.push('\n');
-            }
-            let mut first = true;
-            for sentence in sentences(line) {
-                let (translated, input, output) = self.translate_sentence(sentence)?;
-                if !first {
-                    out.text.push(' ');
-                }
-                first = false;
-                out.text.push_str(&translated);
-                out.input_tokens += input;
-                out.output_tokens += output;
-            }
-        }
-        Ok(out)
+    fn translate(&self, text: &str) -> Result<Translation, TranslateError> {
+        by_sentence(text, |s| self.translate_sentence(s))
     }
 
     /// One sentence: (translation, input tokens, output tokens).
@@ -695,6 +860,83 @@ mod tests {
         bytes.pop();
         assert!(Shortlist::read(&bytes).is_err());
         assert!(Shortlist::read(&[0u8; 48]).is_err());
+    }
+
+    /// A tiny Marian with random weights in the Hugging Face layout
+    /// (written through candle's own variable names), with a word-level
+    /// tokenizer: it loads through `Translator::load` and answers within
+    /// its length bound, the same way twice.
+    #[test]
+    fn hugging_face_marian_loads_and_translates() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let words = [
+            "</s>", "<unk>", "<pad>", "hello", "world", "olá", "mundo", "the", "a", "cat",
+        ];
+        let config = serde_json::json!({
+            "model_type": "marian", "vocab_size": words.len(), "decoder_vocab_size": words.len(),
+            "max_position_embeddings": 64, "encoder_layers": 1, "encoder_ffn_dim": 16,
+            "encoder_attention_heads": 2, "decoder_layers": 1, "decoder_ffn_dim": 16,
+            "decoder_attention_heads": 2, "activation_function": "swish", "d_model": 8,
+            "decoder_start_token_id": 2, "pad_token_id": 2, "eos_token_id": 0,
+        });
+        std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+        let mut json = config.clone();
+        if let Some(map) = json.as_object_mut() {
+            for (k, v) in [
+                ("use_cache", serde_json::json!(true)),
+                ("is_encoder_decoder", serde_json::json!(true)),
+                ("forced_eos_token_id", serde_json::json!(0)),
+                ("share_encoder_decoder_embeddings", serde_json::json!(true)),
+                ("scale_embedding", serde_json::json!(true)),
+            ] {
+                map.insert(k.into(), v);
+            }
+        }
+        let cfg: candle_transformers::models::marian::Config =
+            serde_json::from_value(json).expect("config");
+        let varmap = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        candle_transformers::models::marian::MTModel::new(&cfg, vb).expect("random model");
+        varmap
+            .save(dir.path().join("model.safetensors"))
+            .expect("save");
+        let vocab: serde_json::Map<String, serde_json::Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), serde_json::json!(i)))
+            .collect();
+        let tokenizer = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
+        });
+        std::fs::write(dir.path().join("tokenizer.json"), tokenizer.to_string()).expect("tok");
+
+        let model = Translator::load(dir.path()).expect("load");
+        let first = model.translate("hello world").expect("translate");
+        // At most 2.5 times the input (3 tokens with the end) plus 10,
+        // and the end.
+        assert!(
+            first.output_tokens >= 1 && first.output_tokens <= 3 * 5 / 2 + 11,
+            "{first:?}"
+        );
+        assert_eq!(first.input_tokens, 3);
+        for word in first.text.split_whitespace() {
+            assert!(words.contains(&word), "{word} is not in the vocabulary");
+        }
+        assert_eq!(model.translate("hello world").expect("again"), first);
+        // Two sentences, each with its end token: "hello world ." and
+        // "The cat .".
+        let two = model.translate("hello world. The cat.").expect("two");
+        assert_eq!(two.input_tokens, 4 + 4);
+
+        std::fs::write(dir.path().join("config.json"), r#"{"model_type": "bart"}"#).expect("bart");
+        let err = Translator::load(dir.path())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("not a Marian model"), "{err}");
     }
 
     #[test]
