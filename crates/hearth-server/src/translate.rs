@@ -181,8 +181,15 @@ pub async fn run(
         let answer = json!({"translated_text": translation.text});
         let mut response = Json(Envelope::ok(answer)).into_response();
         tag_response(&mut response, &resolved);
-        if let Ok(v) = axum::http::HeaderValue::from_str(&translator) {
-            response.headers_mut().insert(TRANSLATOR_HEADER, v);
+        // `x-hearth-model` is the id asked for (m2m100's, say); the pair
+        // model that answered is in `x-hearth-translator`.
+        for (name, value) in [
+            (crate::MODEL_HEADER, model),
+            (TRANSLATOR_HEADER, &translator),
+        ] {
+            if let Ok(v) = axum::http::HeaderValue::from_str(value) {
+                response.headers_mut().insert(name, v);
+            }
         }
         return Ok(response);
     }

@@ -47,6 +47,7 @@ fn words(text: &str) -> Vec<String> {
 async fn translate(model: &str, body: serde_json::Value) -> (String, String) {
     let (status, headers, v) = post_json(&run_url(model), &body).await;
     assert_eq!(status, 200, "{v}");
+    assert_eq!(headers["x-hearth-model"], model);
     let by = headers
         .get("x-hearth-translator")
         .and_then(|h| h.to_str().ok())
