@@ -10,12 +10,11 @@ use hearth_types::embeddings::{
     ClassificationInput, EmbeddingsInput, EmbeddingsOutput, EncodingFormat, LabelScore,
     OpenAiEmbeddingsRequest, PoolingChoice, RankedContext, RerankInput, RerankOutput,
 };
-use hearth_types::envelope::Envelope;
 use serde_json::{Value, json};
 
 use crate::error::Failure;
 use crate::metering::Admission;
-use crate::{AppState, body, tag_response};
+use crate::{AppState, body, enveloped, tag_response};
 
 fn pooling(choice: PoolingChoice) -> Pooling {
     match choice {
@@ -38,14 +37,14 @@ pub async fn run(
         .embed(model, valid.texts, pooling(valid.pooling))
         .await?;
     admission.charge(out.tokens as u64, 0);
-    let mut response = Json(Envelope::ok(EmbeddingsOutput {
-        shape: [out.vectors.len(), dims],
-        data: out.vectors,
-        pooling: valid.pooling,
-    }))
-    .into_response();
-    tag_response(&mut response, &resolved);
-    Ok(response)
+    Ok(enveloped(
+        EmbeddingsOutput {
+            shape: [out.vectors.len(), dims],
+            data: out.vectors,
+            pooling: valid.pooling,
+        },
+        &resolved,
+    ))
 }
 
 /// `POST /ai/run/@cf/baai/bge-reranker-base`: contexts ranked best first.
@@ -69,9 +68,7 @@ pub async fn rerank(
     if let Some(k) = valid.top_k {
         ranked.truncate(k);
     }
-    let mut response = Json(Envelope::ok(RerankOutput { response: ranked })).into_response();
-    tag_response(&mut response, &resolved);
-    Ok(response)
+    Ok(enveloped(RerankOutput { response: ranked }, &resolved))
 }
 
 /// `POST /ai/run/@cf/huggingface/distilbert-sst-2-int8`: `[{label, score}]`.
@@ -89,9 +86,7 @@ pub async fn classify(
         .into_iter()
         .map(|(label, score)| LabelScore { label, score })
         .collect();
-    let mut response = Json(Envelope::ok(result)).into_response();
-    tag_response(&mut response, &resolved);
-    Ok(response)
+    Ok(enveloped(result, &resolved))
 }
 
 /// `POST /ai/v1/embeddings`.

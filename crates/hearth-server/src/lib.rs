@@ -80,6 +80,15 @@ pub(crate) fn tag_response(response: &mut Response, resolved: &Resolved) {
     }
 }
 
+/// A success envelope around `result`, tagged with the weights that
+/// served it.
+pub(crate) fn enveloped<T: serde::Serialize>(result: T, resolved: &Resolved) -> Response {
+    let mut response =
+        axum::response::IntoResponse::into_response(axum::Json(hearth_types::Envelope::ok(result)));
+    tag_response(&mut response, resolved);
+    response
+}
+
 async fn health() -> &'static str {
     "ok"
 }

@@ -44,6 +44,14 @@ impl Admission {
         })
     }
 
+    /// Prices a finished text generation by its token counts.
+    pub fn charge_usage(&self, usage: &hearth_types::textgen::Usage) -> f64 {
+        self.charge(
+            u64::from(usage.prompt_tokens),
+            u64::from(usage.completion_tokens),
+        )
+    }
+
     pub fn charge(&self, input_tokens: u64, output_tokens: u64) -> f64 {
         let entry = self.app.catalog().get(&self.model);
         self.app.meter().charge(

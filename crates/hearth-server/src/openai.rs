@@ -110,10 +110,7 @@ pub async fn chat_completions(
                     }
                 }
                 StreamItem::End { usage, finish } => {
-                    admission.charge(
-                        u64::from(usage.prompt_tokens),
-                        u64::from(usage.completion_tokens),
-                    );
+                    admission.charge_usage(&usage);
                     let (rest, calls) = tools.finish();
                     let mut events = Vec::new();
                     if !rest.is_empty() {
@@ -156,10 +153,7 @@ pub async fn chat_completions(
         let out = collect(&mut generation, state.timeout())
             .await
             .map_err(Failure)?;
-        admission.charge(
-            u64::from(out.usage.prompt_tokens),
-            u64::from(out.usage.completion_tokens),
-        );
+        admission.charge_usage(&out.usage);
         let shaped = shaping::shape(out.text, &shape, out.finish)?;
         let finish = if shaped.calls.is_empty() {
             out.finish

@@ -7,15 +7,14 @@
 //! words, vtt}`; `whisper-large-v3-turbo` answers `{transcription_info,
 //! text, word_count, segments[{..., words}], vtt}`.
 
-use axum::Json;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hearth_engine::speech::{Segment, Task, TranscribeOptions, Transcript};
-use hearth_types::{ApiError, Envelope};
+use hearth_types::ApiError;
 use serde_json::{Map, Value, json};
 
 use crate::error::Failure;
 use crate::metering::Admission;
-use crate::{AppState, body, tag_response};
+use crate::{AppState, body, enveloped};
 
 /// Encoded audio larger than this is refused before decoding (Workers AI's
 /// own request limit is 25 MB).
@@ -199,9 +198,7 @@ pub async fn transcribe(
         .transcribe(model, audio, options, MAX_AUDIO_SECONDS)
         .await?;
     admission.charge_units(transcript.duration / 60.0, 0);
-    let mut response = Json(Envelope::ok(answer(model, &transcript))).into_response();
-    tag_response(&mut response, &resolved);
-    Ok(response)
+    Ok(enveloped(answer(model, &transcript), &resolved))
 }
 
 #[cfg(test)]

@@ -4,19 +4,18 @@
 //! prompt; the `x-hearth-summarizer` header and the catalog's
 //! `hearth_served_by` property say so. Charged as the Summarization model.
 
-use axum::Json;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hearth_engine::textgen::Priority;
 use hearth_runtime::PromptInput;
+use hearth_types::ApiError;
 use hearth_types::textgen::{GenerationParams, ValidMessage};
 use hearth_types::tools::OutputShape;
-use hearth_types::{ApiError, Envelope};
 use serde_json::{Value, json};
 
 use crate::error::Failure;
 use crate::metering::Admission;
 use crate::workers_ai::collect;
-use crate::{AppState, body, tag_response};
+use crate::{AppState, body, enveloped};
 
 /// The task name in the catalog.
 pub const SUMMARIZATION: &str = "Summarization";
@@ -123,13 +122,9 @@ impl InstructedTask {
         let out = collect(&mut generation, state.timeout())
             .await
             .map_err(Failure)?;
-        admission.charge(
-            u64::from(out.usage.prompt_tokens),
-            u64::from(out.usage.completion_tokens),
-        );
+        admission.charge_usage(&out.usage);
         let answer = json!({ self.answer_key: out.text.trim() });
-        let mut response = Json(Envelope::ok(answer)).into_response();
-        tag_response(&mut response, &generation.resolved);
+        let mut response = enveloped(answer, &generation.resolved);
         if let Ok(v) = axum::http::HeaderValue::from_str(&writer) {
             response.headers_mut().insert(self.header, v);
         }

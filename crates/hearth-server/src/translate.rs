@@ -9,15 +9,14 @@
 //! (`[translation] llm_fallback = true`), else refused with the pair named,
 //! never answered with a wrong text.
 
-use axum::Json;
-use axum::response::{IntoResponse, Response};
-use hearth_types::{ApiError, Envelope, ErrorCode};
+use axum::response::Response;
+use hearth_types::{ApiError, ErrorCode};
 use serde_json::{Value, json};
 
 use crate::error::Failure;
 use crate::metering::Admission;
 use crate::summarize::InstructedTask;
-use crate::{AppState, body, tag_response};
+use crate::{AppState, body, enveloped};
 
 /// The task name in the catalog.
 pub const TRANSLATION: &str = "Translation";
@@ -178,9 +177,7 @@ pub async fn run(
             translation.input_tokens as u64,
             translation.output_tokens as u64,
         );
-        let answer = json!({"translated_text": translation.text});
-        let mut response = Json(Envelope::ok(answer)).into_response();
-        tag_response(&mut response, &resolved);
+        let mut response = enveloped(json!({"translated_text": translation.text}), &resolved);
         // `x-hearth-model` is the id asked for (m2m100's, say); the pair
         // model that answered is in `x-hearth-translator`.
         for (name, value) in [

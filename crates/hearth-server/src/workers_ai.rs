@@ -247,10 +247,7 @@ pub async fn run_model(
                         }
                     }
                     StreamItem::End { usage, .. } => {
-                        admission.charge(
-                            u64::from(usage.prompt_tokens),
-                            u64::from(usage.completion_tokens),
-                        );
+                        admission.charge_usage(&usage);
                         let (rest, calls) = tools.finish();
                         let mut events = Vec::new();
                         if !rest.is_empty() {
@@ -271,10 +268,7 @@ pub async fn run_model(
         Sse::new(events).into_response()
     } else {
         let out = collect(&mut generation, state.timeout()).await?;
-        admission.charge(
-            u64::from(out.usage.prompt_tokens),
-            u64::from(out.usage.completion_tokens),
-        );
+        admission.charge_usage(&out.usage);
         let shaped = shaping::shape(out.text, &shape, out.finish)?;
         Json(Envelope::ok(TextGenerationOutput {
             response: shaped.json.unwrap_or(Value::String(shaped.text)),

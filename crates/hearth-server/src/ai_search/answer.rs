@@ -258,10 +258,7 @@ pub async fn finish(
     let out = collect(&mut answering.generation, state.timeout())
         .await
         .map_err(Failure)?;
-    answering.admission.charge(
-        u64::from(out.usage.prompt_tokens),
-        u64::from(out.usage.completion_tokens),
-    );
+    answering.admission.charge_usage(&out.usage);
     Ok((out.text, out.usage, out.finish))
 }
 
@@ -277,10 +274,7 @@ pub(crate) fn text_stream(
     } = answering;
     stream_items(generation, state.timeout()).map(move |item| {
         if let StreamItem::End { usage, .. } = &item {
-            admission.charge(
-                u64::from(usage.prompt_tokens),
-                u64::from(usage.completion_tokens),
-            );
+            admission.charge_usage(usage);
         }
         item
     })
