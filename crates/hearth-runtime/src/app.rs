@@ -523,6 +523,29 @@ impl App {
         Ok((resolved, dir))
     }
 
+    /// Resolves `model` as a `task` model, loads its folder once into
+    /// `cache` and runs `work` on it on a blocking thread: the path of every
+    /// candle task.
+    async fn run_loaded<M, T>(
+        &self,
+        model: &str,
+        task: &str,
+        cache: &Loaded<M>,
+        load: impl FnOnce(PathBuf) -> Result<M, AppError> + Send + 'static,
+        work: impl FnOnce(&M) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<(T, Resolved), AppError>
+    where
+        M: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let (resolved, dir) = self.resolve_folder(model, task)?;
+        let loaded = cache.get(&dir, load).await?;
+        let out = tokio::task::spawn_blocking(move || work(&loaded))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((out, resolved))
+    }
+
     /// Raw relevance scores of `contexts` for `query`, in input order.
     pub async fn rerank(
         &self,
@@ -530,17 +553,14 @@ impl App {
         query: String,
         contexts: Vec<String>,
     ) -> Result<(Vec<f32>, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
-        let reranker = self
-            .rerankers
-            .get(&dir, move |dir| {
-                Reranker::load(&dir).map_err(AppError::from)
-            })
-            .await?;
-        let scores = tokio::task::spawn_blocking(move || reranker.score(&query, &contexts))
-            .await
-            .map_err(|e| AppError::Join(e.to_string()))??;
-        Ok((scores, resolved))
+        self.run_loaded(
+            model,
+            TEXT_CLASSIFICATION,
+            &self.rerankers,
+            |dir| Ok(Reranker::load(&dir)?),
+            move |reranker| Ok(reranker.score(&query, &contexts)?),
+        )
+        .await
     }
 
     /// Label probabilities of `text`, most likely first.
@@ -549,17 +569,14 @@ impl App {
         model: &str,
         text: String,
     ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
-        let classifier = self
-            .classifiers
-            .get(&dir, move |dir| {
-                Classifier::load(&dir).map_err(AppError::from)
-            })
-            .await?;
-        let labels = tokio::task::spawn_blocking(move || classifier.classify(&text))
-            .await
-            .map_err(|e| AppError::Join(e.to_string()))??;
-        Ok((labels, resolved))
+        self.run_loaded(
+            model,
+            TEXT_CLASSIFICATION,
+            &self.classifiers,
+            |dir| Ok(Classifier::load(&dir)?),
+            move |classifier| Ok(classifier.classify(&text)?),
+        )
+        .await
     }
 
     /// The `top` most likely labels of an encoded image, best first.
@@ -569,17 +586,14 @@ impl App {
         image: Vec<u8>,
         top: usize,
     ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, IMAGE_CLASSIFICATION)?;
-        let classifier = self
-            .image_classifiers
-            .get(&dir, move |dir| {
-                hearth_engine::vision::ImageClassifier::load(&dir).map_err(AppError::from)
-            })
-            .await?;
-        let labels = tokio::task::spawn_blocking(move || classifier.classify(&image, top))
-            .await
-            .map_err(|e| AppError::Join(e.to_string()))??;
-        Ok((labels, resolved))
+        self.run_loaded(
+            model,
+            IMAGE_CLASSIFICATION,
+            &self.image_classifiers,
+            |dir| Ok(hearth_engine::vision::ImageClassifier::load(&dir)?),
+            move |classifier| Ok(classifier.classify(&image, top)?),
+        )
+        .await
     }
 
     /// Decodes encoded audio (at most `max_seconds` long) and transcribes
@@ -591,20 +605,17 @@ impl App {
         options: hearth_engine::speech::TranscribeOptions,
         max_seconds: f64,
     ) -> Result<(hearth_engine::speech::Transcript, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, SPEECH_RECOGNITION)?;
-        let recognizer = self
-            .speech
-            .get(&dir, move |dir| {
-                hearth_engine::speech::SpeechRecognizer::load(&dir).map_err(AppError::from)
-            })
-            .await?;
-        let transcript = tokio::task::spawn_blocking(move || {
-            let pcm = hearth_engine::speech::audio::decode(&audio, max_seconds)?;
-            recognizer.transcribe(&pcm, &options)
-        })
+        self.run_loaded(
+            model,
+            SPEECH_RECOGNITION,
+            &self.speech,
+            |dir| Ok(hearth_engine::speech::SpeechRecognizer::load(&dir)?),
+            move |recognizer| {
+                let pcm = hearth_engine::speech::audio::decode(&audio, max_seconds)?;
+                Ok(recognizer.transcribe(&pcm, &options)?)
+            },
+        )
         .await
-        .map_err(|e| AppError::Join(e.to_string()))??;
-        Ok((transcript, resolved))
     }
 
     /// The installed model that translates `source` into `target`: a
@@ -626,17 +637,14 @@ impl App {
         model: &str,
         text: String,
     ) -> Result<(hearth_engine::translate::Translation, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, TRANSLATION)?;
-        let translator = self
-            .translators
-            .get(&dir, move |dir| {
-                hearth_engine::translate::Translator::load(&dir).map_err(AppError::from)
-            })
-            .await?;
-        let translation = tokio::task::spawn_blocking(move || translator.translate(&text))
-            .await
-            .map_err(|e| AppError::Join(e.to_string()))??;
-        Ok((translation, resolved))
+        self.run_loaded(
+            model,
+            TRANSLATION,
+            &self.translators,
+            |dir| Ok(hearth_engine::translate::Translator::load(&dir)?),
+            move |translator| Ok(translator.translate(&text)?),
+        )
+        .await
     }
 
     /// Start a text generation on `model`.
