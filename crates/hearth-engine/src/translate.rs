@@ -372,6 +372,30 @@ impl Translator {
     }
 }
 
+/// A sentence's token ids ending with `eos`; a sentence of `limit` tokens
+/// or more is refused.
+fn source_ids(
+    tokenizer: &Tokenizer,
+    text: &str,
+    limit: usize,
+    eos: u32,
+) -> Result<Vec<u32>, TranslateError> {
+    let mut ids = tokenizer
+        .encode(text, false)
+        .map_err(|e| TranslateError::BadInput(format!("`text` cannot be tokenized: {e}")))?
+        .get_ids()
+        .to_vec();
+    if ids.len() >= limit {
+        return Err(TranslateError::BadInput(format!(
+            "a sentence of `text` is {} tokens; the model takes at most {}",
+            ids.len(),
+            limit - 1
+        )));
+    }
+    ids.push(eos);
+    Ok(ids)
+}
+
 /// Runs `one` on each sentence of each line and joins the answers.
 fn by_sentence(
     text: &str,
@@ -469,20 +493,7 @@ impl MarianHf {
     }
 
     fn translate_sentence(&self, text: &str) -> Result<(String, usize, usize), TranslateError> {
-        let mut ids = self
-            .source
-            .encode(text, false)
-            .map_err(|e| TranslateError::BadInput(format!("`text` cannot be tokenized: {e}")))?
-            .get_ids()
-            .to_vec();
-        if ids.len() >= self.limit {
-            return Err(TranslateError::BadInput(format!(
-                "a sentence of `text` is {} tokens; the model takes at most {}",
-                ids.len(),
-                self.limit - 1
-            )));
-        }
-        ids.push(self.config.eos_token_id);
+        let ids = source_ids(&self.source, text, self.limit, self.config.eos_token_id)?;
         let mut model = self.model.lock().unwrap_or_else(|e| e.into_inner());
         model.reset_kv_cache();
         let run = |model: &mut candle_transformers::models::marian::MTModel| {
@@ -752,19 +763,7 @@ impl Bergamot {
 
     /// One sentence: (translation, input tokens, output tokens).
     fn translate_sentence(&self, text: &str) -> Result<(String, usize, usize), TranslateError> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| TranslateError::BadInput(format!("`text` cannot be tokenized: {e}")))?;
-        let mut ids = encoding.get_ids().to_vec();
-        if ids.len() >= MAX_INPUT_TOKENS {
-            return Err(TranslateError::BadInput(format!(
-                "a sentence of `text` is {} tokens; the model takes at most {}",
-                ids.len(),
-                MAX_INPUT_TOKENS - 1
-            )));
-        }
-        ids.push(self.eos);
+        let ids = source_ids(&self.tokenizer, text, MAX_INPUT_TOKENS, self.eos)?;
         let encoded = self.encode(&ids).map_err(compute)?;
         // The encoder's keys and values, once per sentence for every step.
         let memory = self

@@ -332,27 +332,29 @@ impl SpeechRecognizer {
         pcm: &[f32],
         options: &TranscribeOptions,
     ) -> Result<Transcript, SpeechError> {
-        let duration = pcm.len() as f64 / f64::from(audio::SAMPLE_RATE);
-        let (speech, kept) = if options.vad_filter {
-            words::voiced(pcm)
-        } else {
-            (pcm.to_vec(), vec![(0, pcm.len())])
-        };
-        let duration_after_vad = speech.len() as f64 / f64::from(audio::SAMPLE_RATE);
-        let mut transcript = self.transcribe_samples(&speech, options)?;
-        transcript.duration = duration;
-        transcript.duration_after_vad = duration_after_vad;
-        if options.vad_filter {
-            words::restore_times(&mut transcript.segments, &kept);
+        let seconds = |samples: &[f32]| samples.len() as f64 / f64::from(audio::SAMPLE_RATE);
+        let voiced = options.vad_filter.then(|| words::voiced(pcm));
+        let speech: &[f32] = voiced.as_ref().map_or(pcm, |(speech, _)| speech);
+        let (mut segments, language, language_probability) =
+            self.transcribe_samples(speech, options)?;
+        if let Some((_, kept)) = &voiced {
+            words::restore_times(&mut segments, kept);
         }
-        Ok(transcript)
+        Ok(Transcript {
+            segments,
+            language,
+            language_probability,
+            duration: seconds(pcm),
+            duration_after_vad: seconds(speech),
+        })
     }
 
+    /// The segments of `pcm`, its language and that language's probability.
     fn transcribe_samples(
         &self,
         pcm: &[f32],
         options: &TranscribeOptions,
-    ) -> Result<Transcript, SpeechError> {
+    ) -> Result<(Vec<Segment>, String, f32), SpeechError> {
         let dims = &self.model.dims;
         let content_frames = pcm.len() / HOP;
         // Thirty seconds of silence after the audio, as OpenAI pads before
@@ -467,13 +469,7 @@ impl SpeechRecognizer {
             segments.extend(window_segments.into_iter().map(|(s, _)| s));
             seek += advance;
         }
-        Ok(Transcript {
-            segments,
-            language,
-            language_probability,
-            duration: 0.0,
-            duration_after_vad: 0.0,
-        })
+        Ok((segments, language, language_probability))
     }
 
     /// The spoken language: the one asked for, English for `.en` models,
