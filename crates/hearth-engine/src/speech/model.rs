@@ -6,7 +6,7 @@
 //! values per decoding stream and can return the cross-attention scores
 //! that word timestamps are aligned from.
 
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv1d, Conv1dConfig, Embedding, LayerNorm, Linear, VarBuilder};
 
 pub type Result<T> = candle_core::Result<T>;
@@ -270,9 +270,4 @@ fn causal_mask(n: usize, past: usize, device: &Device) -> Result<Tensor> {
         })
         .collect();
     Tensor::from_vec(mask, (n, past + n), device)?.to_dtype(DType::F32)
-}
-
-/// Last-axis log-softmax of a `[vocab]` row as a plain vector.
-pub fn log_softmax(logits: &Tensor) -> Result<Vec<f32>> {
-    candle_nn::ops::log_softmax(logits, D::Minus1)?.to_vec1()
 }
