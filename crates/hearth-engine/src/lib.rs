@@ -12,6 +12,11 @@
 //!   classification) on candle.
 //! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
 //!   PyTorch format) on candle.
+//! - [`detect`]: object detection (DETR with a ResNet backbone, Hugging
+//!   Face layout) on candle.
+//! - [`diffusion`]: text-to-image (Stable Diffusion 1.x from the diffusers
+//!   layout: txt2img, img2img, inpainting; DDIM, Euler, LCM samplers with
+//!   seeded noise) on candle.
 //! - [`speech`]: speech recognition (Whisper from CTranslate2's format or
 //!   the Hugging Face layout) on candle, audio decoded with symphonia.
 //! - [`translate`]: translation with Bergamot's int8 Marian models (SSRU
@@ -24,6 +29,8 @@
 //! engine validated inputs from `hearth-types`.
 
 pub mod classify;
+pub mod detect;
+pub mod diffusion;
 pub mod embed;
 mod hf;
 mod matvec;

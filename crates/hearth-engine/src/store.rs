@@ -146,6 +146,12 @@ impl ModelStore {
             if target.is_file() {
                 continue;
             }
+            // diffusers folders keep each part in a subfolder (`unet/...`).
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(io_err(parent))?;
+            }
             let url = format!(
                 "{}/{repo}/resolve/{revision}/{}",
                 endpoint.trim_end_matches('/'),

@@ -36,7 +36,7 @@ pub enum VisionError {
     Load { path: String, reason: String },
     #[error("{0}")]
     BadImage(String),
-    #[error("image classification failed: {0}")]
+    #[error("the vision model failed: {0}")]
     Compute(String),
 }
 
@@ -227,6 +227,11 @@ impl ConvBn {
     fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
         let k = self.weight.dim(2).map_err(compute)?;
         if !self.same {
+            if k == 1 && self.stride == 1 {
+                return pointwise(x, &self.weight)
+                    .and_then(|y| y.broadcast_add(&self.bias))
+                    .map_err(compute);
+            }
             return x
                 .conv2d(&self.weight, k / 2, self.stride, 1, self.groups)
                 .and_then(|y| y.broadcast_add(&self.bias))
@@ -413,30 +418,34 @@ impl EfficientNetLite {
     }
 }
 
-/// One residual layer of a Hugging Face `ResNetModel`: bottleneck (1x1,
-/// 3x3, 1x1) or basic (3x3, 3x3), with a projection shortcut where the
-/// shape changes.
+/// One residual layer of a ResNet: bottleneck (1x1, 3x3, 1x1) or basic
+/// (3x3, 3x3), with a projection shortcut where the shape changes.
 struct ResidualLayer {
     shortcut: Option<ConvBn>,
     convs: Vec<ConvBn>,
 }
 
-/// ResNet in the Hugging Face layout (`microsoft/resnet-50`:
-/// `resnet.embedder`, `resnet.encoder.stages.{s}.layers.{l}`, `classifier.1`).
-struct ResNet {
+/// A ResNet's convolutional body (stem, max pool, residual stages) with
+/// batch norms folded in: the classifier's trunk and DETR's backbone.
+pub(crate) struct ResNetBody {
     stem: ConvBn,
     stages: Vec<Vec<ResidualLayer>>,
-    fc_weight: Tensor,
-    fc_bias: Tensor,
 }
 
-impl ResNet {
-    fn load(w: &HashMap<String, Tensor>, config: &serde_json::Value) -> Result<Self, VisionError> {
-        let conv = |prefix: &str, stride: usize| {
+impl ResNetBody {
+    /// The Hugging Face `ResNetModel` layout under `prefix` (`resnet.` in
+    /// `microsoft/resnet-50`): `embedder.embedder`, `encoder.stages.{s}
+    /// .layers.{l}.{shortcut,layer.N}` with `convolution`/`normalization`.
+    pub(crate) fn load_hugging_face(
+        w: &HashMap<String, Tensor>,
+        config: &serde_json::Value,
+        prefix: &str,
+    ) -> Result<Self, VisionError> {
+        let conv = |name: &str, stride: usize| {
             ConvBn::load_with(
                 w,
-                &format!("{prefix}.convolution"),
-                &format!("{prefix}.normalization"),
+                &format!("{prefix}{name}.convolution"),
+                &format!("{prefix}{name}.normalization"),
                 stride,
                 false,
                 1e-5,
@@ -445,24 +454,23 @@ impl ResNet {
         };
         let flag = |key: &str| config.get(key).and_then(|v| v.as_bool()).unwrap_or(false);
         let bottleneck = config.get("layer_type").and_then(|v| v.as_str()) != Some("basic");
-        let (first_stage_stride, stride_in_first_conv) = (
-            if flag("downsample_in_first_stage") {
-                2
-            } else {
-                1
-            },
-            flag("downsample_in_bottleneck") || !bottleneck,
-        );
+        let first_stage_stride = if flag("downsample_in_first_stage") {
+            2
+        } else {
+            1
+        };
+        let stride_in_first_conv = flag("downsample_in_bottleneck") || !bottleneck;
+        let has = |name: String| w.contains_key(&format!("{prefix}{name}.convolution.weight"));
         let mut stages = Vec::new();
         for s in 0.. {
-            let stage = format!("resnet.encoder.stages.{s}");
-            if !w.contains_key(&format!("{stage}.layers.0.layer.0.convolution.weight")) {
+            let stage = format!("encoder.stages.{s}");
+            if !has(format!("{stage}.layers.0.layer.0")) {
                 break;
             }
             let mut layers = Vec::new();
             for l in 0.. {
                 let layer = format!("{stage}.layers.{l}");
-                if !w.contains_key(&format!("{layer}.layer.0.convolution.weight")) {
+                if !has(format!("{layer}.layer.0")) {
                     break;
                 }
                 let stride = match (l, s) {
@@ -470,7 +478,7 @@ impl ResNet {
                     (0, _) => 2,
                     _ => 1,
                 };
-                let shortcut = if w.contains_key(&format!("{layer}.shortcut.convolution.weight")) {
+                let shortcut = if has(format!("{layer}.shortcut")) {
                     Some(conv(&format!("{layer}.shortcut"), stride)?)
                 } else {
                     None
@@ -490,24 +498,84 @@ impl ResNet {
             stages.push(layers);
         }
         if stages.is_empty() {
-            return Err(VisionError::Compute(
-                "no resnet.encoder.stages in the weights".into(),
-            ));
+            return Err(VisionError::Compute(format!(
+                "no {prefix}encoder.stages in the weights"
+            )));
         }
-        let get = |name: &str| {
-            w.get(name)
-                .cloned()
-                .ok_or_else(|| VisionError::Compute(format!("the weights lack {name}")))
-        };
         Ok(Self {
-            stem: conv("resnet.embedder.embedder", 2)?,
+            stem: conv("embedder.embedder", 2)?,
             stages,
-            fc_weight: get("classifier.1.weight")?.t().map_err(compute)?,
-            fc_bias: get("classifier.1.bias")?,
         })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
+    /// timm's (and torchvision's) ResNet layout under `prefix`: `conv1`/
+    /// `bn1`, `layer{1..4}.{l}.conv{N}`/`bn{N}`, `downsample.{0,1}`, the
+    /// stride on the 3x3 convolution; bottlenecks where `conv3` exists.
+    pub(crate) fn load_timm(
+        w: &HashMap<String, Tensor>,
+        prefix: &str,
+    ) -> Result<Self, VisionError> {
+        let conv = |conv: String, bn: String, stride: usize| {
+            ConvBn::load_with(
+                w,
+                &format!("{prefix}{conv}"),
+                &format!("{prefix}{bn}"),
+                stride,
+                false,
+                1e-5,
+                false,
+            )
+        };
+        let has = |name: String| w.contains_key(&format!("{prefix}{name}.weight"));
+        let mut stages = Vec::new();
+        for s in 1.. {
+            if !has(format!("layer{s}.0.conv1")) {
+                break;
+            }
+            let mut layers = Vec::new();
+            for l in 0.. {
+                let layer = format!("layer{s}.{l}");
+                if !has(format!("{layer}.conv1")) {
+                    break;
+                }
+                let stride = if l == 0 && s > 1 { 2 } else { 1 };
+                let shortcut = if has(format!("{layer}.downsample.0")) {
+                    Some(conv(
+                        format!("{layer}.downsample.0"),
+                        format!("{layer}.downsample.1"),
+                        stride,
+                    )?)
+                } else {
+                    None
+                };
+                let bottleneck = has(format!("{layer}.conv3"));
+                let strided = if bottleneck { 2 } else { 1 };
+                let convs = (1..=if bottleneck { 3 } else { 2 })
+                    .map(|c| {
+                        conv(
+                            format!("{layer}.conv{c}"),
+                            format!("{layer}.bn{c}"),
+                            if c == strided { stride } else { 1 },
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                layers.push(ResidualLayer { shortcut, convs });
+            }
+            stages.push(layers);
+        }
+        if stages.is_empty() {
+            return Err(VisionError::Compute(format!(
+                "no {prefix}layer1 in the weights"
+            )));
+        }
+        Ok(Self {
+            stem: conv("conv1".into(), "bn1".into(), 2)?,
+            stages,
+        })
+    }
+
+    /// The last stage's feature map, `[1, C, H/32, W/32]`.
+    pub(crate) fn features(&self, x: &Tensor) -> Result<Tensor, VisionError> {
         let relu = |t: Tensor| t.relu().map_err(compute);
         let x = relu(self.stem.forward(x)?)?;
         // 3x3 max pool, stride 2, padding 1: after a ReLU, zero padding
@@ -532,7 +600,36 @@ impl ResNet {
             }
             x = relu((h + residual).map_err(compute)?)?;
         }
-        x.mean((2, 3))
+        Ok(x)
+    }
+}
+
+/// ResNet for image classification in the Hugging Face layout
+/// (`microsoft/resnet-50`: `resnet.` body, `classifier.1`).
+struct ResNet {
+    body: ResNetBody,
+    fc_weight: Tensor,
+    fc_bias: Tensor,
+}
+
+impl ResNet {
+    fn load(w: &HashMap<String, Tensor>, config: &serde_json::Value) -> Result<Self, VisionError> {
+        let get = |name: &str| {
+            w.get(name)
+                .cloned()
+                .ok_or_else(|| VisionError::Compute(format!("the weights lack {name}")))
+        };
+        Ok(Self {
+            body: ResNetBody::load_hugging_face(w, config, "resnet.")?,
+            fc_weight: get("classifier.1.weight")?.t().map_err(compute)?,
+            fc_bias: get("classifier.1.bias")?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor, VisionError> {
+        self.body
+            .features(x)?
+            .mean((2, 3))
             .and_then(|p| p.matmul(&self.fc_weight))
             .and_then(|l| l.broadcast_add(&self.fc_bias))
             .map_err(compute)
@@ -697,31 +794,8 @@ impl ImageClassifier {
 
 /// Decodes and scales an image to the network's 1×3×crop×crop input.
 fn preprocess(bytes: &[u8], how: &Preprocess) -> Result<Tensor, VisionError> {
-    if bytes.len() > MAX_IMAGE_BYTES {
-        return Err(VisionError::BadImage(format!(
-            "the image is {} bytes; at most {MAX_IMAGE_BYTES} are read",
-            bytes.len()
-        )));
-    }
-    let reader = image::ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| VisionError::BadImage(format!("`image`: {e}")))?;
-    if reader.format().is_none() {
-        return Err(VisionError::BadImage(
-            "`image` is not a PNG, JPEG or WebP image".into(),
-        ));
-    }
-    let (w, h) = reader
-        .into_dimensions()
-        .map_err(|e| VisionError::BadImage(format!("`image` cannot be read: {e}")))?;
-    if u64::from(w) * u64::from(h) > MAX_PIXELS || w == 0 || h == 0 {
-        return Err(VisionError::BadImage(format!(
-            "`image` is {w}x{h} pixels; at most {MAX_PIXELS} pixels are decoded"
-        )));
-    }
-    let decoded = image::load_from_memory(bytes)
-        .map_err(|e| VisionError::BadImage(format!("`image` cannot be decoded: {e}")))?
-        .to_rgb8();
+    let decoded = decode_rgb(bytes, "image")?;
+    let (w, h) = decoded.dimensions();
     let size = how.crop;
     let scale = how.resize as f32 / w.min(h) as f32;
     let (rw, rh) = (
@@ -731,12 +805,53 @@ fn preprocess(bytes: &[u8], how: &Preprocess) -> Result<Tensor, VisionError> {
     let resized = image::imageops::resize(&decoded, rw, rh, how.filter);
     let (left, top) = ((rw - size) / 2, (rh - size) / 2);
     let crop = image::imageops::crop_imm(&resized, left, top, size, size).to_image();
-    let pixels: Vec<f32> = crop
-        .into_raw()
+    normalized(&crop, how.mean, how.std)
+}
+
+/// Decodes a PNG, JPEG or WebP image to RGB, refusing what is too large to
+/// read or to decode (the errors name the input `field`).
+pub(crate) fn decode_rgb(bytes: &[u8], field: &str) -> Result<image::RgbImage, VisionError> {
+    if bytes.len() > MAX_IMAGE_BYTES {
+        return Err(VisionError::BadImage(format!(
+            "`{field}` is {} bytes; at most {MAX_IMAGE_BYTES} are read",
+            bytes.len()
+        )));
+    }
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| VisionError::BadImage(format!("`{field}`: {e}")))?;
+    if reader.format().is_none() {
+        return Err(VisionError::BadImage(format!(
+            "`{field}` is not a PNG, JPEG or WebP image"
+        )));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| VisionError::BadImage(format!("`{field}` cannot be read: {e}")))?;
+    if u64::from(w) * u64::from(h) > MAX_PIXELS || w == 0 || h == 0 {
+        return Err(VisionError::BadImage(format!(
+            "`{field}` is {w}x{h} pixels; at most {MAX_PIXELS} pixels are decoded"
+        )));
+    }
+    Ok(image::load_from_memory(bytes)
+        .map_err(|e| VisionError::BadImage(format!("`{field}` cannot be decoded: {e}")))?
+        .to_rgb8())
+}
+
+/// An RGB image as the network's `[1, 3, H, W]` input, per channel
+/// `(pixel - mean) / std` in 0-255 units.
+pub(crate) fn normalized(
+    rgb: &image::RgbImage,
+    mean: [f32; 3],
+    std: [f32; 3],
+) -> Result<Tensor, VisionError> {
+    let (w, h) = rgb.dimensions();
+    let pixels: Vec<f32> = rgb
+        .as_raw()
         .chunks_exact(3)
-        .flat_map(|rgb| (0..3).map(move |c| (f32::from(rgb[c]) - how.mean[c]) / how.std[c]))
+        .flat_map(|px| (0..3).map(move |c| (f32::from(px[c]) - mean[c]) / std[c]))
         .collect();
-    Tensor::from_vec(pixels, (1, size as usize, size as usize, 3), &Device::Cpu)
+    Tensor::from_vec(pixels, (1, h as usize, w as usize, 3), &Device::Cpu)
         .and_then(|t| t.permute((0, 3, 1, 2)))
         .and_then(|t| t.contiguous())
         .map_err(compute)

@@ -32,6 +32,8 @@ pub const TEXT_EMBEDDINGS: &str = "Text Embeddings";
 /// Workers AI catalogues rerankers under this task.
 pub const TEXT_CLASSIFICATION: &str = "Text Classification";
 pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
+pub const OBJECT_DETECTION: &str = "Object Detection";
+pub const TEXT_TO_IMAGE: &str = "Text-to-Image";
 pub const SPEECH_RECOGNITION: &str = "Automatic Speech Recognition";
 pub const TRANSLATION: &str = "Translation";
 
@@ -49,6 +51,8 @@ pub enum AppError {
     Embed(#[from] EmbedError),
     #[error(transparent)]
     Vision(#[from] hearth_engine::vision::VisionError),
+    #[error(transparent)]
+    Diffusion(#[from] hearth_engine::diffusion::DiffusionError),
     #[error(transparent)]
     Speech(#[from] hearth_engine::speech::SpeechError),
     #[error(transparent)]
@@ -111,6 +115,14 @@ impl From<AppError> for ApiError {
                 hearth_engine::vision::VisionError::Load { .. }
                 | hearth_engine::vision::VisionError::Compute(_) => {
                     tracing::error!(error = %e, "image engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Diffusion(e) => match e {
+                hearth_engine::diffusion::DiffusionError::BadInput(m) => ApiError::invalid_input(m),
+                hearth_engine::diffusion::DiffusionError::Load { .. }
+                | hearth_engine::diffusion::DiffusionError::Compute(_) => {
+                    tracing::error!(error = %e, "diffusion engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -261,6 +273,8 @@ pub struct App {
     rerankers: Loaded<Reranker>,
     classifiers: Loaded<Classifier>,
     image_classifiers: Loaded<hearth_engine::vision::ImageClassifier>,
+    detectors: Loaded<hearth_engine::detect::ObjectDetector>,
+    diffusers: Loaded<hearth_engine::diffusion::Diffuser>,
     speech: Loaded<hearth_engine::speech::SpeechRecognizer>,
     translators: Loaded<hearth_engine::translate::Translator>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
@@ -293,6 +307,8 @@ impl App {
             rerankers: Loaded::new(),
             classifiers: Loaded::new(),
             image_classifiers: Loaded::new(),
+            detectors: Loaded::new(),
+            diffusers: Loaded::new(),
             speech: Loaded::new(),
             translators: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
@@ -383,9 +399,14 @@ impl App {
     fn alias_target(&self, target: &str) -> Option<(PathBuf, String)> {
         if target.ends_with(".gguf") || target.starts_with('/') {
             let path = PathBuf::from(target);
-            // A folder in the Hugging Face layout is served by its safetensors.
+            // A folder in the Hugging Face layout is served by its
+            // safetensors; a diffusers pipeline folder by its index.
             let file = if path.is_dir() {
-                path.join("model.safetensors")
+                ["model.safetensors", "model_index.json"]
+                    .iter()
+                    .map(|name| path.join(name))
+                    .find(|file| file.is_file())
+                    .unwrap_or_else(|| path.join("model.safetensors"))
             } else {
                 path
             };
@@ -592,6 +613,39 @@ impl App {
             &self.image_classifiers,
             |dir| Ok(hearth_engine::vision::ImageClassifier::load(&dir)?),
             move |classifier| Ok(classifier.classify(&image, top)?),
+        )
+        .await
+    }
+
+    /// The objects in an encoded image scoring over `threshold`, best first.
+    pub async fn detect_objects(
+        &self,
+        model: &str,
+        image: Vec<u8>,
+        threshold: f32,
+    ) -> Result<(Vec<hearth_engine::detect::Detection>, Resolved), AppError> {
+        self.run_loaded(
+            model,
+            OBJECT_DETECTION,
+            &self.detectors,
+            |dir| Ok(hearth_engine::detect::ObjectDetector::load(&dir)?),
+            move |detector| Ok(detector.detect(&image, threshold)?),
+        )
+        .await
+    }
+
+    /// Draws an image (PNG bytes) and says its size in pixels.
+    pub async fn draw(
+        &self,
+        model: &str,
+        request: hearth_engine::diffusion::ImageRequest,
+    ) -> Result<(hearth_engine::diffusion::Drawing, Resolved), AppError> {
+        self.run_loaded(
+            model,
+            TEXT_TO_IMAGE,
+            &self.diffusers,
+            |dir| Ok(hearth_engine::diffusion::Diffuser::load(&dir)?),
+            move |diffuser| Ok(diffuser.generate(&request)?),
         )
         .await
     }

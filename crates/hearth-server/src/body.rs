@@ -62,7 +62,6 @@ pub fn binary_input(
     bytes: &[u8],
     field: &str,
 ) -> Result<(Vec<u8>, serde_json::Map<String, serde_json::Value>), ApiError> {
-    use base64::Engine;
     use serde_json::Value;
     let bad = |message: String| ApiError::invalid_input(message);
     if bytes.first() != Some(&b'{') {
@@ -78,6 +77,19 @@ pub fn binary_input(
             "the body must be binary data or a JSON object with `{field}`"
         )));
     };
+    let data = match input.remove(field) {
+        Some(value) => binary_value(value, field)?,
+        None => return Err(bad(format!("`{field}` is required"))),
+    };
+    Ok((data, input))
+}
+
+/// The bytes of one binary JSON field: an array of bytes, a base64 string
+/// or `{body: <base64>, contentType}`; never empty.
+pub fn binary_value(value: serde_json::Value, field: &str) -> Result<Vec<u8>, ApiError> {
+    use base64::Engine;
+    use serde_json::Value;
+    let bad = |message: String| ApiError::invalid_input(message);
     let base64 = |text: &str, path: &str| {
         base64::engine::general_purpose::STANDARD
             .decode(text.trim())
@@ -88,8 +100,8 @@ pub fn binary_input(
                 )
             })
     };
-    let data = match input.remove(field) {
-        Some(Value::Array(items)) => items
+    let data = match value {
+        Value::Array(items) => items
             .iter()
             .map(|v| {
                 v.as_u64()
@@ -98,8 +110,8 @@ pub fn binary_input(
                     .ok_or_else(|| bad(format!("`{field}` must hold bytes (0-255), got {v}")))
             })
             .collect::<Result<Vec<u8>, _>>()?,
-        Some(Value::String(text)) => base64(&text, field)?,
-        Some(Value::Object(object)) => match object.get("body") {
+        Value::String(text) => base64(&text, field)?,
+        Value::Object(object) => match object.get("body") {
             Some(Value::String(text)) => base64(text, &format!("{field}.body"))?,
             Some(other) => {
                 return Err(bad(format!(
@@ -108,15 +120,61 @@ pub fn binary_input(
             }
             None => return Err(bad(format!("`{field}.body` is required"))),
         },
-        Some(other) => {
+        other => {
             return Err(bad(format!(
                 "`{field}` must be an array of bytes or a base64 string, got {other}"
             )));
         }
-        None => return Err(bad(format!("`{field}` is required"))),
     };
     if data.is_empty() {
         return Err(bad(format!("`{field}` is empty")));
     }
-    Ok((data, input))
+    Ok(data)
+}
+
+/// An optional boolean field; the first published Workers AI schemas typed
+/// some flags (`vad_filter`) as the strings "true" and "false".
+pub fn flag(
+    input: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<bool>, ApiError> {
+    use serde_json::Value;
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+        Some(other) => Err(ApiError::invalid_input(format!(
+            "`{key}` must be a boolean, got {other}"
+        ))),
+    }
+}
+
+/// An optional number field.
+pub fn number(
+    input: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<f64>, ApiError> {
+    use serde_json::Value;
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64()),
+        Some(other) => Err(ApiError::invalid_input(format!(
+            "`{key}` must be a number, got {other}"
+        ))),
+    }
+}
+
+/// An optional string field.
+pub fn text(
+    input: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<String>, ApiError> {
+    use serde_json::Value;
+    match input.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(ApiError::invalid_input(format!(
+            "`{key}` must be a string, got {other}"
+        ))),
+    }
 }

@@ -26,6 +26,7 @@ pub mod openai;
 mod shaping;
 pub mod speech;
 pub mod summarize;
+pub mod text_to_image;
 pub mod translate;
 pub mod vectorize;
 pub mod workers_ai;

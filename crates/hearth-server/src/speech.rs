@@ -26,37 +26,11 @@ fn bad(message: impl Into<String>) -> Failure {
     Failure(ApiError::invalid_input(message.into()))
 }
 
-fn flag(input: &Map<String, Value>, key: &str) -> Result<Option<bool>, Failure> {
-    match input.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        // The first published schema typed `vad_filter` as a string.
-        Some(Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
-        Some(other) => Err(bad(format!("`{key}` must be a boolean, got {other}"))),
-    }
-}
-
-fn number(input: &Map<String, Value>, key: &str) -> Result<Option<f32>, Failure> {
-    match input.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => Ok(n.as_f64().map(|v| v as f32)),
-        Some(other) => Err(bad(format!("`{key}` must be a number, got {other}"))),
-    }
-}
-
-fn text(input: &Map<String, Value>, key: &str) -> Result<Option<String>, Failure> {
-    match input.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(bad(format!("`{key}` must be a string, got {other}"))),
-    }
-}
-
 /// The decoding options a request carries (`whisper-large-v3-turbo`'s
 /// fields; the older models take only `audio`, and Hearth reads the same
 /// fields for them too).
 fn options(input: &Map<String, Value>) -> Result<TranscribeOptions, Failure> {
-    let task = match text(input, "task")?.as_deref() {
+    let task = match body::text(input, "task")?.as_deref() {
         None | Some("transcribe") => Task::Transcribe,
         Some("translate") => Task::Translate,
         Some(other) => {
@@ -67,34 +41,34 @@ fn options(input: &Map<String, Value>) -> Result<TranscribeOptions, Failure> {
     };
     let mut options = TranscribeOptions {
         task,
-        language: text(input, "language")?.filter(|l| !l.is_empty()),
-        initial_prompt: text(input, "initial_prompt")?,
-        prefix: text(input, "prefix")?,
-        vad_filter: flag(input, "vad_filter")?.unwrap_or(false),
+        language: body::text(input, "language")?.filter(|l| !l.is_empty()),
+        initial_prompt: body::text(input, "initial_prompt")?,
+        prefix: body::text(input, "prefix")?,
+        vad_filter: body::flag(input, "vad_filter")?.unwrap_or(false),
         ..TranscribeOptions::default()
     };
-    if let Some(c) = flag(input, "condition_on_previous_text")? {
+    if let Some(c) = body::flag(input, "condition_on_previous_text")? {
         options.condition_on_previous_text = c;
     }
-    if let Some(v) = number(input, "no_speech_threshold")? {
-        options.no_speech_threshold = v;
+    if let Some(v) = body::number(input, "no_speech_threshold")? {
+        options.no_speech_threshold = v as f32;
     }
-    if let Some(v) = number(input, "compression_ratio_threshold")? {
-        options.compression_ratio_threshold = v;
+    if let Some(v) = body::number(input, "compression_ratio_threshold")? {
+        options.compression_ratio_threshold = v as f32;
     }
-    if let Some(v) = number(input, "log_prob_threshold")? {
-        options.log_prob_threshold = v;
+    if let Some(v) = body::number(input, "log_prob_threshold")? {
+        options.log_prob_threshold = v as f32;
     }
     // Decoding is greedy with temperature fallback; `beam_size` and
     // `hallucination_silence_threshold` are checked for type and accepted.
-    if let Some(beam) = number(input, "beam_size")?
+    if let Some(beam) = body::number(input, "beam_size")?
         && !(1.0..=10.0).contains(&beam)
     {
         return Err(bad(format!(
             "`beam_size` must be between 1 and 10, got {beam}"
         )));
     }
-    number(input, "hallucination_silence_threshold")?;
+    body::number(input, "hallucination_silence_threshold")?;
     Ok(options)
 }
 

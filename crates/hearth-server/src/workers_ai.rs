@@ -181,6 +181,12 @@ pub async fn run_model(
         hearth_runtime::app::IMAGE_CLASSIFICATION => {
             return crate::images::classify(&state, &model, &bytes, &admission).await;
         }
+        hearth_runtime::app::OBJECT_DETECTION => {
+            return crate::images::detect(&state, &model, &bytes, &admission).await;
+        }
+        hearth_runtime::app::TEXT_TO_IMAGE => {
+            return crate::text_to_image::run(&state, &model, &bytes, &admission).await;
+        }
         hearth_runtime::app::SPEECH_RECOGNITION => {
             return crate::speech::transcribe(&state, &model, &bytes, &admission).await;
         }

@@ -267,3 +267,21 @@ pub struct LabelScore {
     pub label: String,
     pub score: f32,
 }
+
+/// One object found by an object detection model (`detr-resnet-50`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DetectedObject {
+    pub score: f32,
+    pub label: String,
+    #[serde(rename = "box")]
+    pub bounding_box: BoundingBox,
+}
+
+/// A box in the image's pixels.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct BoundingBox {
+    pub xmin: f32,
+    pub ymin: f32,
+    pub xmax: f32,
+    pub ymax: f32,
+}

@@ -87,3 +87,65 @@ async fn what_is_not_an_image_is_refused_naming_image() {
     let (status, v) = post_raw(RESNET, b"this is text, not a picture".to_vec()).await;
     assert_refused(status, &v, "`image`");
 }
+
+/// Object detection's contract on a tiny random-weight DETR (architecture
+/// and hub layout verified, not quality): whose classifier favours "cat",
+/// so every object query passes the threshold.
+#[tokio::test]
+async fn detection_answers_boxes_inside_the_image_best_first() {
+    let bytes = photo("coffee");
+    let (width, height) = image_size(&bytes);
+    let (status, v) = post_raw(DETR, bytes.clone()).await;
+    assert_eq!(status, 200, "{v}");
+    let found = v["result"].as_array().expect("a list of objects");
+    assert!(!found.is_empty(), "{v}");
+    let mut last = f64::INFINITY;
+    for object in found {
+        assert_eq!(object["label"], "cat", "{object}");
+        let score = object["score"].as_f64().expect("score");
+        assert!(score > 0.5 && score <= 1.0 && score <= last, "{object}");
+        last = score;
+        let b = &object["box"];
+        let at = |k: &str| b[k].as_f64().expect("box edge");
+        assert!(
+            0.0 <= at("xmin") && at("xmin") <= at("xmax") && at("xmax") <= width,
+            "{b}"
+        );
+        assert!(
+            0.0 <= at("ymin") && at("ymin") <= at("ymax") && at("ymax") <= height,
+            "{b}"
+        );
+    }
+    // The same image as a byte array and as base64: the same objects.
+    let as_array: Vec<Value> = bytes.iter().map(|b| json!(b)).collect();
+    let (status, _, by_array) = post_json(&url(DETR), &json!({"image": as_array})).await;
+    assert_eq!(status, 200, "{by_array}");
+    assert_eq!(by_array["result"], v["result"]);
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let (status, _, by_b64) = post_json(&url(DETR), &json!({"image": b64})).await;
+    assert_eq!(status, 200, "{by_b64}");
+    assert_eq!(by_b64["result"], v["result"]);
+
+    for (body, needle) in [
+        (json!({"image": []}), "`image` is empty"),
+        (json!({"picture": [1]}), "`image` is required"),
+    ] {
+        let (status, _, v) = post_json(&url(DETR), &body).await;
+        assert_refused(status, &v, needle);
+    }
+    let (status, v) = post_raw(DETR, b"not a picture".to_vec()).await;
+    assert_refused(status, &v, "`image`");
+}
+
+fn image_size(png: &[u8]) -> (f64, f64) {
+    // PNG: width and height are the big-endian u32s at bytes 16..24.
+    let at = |i: usize| {
+        f64::from(u32::from_be_bytes([
+            png[i],
+            png[i + 1],
+            png[i + 2],
+            png[i + 3],
+        ]))
+    };
+    (at(16), at(20))
+}

@@ -18,6 +18,7 @@ mod rerank;
 mod speech;
 mod summarization;
 mod support;
+mod text_to_image;
 mod textgen;
 mod to_markdown;
 mod tools;

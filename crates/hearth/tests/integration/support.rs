@@ -26,6 +26,11 @@ pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 /// The genuine registry image classifier, and Workers AI's id served by it.
 pub const EFFICIENTNET: &str = "@cf/google/efficientnet-lite0";
 pub const RESNET: &str = "@cf/microsoft/resnet-50";
+pub const DETR: &str = "@cf/facebook/detr-resnet-50";
+pub const SD_IMG2IMG: &str = "@cf/runwayml/stable-diffusion-v1-5-img2img";
+pub const SD_INPAINTING: &str = "@cf/runwayml/stable-diffusion-v1-5-inpainting";
+pub const DREAMSHAPER_LCM: &str = "@cf/lykon/dreamshaper-8-lcm";
+pub const FLUX: &str = "@cf/black-forest-labs/flux-1-schnell";
 /// The genuine registry speech model (Workers AI's own id), and the other
 /// whisper ids served by it.
 pub const WHISPER_TINY: &str = "@cf/openai/whisper-tiny-en";
@@ -164,7 +169,8 @@ pub fn metered_server() -> &'static MeteredServer {
 /// A server for the tasks beyond text generation: it takes photos and
 /// audio (bodies up to 16 MiB), serves Workers AI's resnet-50 id with the
 /// genuine EfficientNet-Lite0 and its whisper ids with the genuine
-/// whisper-tiny-en, and lets SmolLM2 translate.
+/// whisper-tiny-en, detr-resnet-50's and the text-to-image ids with tiny
+/// random-weight models, and lets SmolLM2 translate.
 pub fn media_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -177,6 +183,27 @@ pub fn media_server() -> &'static Server {
             .aliases
             .insert(WHISPER_TURBO.into(), WHISPER_TINY.into());
         config.translation.llm_fallback = true;
+        // No genuine DETR weights ship in a registry package: a tiny
+        // random-weight one of the same architecture and layout.
+        let tiny = data.path().join("tiny-detr");
+        std::fs::create_dir_all(&tiny).expect("tiny detr dir");
+        hearth_engine::detect::write_tiny_model(&tiny).expect("tiny detr");
+        config
+            .aliases
+            .insert(DETR.into(), tiny.display().to_string());
+        // Nor diffusion weights: tiny Stable Diffusion pipelines in the
+        // diffusers layout, one per sampler family and an inpainting one.
+        for (id, scheduler, in_channels) in [
+            (SD_IMG2IMG, "DDIMScheduler", 4),
+            (SD_INPAINTING, "DDIMScheduler", 9),
+            (DREAMSHAPER_LCM, "LCMScheduler", 4),
+            (FLUX, "EulerDiscreteScheduler", 4),
+        ] {
+            let tiny = data.path().join(format!("tiny-{scheduler}-{in_channels}"));
+            hearth_engine::diffusion::write_tiny_model(&tiny, scheduler, in_channels)
+                .expect("tiny diffusion model");
+            config.aliases.insert(id.into(), tiny.display().to_string());
+        }
         start(config, data)
     })
 }
