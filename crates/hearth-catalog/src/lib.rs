@@ -194,11 +194,14 @@ impl ModelEntry {
                 push(id, json!("true"));
             }
         }
-        // Hearth has no BART engine: its summaries come from an instruct LLM.
+        // Without its weights, a summary comes from an instruct LLM.
         if self.task == "Summarization" {
             push(
                 "hearth_served_by",
-                json!("the server's default instruct model with a summarize prompt"),
+                json!(
+                    "BART on candle when its weights are installed; otherwise the server's \
+                     default instruct model with a summarize prompt (x-hearth-summarizer)"
+                ),
             );
         }
         if let Some(d) = &self.planned_deprecation_date {

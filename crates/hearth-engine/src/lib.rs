@@ -7,6 +7,8 @@
 //!   channel, and dropping it frees the sequence.
 //! - [`embed`]: text embeddings with BERT-family encoders on candle, with
 //!   dynamic batching of concurrent requests.
+//! - [`bart`]: summarization with BART (Hugging Face layout, transformers'
+//!   beam search) on candle.
 //! - [`classify`]: DistilBERT text classification on candle.
 //! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
 //!   classification) on candle.
@@ -28,6 +30,7 @@
 //! Callers (the runtime's `App`) resolve catalog ids to weights and hand the
 //! engine validated inputs from `hearth-types`.
 
+pub mod bart;
 pub mod classify;
 pub mod detect;
 pub mod diffusion;

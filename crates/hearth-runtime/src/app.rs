@@ -34,6 +34,7 @@ pub const TEXT_CLASSIFICATION: &str = "Text Classification";
 pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
 pub const OBJECT_DETECTION: &str = "Object Detection";
 pub const TEXT_TO_IMAGE: &str = "Text-to-Image";
+pub const SUMMARIZATION: &str = "Summarization";
 pub const SPEECH_RECOGNITION: &str = "Automatic Speech Recognition";
 pub const TRANSLATION: &str = "Translation";
 
@@ -53,6 +54,8 @@ pub enum AppError {
     Vision(#[from] hearth_engine::vision::VisionError),
     #[error(transparent)]
     Diffusion(#[from] hearth_engine::diffusion::DiffusionError),
+    #[error(transparent)]
+    Summarize(#[from] hearth_engine::bart::SummarizeError),
     #[error(transparent)]
     Speech(#[from] hearth_engine::speech::SpeechError),
     #[error(transparent)]
@@ -123,6 +126,14 @@ impl From<AppError> for ApiError {
                 hearth_engine::diffusion::DiffusionError::Load { .. }
                 | hearth_engine::diffusion::DiffusionError::Compute(_) => {
                     tracing::error!(error = %e, "diffusion engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Summarize(e) => match e {
+                hearth_engine::bart::SummarizeError::BadInput(m) => ApiError::invalid_input(m),
+                hearth_engine::bart::SummarizeError::Load { .. }
+                | hearth_engine::bart::SummarizeError::Compute(_) => {
+                    tracing::error!(error = %e, "summarization engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -275,6 +286,7 @@ pub struct App {
     image_classifiers: Loaded<hearth_engine::vision::ImageClassifier>,
     detectors: Loaded<hearth_engine::detect::ObjectDetector>,
     diffusers: Loaded<hearth_engine::diffusion::Diffuser>,
+    summarizers: Loaded<hearth_engine::bart::Summarizer>,
     speech: Loaded<hearth_engine::speech::SpeechRecognizer>,
     translators: Loaded<hearth_engine::translate::Translator>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
@@ -309,6 +321,7 @@ impl App {
             image_classifiers: Loaded::new(),
             detectors: Loaded::new(),
             diffusers: Loaded::new(),
+            summarizers: Loaded::new(),
             speech: Loaded::new(),
             translators: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
@@ -646,6 +659,25 @@ impl App {
             &self.diffusers,
             |dir| Ok(hearth_engine::diffusion::Diffuser::load(&dir)?),
             move |diffuser| Ok(diffuser.generate(&request)?),
+        )
+        .await
+    }
+
+    /// Summarizes `text` with a summarization model in at most
+    /// `max_length` tokens (the model's own bound when `None`); returns the
+    /// summary and the input and output token counts.
+    pub async fn summarize(
+        &self,
+        model: &str,
+        text: String,
+        max_length: Option<usize>,
+    ) -> Result<((String, usize, usize), Resolved), AppError> {
+        self.run_loaded(
+            model,
+            SUMMARIZATION,
+            &self.summarizers,
+            |dir| Ok(hearth_engine::bart::Summarizer::load(&dir)?),
+            move |summarizer| Ok(summarizer.summarize(&text, max_length)?),
         )
         .await
     }

@@ -1,14 +1,16 @@
 //! Summarization (`@cf/facebook/bart-large-cnn`'s contract: `input_text`,
-//! `max_length` -> `{summary}`). BART is not built on candle yet, so the
-//! server's default instruct model writes the summary from a summarize
-//! prompt; the `x-hearth-summarizer` header and the catalog's
-//! `hearth_served_by` property say so. Charged as the Summarization model.
+//! `max_length` -> `{summary}`). When the model's weights are installed
+//! (or aliased to a BART folder), BART on candle writes the summary with
+//! its own beam search; otherwise the server's default instruct model
+//! writes it from a summarize prompt, and the `x-hearth-summarizer` header
+//! (and the catalog's `hearth_served_by` property) say so. Charged as the
+//! Summarization model.
 
 use axum::response::Response;
 use hearth_engine::textgen::Priority;
 use hearth_runtime::PromptInput;
 use hearth_types::ApiError;
-use hearth_types::textgen::{GenerationParams, ValidMessage};
+use hearth_types::textgen::{GenerationParams, Usage, ValidMessage};
 use hearth_types::tools::OutputShape;
 use serde_json::{Value, json};
 
@@ -17,11 +19,11 @@ use crate::metering::Admission;
 use crate::workers_ai::collect;
 use crate::{AppState, body, enveloped};
 
-/// The task name in the catalog.
-pub const SUMMARIZATION: &str = "Summarization";
+pub use hearth_runtime::app::SUMMARIZATION;
 /// Says which model wrote a summary.
 pub const SUMMARIZER_HEADER: &str = "x-hearth-summarizer";
-/// `max_length` when the request gives none, as the schema has it.
+/// The instruct model's token bound when the request gives no
+/// `max_length`, as the schema's default has it (BART uses its own).
 const DEFAULT_MAX_LENGTH: u64 = 1024;
 
 const INSTRUCTIONS: &str = "Summarize the text the user gives in a few sentences. \
@@ -32,7 +34,7 @@ fn bad(message: impl Into<String>) -> Failure {
 }
 
 /// `input_text` and `max_length` of a request, checked.
-fn parse(bytes: &[u8]) -> Result<(String, u64), Failure> {
+fn parse(bytes: &[u8]) -> Result<(String, Option<u64>), Failure> {
     let Value::Object(input) = body::parse_json::<Value>(bytes)? else {
         return Err(bad("the body must be a JSON object with `input_text`"));
     };
@@ -43,11 +45,12 @@ fn parse(bytes: &[u8]) -> Result<(String, u64), Failure> {
         None => return Err(bad("`input_text` is required")),
     };
     let max_length = match input.get("max_length") {
-        None | Some(Value::Null) => DEFAULT_MAX_LENGTH,
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| bad(format!("`max_length` must be a positive integer, got {v}")))?,
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| bad(format!("`max_length` must be a positive integer, got {v}")))?,
+        ),
     };
     if let Some(other) = input
         .keys()
@@ -67,7 +70,18 @@ pub async fn run(
     bytes: &[u8],
 ) -> Result<Response, Failure> {
     let (text, max_length) = parse(bytes)?;
-    let max_tokens = max_length.min(u64::from(u32::MAX)) as u32;
+    if state.app.resolve(model).is_ok() {
+        let admission = Admission::admit(state, account, model, SUMMARIZATION)?;
+        let max_length = max_length.map(|m| m.min(u64::from(u32::MAX)) as usize);
+        let ((summary, input, output), resolved) =
+            state.app.summarize(model, text, max_length).await?;
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        admission.charge_usage(&Usage::new(count(input), count(output)));
+        return Ok(enveloped(json!({ "summary": summary }), &resolved));
+    }
+    let max_tokens = max_length
+        .unwrap_or(DEFAULT_MAX_LENGTH)
+        .min(u64::from(u32::MAX)) as u32;
     let task = InstructedTask {
         task: SUMMARIZATION,
         instructions: INSTRUCTIONS.to_string(),

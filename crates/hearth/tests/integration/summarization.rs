@@ -5,8 +5,6 @@ use serde_json::{Value, json};
 
 use crate::support::*;
 
-const BART: &str = "@cf/facebook/bart-large-cnn";
-
 const ARTICLE: &str = "The Danube is Europe's second-longest river. It rises in the Black Forest in \
 Germany and flows for about 2,850 kilometres through ten countries, including Austria, Hungary, \
 Serbia and Romania, before it reaches the Black Sea. Four capital cities lie on its banks: Vienna, \
@@ -60,4 +58,40 @@ async fn summaries_keep_the_contract_and_say_who_wrote_them() {
         let (status, _, v) = post_json(&run_url(BART), &body).await;
         assert_refused(status, &v, needle);
     }
+}
+
+/// With BART's weights (here a tiny random-weight BART in the Hugging Face
+/// layout, aliased on the media server), BART itself writes the summary:
+/// no summarizer header, the summary within `max_length` tokens of the
+/// model's vocabulary, the same summary twice.
+#[tokio::test]
+async fn installed_bart_writes_the_summary_itself() {
+    let url = format!(
+        "{}/client/v4/accounts/{ACCOUNT}/ai/run/{BART}",
+        media_server().base
+    );
+    let text = "the river flows through ten countries and four capitals lie on its banks";
+    let (status, headers, v) = post_json(&url, &json!({"input_text": text})).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(headers.get("x-hearth-summarizer").is_none(), "{headers:?}");
+    assert!(
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap()
+            .contains("tiny-bart")
+    );
+    let summary = v["result"]["summary"].as_str().unwrap_or("").to_string();
+    assert!(!summary.is_empty(), "{v}");
+    let (_, _, again) = post_json(&url, &json!({"input_text": text})).await;
+    assert_eq!(again["result"]["summary"], summary.as_str());
+    let (status, _, short) = post_json(&url, &json!({"input_text": text, "max_length": 3})).await;
+    assert_eq!(status, 200, "{short}");
+    let words = short["result"]["summary"]
+        .as_str()
+        .unwrap_or("")
+        .split_whitespace()
+        .count();
+    assert!(words <= 3, "{short}");
+    let (status, _, v) = post_json(&url, &json!({"input_text": ""})).await;
+    assert_refused(status, &v, "`input_text`");
 }
