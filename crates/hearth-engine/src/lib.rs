@@ -14,6 +14,8 @@
 //!   classification) on candle.
 //! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
 //!   PyTorch format) on candle.
+//! - [`describe`]: image-to-text (LLaVA 1.5: CLIP vision tower, projector,
+//!   llama) on candle.
 //! - [`detect`]: object detection (DETR with a ResNet backbone, Hugging
 //!   Face layout) on candle.
 //! - [`diffusion`]: text-to-image (Stable Diffusion 1.x from the diffusers
@@ -32,6 +34,7 @@
 
 pub mod bart;
 pub mod classify;
+pub mod describe;
 pub mod detect;
 pub mod diffusion;
 pub mod embed;

@@ -35,6 +35,7 @@ pub const IMAGE_CLASSIFICATION: &str = "Image Classification";
 pub const OBJECT_DETECTION: &str = "Object Detection";
 pub const TEXT_TO_IMAGE: &str = "Text-to-Image";
 pub const SUMMARIZATION: &str = "Summarization";
+pub const IMAGE_TO_TEXT: &str = "Image-to-Text";
 pub const SPEECH_RECOGNITION: &str = "Automatic Speech Recognition";
 pub const TRANSLATION: &str = "Translation";
 
@@ -56,6 +57,8 @@ pub enum AppError {
     Diffusion(#[from] hearth_engine::diffusion::DiffusionError),
     #[error(transparent)]
     Summarize(#[from] hearth_engine::bart::SummarizeError),
+    #[error(transparent)]
+    Describe(#[from] hearth_engine::describe::DescribeError),
     #[error(transparent)]
     Speech(#[from] hearth_engine::speech::SpeechError),
     #[error(transparent)]
@@ -134,6 +137,14 @@ impl From<AppError> for ApiError {
                 hearth_engine::bart::SummarizeError::Load { .. }
                 | hearth_engine::bart::SummarizeError::Compute(_) => {
                     tracing::error!(error = %e, "summarization engine failure");
+                    ApiError::plain(ErrorCode::Internal)
+                }
+            },
+            AppError::Describe(e) => match e {
+                hearth_engine::describe::DescribeError::BadInput(m) => ApiError::invalid_input(m),
+                hearth_engine::describe::DescribeError::Load { .. }
+                | hearth_engine::describe::DescribeError::Compute(_) => {
+                    tracing::error!(error = %e, "image-to-text engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
@@ -287,6 +298,7 @@ pub struct App {
     detectors: Loaded<hearth_engine::detect::ObjectDetector>,
     diffusers: Loaded<hearth_engine::diffusion::Diffuser>,
     summarizers: Loaded<hearth_engine::bart::Summarizer>,
+    describers: Loaded<hearth_engine::describe::ImageDescriber>,
     speech: Loaded<hearth_engine::speech::SpeechRecognizer>,
     translators: Loaded<hearth_engine::translate::Translator>,
     vectorize: std::sync::OnceLock<Arc<Vectorize>>,
@@ -322,6 +334,7 @@ impl App {
             detectors: Loaded::new(),
             diffusers: Loaded::new(),
             summarizers: Loaded::new(),
+            describers: Loaded::new(),
             speech: Loaded::new(),
             translators: Loaded::new(),
             vectorize: std::sync::OnceLock::new(),
@@ -678,6 +691,26 @@ impl App {
             &self.summarizers,
             |dir| Ok(hearth_engine::bart::Summarizer::load(&dir)?),
             move |summarizer| Ok(summarizer.summarize(&text, max_length)?),
+        )
+        .await
+    }
+
+    /// Describes an encoded image as `prompt` asks (the whole prompt with
+    /// `raw`).
+    pub async fn describe_image(
+        &self,
+        model: &str,
+        image: Vec<u8>,
+        prompt: String,
+        raw: bool,
+        params: GenerationParams,
+    ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
+        self.run_loaded(
+            model,
+            IMAGE_TO_TEXT,
+            &self.describers,
+            |dir| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
+            move |describer| Ok(describer.describe(&image, &prompt, raw, &params)?),
         )
         .await
     }

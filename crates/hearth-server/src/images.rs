@@ -5,10 +5,17 @@
 //! inputs; the answer is the top five `[{label, score}]`, best first.
 //! Object detection (`@cf/facebook/detr-resnet-50`) takes the image the
 //! same three ways and answers `[{score, label, box: {xmin, ymin, xmax,
-//! ymax}}]`, best first, boxes in the image's pixels.
+//! ymax}}]`, best first, boxes in the image's pixels. Image-to-text
+//! (`@cf/llava-hf/llava-1.5-7b-hf`, `@cf/unum/uform-gen2-qwen-500m`) takes
+//! the image the same ways beside `prompt`, `raw`, `max_tokens` and the
+//! sampling fields, and answers `{description}`.
 
 use axum::response::Response;
 use hearth_types::embeddings::{BoundingBox, DetectedObject, LabelScore};
+
+use hearth_types::ApiError;
+use hearth_types::textgen::{GenerationParams, Usage};
+use serde_json::{Map, Value, json};
 
 use crate::error::Failure;
 use crate::metering::Admission;
@@ -59,4 +66,98 @@ pub async fn detect(
         })
         .collect();
     Ok(enveloped(result, &resolved))
+}
+
+/// What image-to-text models are asked when the request has no `prompt`.
+const DEFAULT_DESCRIBE_PROMPT: &str = "Generate a caption for this image.";
+/// `max_tokens` when the request gives none, as Workers AI's schema has it.
+const DEFAULT_DESCRIBE_TOKENS: u32 = 512;
+
+pub async fn describe(
+    state: &AppState,
+    model: &str,
+    bytes: &[u8],
+    admission: &Admission,
+) -> Result<Response, Failure> {
+    let (image, input) = body::binary_input(bytes, "image")?;
+    let (prompt, raw, params) = describe_options(&input)?;
+    let (out, resolved) = state
+        .app
+        .describe_image(model, image, prompt, raw, params)
+        .await?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    admission.charge_usage(&Usage::new(
+        count(out.prompt_tokens),
+        count(out.completion_tokens),
+    ));
+    Ok(enveloped(json!({ "description": out.text }), &resolved))
+}
+
+/// The prompt, `raw` and sampling settings of an image-to-text request
+/// (greedy unless a `temperature` is given), each field checked.
+fn describe_options(
+    input: &Map<String, Value>,
+) -> Result<(String, bool, GenerationParams), Failure> {
+    const FIELDS: [&str; 11] = [
+        "prompt",
+        "raw",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "repetition_penalty",
+        "frequency_penalty",
+        "presence_penalty",
+        "messages",
+    ];
+    let bad = |m: String| Failure(ApiError::invalid_input(m));
+    if let Some(other) = input.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+        return Err(bad(format!(
+            "`{other}` is not an input of Image-to-Text (it takes `image`, {})",
+            FIELDS[..10]
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if input.contains_key("messages") {
+        return Err(bad(
+            "`messages` with images is not served yet; send `image` and `prompt`".into(),
+        ));
+    }
+    let ranged = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, Failure> {
+        match body::number(input, key)? {
+            Some(v) if !(lo..=hi).contains(&v) => Err(bad(format!(
+                "`{key}` must be between {lo} and {hi}, got {v}"
+            ))),
+            other => Ok(other),
+        }
+    };
+    let whole = |key: &str, lo: f64, hi: f64| -> Result<Option<u64>, Failure> {
+        match ranged(key, lo, hi)? {
+            Some(v) if v.fract() != 0.0 => {
+                Err(bad(format!("`{key}` must be a whole number, got {v}")))
+            }
+            other => Ok(other.map(|v| v as u64)),
+        }
+    };
+    let prompt = match body::text(input, "prompt")? {
+        Some(p) if p.trim().is_empty() => return Err(bad("`prompt` must not be empty".into())),
+        Some(p) => p,
+        None => DEFAULT_DESCRIBE_PROMPT.to_string(),
+    };
+    let params = GenerationParams {
+        max_tokens: whole("max_tokens", 1.0, 4096.0)?.map_or(DEFAULT_DESCRIBE_TOKENS, |v| v as u32),
+        temperature: ranged("temperature", 0.0, 5.0)?.unwrap_or(0.0) as f32,
+        top_p: ranged("top_p", 0.0, 2.0)?.map(|v| v as f32),
+        top_k: whole("top_k", 1.0, 50.0)?.map(|v| v as u32),
+        seed: whole("seed", 0.0, 9_999_999_999.0)?,
+        repetition_penalty: ranged("repetition_penalty", 0.0, 2.0)?.map(|v| v as f32),
+        frequency_penalty: ranged("frequency_penalty", -2.0, 2.0)?.map(|v| v as f32),
+        presence_penalty: ranged("presence_penalty", -2.0, 2.0)?.map(|v| v as f32),
+        ..GenerationParams::default()
+    };
+    Ok((prompt, body::flag(input, "raw")?.unwrap_or(false), params))
 }

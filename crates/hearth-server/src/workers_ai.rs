@@ -184,6 +184,9 @@ pub async fn run_model(
         hearth_runtime::app::OBJECT_DETECTION => {
             return crate::images::detect(&state, &model, &bytes, &admission).await;
         }
+        hearth_runtime::app::IMAGE_TO_TEXT => {
+            return crate::images::describe(&state, &model, &bytes, &admission).await;
+        }
         hearth_runtime::app::TEXT_TO_IMAGE => {
             return crate::text_to_image::run(&state, &model, &bytes, &admission).await;
         }

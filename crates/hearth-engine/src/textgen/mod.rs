@@ -7,7 +7,7 @@
 
 pub mod constrain;
 pub mod lora;
-mod sampling;
+pub(crate) mod sampling;
 mod scheduler;
 pub mod template;
 

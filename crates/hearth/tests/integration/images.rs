@@ -149,3 +149,63 @@ fn image_size(png: &[u8]) -> (f64, f64) {
     };
     (at(16), at(20))
 }
+
+/// Image-to-text's contract on a tiny random-weight LLaVA 1.5 (architecture
+/// and hub layout verified, not quality), under both Workers AI ids.
+#[tokio::test]
+async fn image_to_text_describes_the_image_the_ways_it_travels() {
+    let bytes = photo("chelsea");
+    // The raw body: the default prompt, greedy.
+    let (status, raw) = post_raw(LLAVA, bytes.clone()).await;
+    assert_eq!(status, 200, "{raw}");
+    let description = raw["result"]["description"].as_str().expect("description");
+    assert!(!description.is_empty(), "{raw}");
+    let as_array: Vec<Value> = bytes.iter().map(|b| json!(b)).collect();
+    let body = json!({"image": as_array, "prompt": "what is this ?", "max_tokens": 5});
+    let (status, _, first) = post_json(&url(LLAVA), &body).await;
+    assert_eq!(status, 200, "{first}");
+    let words = first["result"]["description"]
+        .as_str()
+        .unwrap_or_default()
+        .split_whitespace()
+        .count();
+    assert!(words <= 5, "{first}");
+    let (_, _, again) = post_json(&url(LLAVA), &body).await;
+    assert_eq!(again["result"], first["result"], "greedy is deterministic");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    let (status, _, by_uform) = post_json(
+        &url(UFORM),
+        &json!({"image": b64, "prompt": "what is this ?", "max_tokens": 5}),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_uform}");
+    assert_eq!(by_uform["result"], first["result"]);
+    // Sampling with a seed repeats too.
+    let seeded = json!({"image": as_array, "prompt": "a", "temperature": 0.9, "seed": 3,
+        "top_k": 20, "max_tokens": 6});
+    let (status, _, sampled) = post_json(&url(LLAVA), &seeded).await;
+    assert_eq!(status, 200, "{sampled}");
+    let (_, _, resampled) = post_json(&url(LLAVA), &seeded).await;
+    assert_eq!(resampled["result"], sampled["result"]);
+
+    for (body, needle) in [
+        (json!({"prompt": "hi"}), "`image` is required"),
+        (json!({"image": as_array, "max_tokens": 0}), "`max_tokens`"),
+        (
+            json!({"image": as_array, "temperature": 9}),
+            "`temperature`",
+        ),
+        (json!({"image": as_array, "top_k": 1.5}), "`top_k`"),
+        (json!({"image": as_array, "prompt": ""}), "`prompt`"),
+        (json!({"image": as_array, "raw": "yes"}), "`raw`"),
+        (
+            json!({"image": as_array, "size": 3}),
+            "`size` is not an input",
+        ),
+        (json!({"image": as_array, "messages": []}), "`messages`"),
+        (json!({"image": [137, 80, 78, 71]}), "`image`"),
+    ] {
+        let (status, _, v) = post_json(&url(LLAVA), &body).await;
+        assert_refused(status, &v, needle);
+    }
+}

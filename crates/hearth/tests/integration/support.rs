@@ -28,6 +28,8 @@ pub const EFFICIENTNET: &str = "@cf/google/efficientnet-lite0";
 pub const RESNET: &str = "@cf/microsoft/resnet-50";
 pub const DETR: &str = "@cf/facebook/detr-resnet-50";
 pub const BART: &str = "@cf/facebook/bart-large-cnn";
+pub const LLAVA: &str = "@cf/llava-hf/llava-1.5-7b-hf";
+pub const UFORM: &str = "@cf/unum/uform-gen2-qwen-500m";
 pub const SD_IMG2IMG: &str = "@cf/runwayml/stable-diffusion-v1-5-img2img";
 pub const SD_INPAINTING: &str = "@cf/runwayml/stable-diffusion-v1-5-inpainting";
 pub const DREAMSHAPER_LCM: &str = "@cf/lykon/dreamshaper-8-lcm";
@@ -170,9 +172,9 @@ pub fn metered_server() -> &'static MeteredServer {
 /// A server for the tasks beyond text generation: it takes photos and
 /// audio (bodies up to 16 MiB), serves Workers AI's resnet-50 id with the
 /// genuine EfficientNet-Lite0 and its whisper ids with the genuine
-/// whisper-tiny-en, detr-resnet-50's, bart-large-cnn's and the
-/// text-to-image ids with tiny random-weight models, and lets SmolLM2
-/// translate.
+/// whisper-tiny-en, detr-resnet-50's, bart-large-cnn's, the image-to-text
+/// and the text-to-image ids with tiny random-weight models, and lets
+/// SmolLM2 translate.
 pub fn media_server() -> &'static Server {
     static SERVER: OnceLock<Server> = OnceLock::new();
     SERVER.get_or_init(|| {
@@ -199,6 +201,12 @@ pub fn media_server() -> &'static Server {
         config
             .aliases
             .insert(BART.into(), tiny.display().to_string());
+        let tiny = data.path().join("tiny-llava");
+        std::fs::create_dir_all(&tiny).expect("tiny llava dir");
+        hearth_engine::describe::write_tiny_model(&tiny).expect("tiny llava");
+        for id in [LLAVA, UFORM] {
+            config.aliases.insert(id.into(), tiny.display().to_string());
+        }
         // Nor diffusion weights: tiny Stable Diffusion pipelines in the
         // diffusers layout, one per sampler family and an inpainting one.
         for (id, scheduler, in_channels) in [
