@@ -24,7 +24,8 @@ async fn resolve(
     Path((org, repo, revision, file)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> axum::response::Response {
-    if org != "acme" || repo != "tiny-GGUF" || revision != "main" || file != "tiny.gguf" {
+    let known = file == "tiny.gguf" || file == "unet/tiny.gguf";
+    if org != "acme" || repo != "tiny-GGUF" || revision != "main" || !known {
         return StatusCode::NOT_FOUND.into_response();
     }
     let sha = hex::encode(Sha256::digest(hub.content.as_slice()));
@@ -53,7 +54,7 @@ async fn start_hub(content: Vec<u8>) -> (String, Hub) {
     };
     let app = axum::Router::new()
         .route(
-            "/{org}/{repo}/resolve/{revision}/{file}",
+            "/{org}/{repo}/resolve/{revision}/{*file}",
             axum::routing::get(resolve),
         )
         .with_state(hub.clone());
@@ -134,4 +135,24 @@ async fn pull_reports_a_missing_file() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("404"), "{err}");
+}
+
+/// diffusers repositories keep each part in a subfolder (`unet/...`): the
+/// pull makes the folder and the store sees the file installed.
+#[tokio::test]
+async fn pull_places_files_in_their_subfolders() {
+    let (endpoint, _hub) = start_hub(content()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ModelStore::new(dir.path());
+    let mut w = weights(None);
+    w.files.push(WeightFile {
+        name: "unet/tiny.gguf".into(),
+        sha256: None,
+    });
+    store.pull(&w, &endpoint, None, &NoProgress).await.unwrap();
+    assert!(store.is_installed(&w));
+    assert_eq!(
+        std::fs::read(store.dir_of(&w).join("unet/tiny.gguf")).unwrap(),
+        content()
+    );
 }
