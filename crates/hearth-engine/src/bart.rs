@@ -16,6 +16,8 @@ use candle_core::{D, DType, Device, IndexOp, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
 use serde_json::Value;
 
+use crate::attention::MultiHeadAttention;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SummarizeError {
     #[error("cannot load the summarization model {path}: {reason}")]
@@ -50,62 +52,6 @@ impl Activation {
     }
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    fn new(vb: VarBuilder, d: usize, heads: usize) -> candle_core::Result<Self> {
-        Ok(Self {
-            q: candle_nn::linear(d, d, vb.pp("q_proj"))?,
-            k: candle_nn::linear(d, d, vb.pp("k_proj"))?,
-            v: candle_nn::linear(d, d, vb.pp("v_proj"))?,
-            out: candle_nn::linear(d, d, vb.pp("out_proj"))?,
-            heads,
-        })
-    }
-
-    /// `[b, t, d]` -> `[b, heads, t, head_dim]`.
-    fn split(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        x.reshape((b, t, self.heads, d / self.heads))?
-            .transpose(1, 2)?
-            .contiguous()
-    }
-
-    fn keys_values(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        Ok((
-            self.split(&self.k.forward(x)?)?,
-            self.split(&self.v.forward(x)?)?,
-        ))
-    }
-
-    /// Attends `x`'s queries over `k`/`v`, with an additive `mask` of shape
-    /// `[tq, tk]` when given.
-    fn attend(
-        &self,
-        x: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: Option<&Tensor>,
-    ) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let head_dim = d / self.heads;
-        let q = self.split(&(self.q.forward(x)? * (head_dim as f64).powf(-0.5))?)?;
-        let mut scores = q.matmul(&k.t()?)?;
-        if let Some(mask) = mask {
-            scores = scores.broadcast_add(mask)?;
-        }
-        let weights = candle_nn::ops::softmax_last_dim(&scores)?;
-        let mixed = weights.matmul(v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.out.forward(&mixed)
-    }
-}
-
 struct FeedForward {
     fc1: Linear,
     fc2: Linear,
@@ -133,16 +79,16 @@ impl FeedForward {
 }
 
 struct EncoderLayer {
-    attention: Attention,
+    attention: MultiHeadAttention,
     attention_norm: LayerNorm,
     feed_forward: FeedForward,
     norm: LayerNorm,
 }
 
 struct DecoderLayer {
-    attention: Attention,
+    attention: MultiHeadAttention,
     attention_norm: LayerNorm,
-    cross: Attention,
+    cross: MultiHeadAttention,
     cross_norm: LayerNorm,
     feed_forward: FeedForward,
     norm: LayerNorm,
@@ -247,22 +193,11 @@ impl Summarizer {
             path: dir.display().to_string(),
             reason,
         };
-        let json = |name: &str, required: bool| -> Result<Value, SummarizeError> {
-            match std::fs::read(dir.join(name)) {
-                Ok(raw) => serde_json::from_slice(&raw).map_err(|e| fail(format!("{name}: {e}"))),
-                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Null),
-                Err(e) => Err(fail(format!("{name}: {e}"))),
-            }
-        };
-        let config = json("config.json", true)?;
-        let model_type = config.get("model_type").and_then(Value::as_str);
-        if model_type != Some("bart") {
-            return Err(fail(format!(
-                "config.json says model_type {model_type:?}; Hearth reads \"bart\" here"
-            )));
-        }
-        let settings =
-            Settings::read(&config, &json("generation_config.json", false)?).map_err(fail)?;
+        let config = crate::hf::config_of_type(dir, "bart").map_err(fail)?;
+        let generation = crate::hf::json_file(dir, "generation_config.json")
+            .map_err(fail)?
+            .unwrap_or(Value::Null);
+        let settings = Settings::read(&config, &generation).map_err(fail)?;
         let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
         let path = dir.join("model.safetensors");
@@ -295,7 +230,7 @@ impl Summarizer {
             .map(|i| {
                 let vb = model.pp(format!("encoder.layers.{i}"));
                 Ok(EncoderLayer {
-                    attention: Attention::new(vb.pp("self_attn"), d, s.encoder_heads)?,
+                    attention: MultiHeadAttention::new(vb.pp("self_attn"), d, s.encoder_heads)?,
                     attention_norm: norm(vb.pp("self_attn_layer_norm"))?,
                     feed_forward: FeedForward::new(&vb, d, s.encoder_ffn, s.activation)?,
                     norm: norm(vb.pp("final_layer_norm"))?,
@@ -306,9 +241,9 @@ impl Summarizer {
             .map(|i| {
                 let vb = model.pp(format!("decoder.layers.{i}"));
                 Ok(DecoderLayer {
-                    attention: Attention::new(vb.pp("self_attn"), d, s.decoder_heads)?,
+                    attention: MultiHeadAttention::new(vb.pp("self_attn"), d, s.decoder_heads)?,
                     attention_norm: norm(vb.pp("self_attn_layer_norm"))?,
-                    cross: Attention::new(vb.pp("encoder_attn"), d, s.decoder_heads)?,
+                    cross: MultiHeadAttention::new(vb.pp("encoder_attn"), d, s.decoder_heads)?,
                     cross_norm: norm(vb.pp("encoder_attn_layer_norm"))?,
                     feed_forward: FeedForward::new(&vb, d, s.decoder_ffn, s.activation)?,
                     norm: norm(vb.pp("final_layer_norm"))?,
@@ -409,7 +344,7 @@ impl Summarizer {
             .encoder_norm
             .forward(&self.embed(&ids, &self.encoder_positions, 0)?)?;
         for layer in &self.encoder {
-            let (k, v) = layer.attention.keys_values(&h)?;
+            let (k, v) = (layer.attention.keys(&h)?, layer.attention.values(&h)?);
             let attended = layer.attention.attend(&h, &k, &v, None)?;
             h = layer.attention_norm.forward(&(h + attended)?)?;
             let fed = layer.feed_forward.forward(&h)?;
@@ -435,7 +370,7 @@ impl<'a> DecoderRun<'a> {
             .decoder
             .iter()
             .map(|layer| {
-                let (k, v) = layer.cross.keys_values(memory)?;
+                let (k, v) = (layer.cross.keys(memory)?, layer.cross.values(memory)?);
                 Ok((k.repeat((beams, 1, 1, 1))?, v.repeat((beams, 1, 1, 1))?))
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -461,7 +396,7 @@ impl<'a> DecoderRun<'a> {
         for ((layer, cache), (cross_k, cross_v)) in
             model.decoder.iter().zip(&mut self.cache).zip(&self.cross)
         {
-            let (k, v) = layer.attention.keys_values(&h)?;
+            let (k, v) = (layer.attention.keys(&h)?, layer.attention.values(&h)?);
             let (k, v) = match cache.take() {
                 Some((past_k, past_v)) => (
                     Tensor::cat(&[&past_k.index_select(&order, 0)?, &k], 2)?,
@@ -694,37 +629,20 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), SummarizeError> {
     let placeholder =
         tokenizers::Tokenizer::new(tokenizers::models::wordlevel::WordLevel::default());
     Summarizer::build(vb, placeholder, settings).map_err(|e| fail(&e))?;
+    crate::hf::favour_words(&varmap, "model.shared.weight", specials.len()..vocab_size)
+        .map_err(|e| fail(&e))?;
     varmap
         .save(dir.join("model.safetensors"))
         .map_err(|e| fail(&e))?;
 
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in specials.iter().chain(TINY_WORDS).enumerate() {
-        vocab.insert(t.to_string(), serde_json::json!(i));
-    }
-    let added: Vec<Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            serde_json::json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
-    let special = |t: &str| serde_json::json!({"SpecialToken": {"id": t, "type_id": 0}});
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
-        "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [special("<s>"), {"Sequence": {"id": "A", "type_id": 0}}, special("</s>")],
-            "pair": [special("<s>"), {"Sequence": {"id": "A", "type_id": 0}}, special("</s>"),
-                     {"Sequence": {"id": "B", "type_id": 0}}, special("</s>")],
-            "special_tokens": {
-                "<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]},
-                "</s>": {"id": "</s>", "ids": [2], "tokens": ["</s>"]}}},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).map_err(|e| fail(&e))?;
+    crate::hf::write_word_level_tokenizer(
+        &dir.join("tokenizer.json"),
+        &specials,
+        TINY_WORDS,
+        &[],
+        crate::hf::template(&[("<s>", 0)], &[("</s>", 2)]),
+    )
+    .map_err(|e| fail(&e))?;
     Ok(())
 }
 

@@ -86,20 +86,7 @@ impl ImageDescriber {
             path: dir.display().to_string(),
             reason,
         };
-        let read_json = |name: &str| -> Result<Value, DescribeError> {
-            match std::fs::read(dir.join(name)) {
-                Ok(raw) => serde_json::from_slice(&raw).map_err(|e| fail(format!("{name}: {e}"))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Null),
-                Err(e) => Err(fail(format!("{name}: {e}"))),
-            }
-        };
-        let config = read_json("config.json")?;
-        let model_type = config.get("model_type").and_then(Value::as_str);
-        if model_type != Some("llava") {
-            return Err(fail(format!(
-                "config.json says model_type {model_type:?}; Hearth reads \"llava\" (LLaVA 1.5) here"
-            )));
-        }
+        let config = crate::hf::config_of_type(dir, "llava").map_err(fail)?;
         let vision_config = config.get("vision_config").cloned().unwrap_or(Value::Null);
         let text_config = config.get("text_config").cloned().unwrap_or(Value::Null);
         let vnum = |k: &str, d: usize| {
@@ -248,20 +235,11 @@ impl ImageDescriber {
         let mut eos = vec![tnum("eos_token_id", 2) as u32];
         eos.extend(tokenizer.token_to_id("</s>"));
 
-        let processor = read_json("preprocessor_config.json")?;
+        let processor = crate::hf::json_file(dir, "preprocessor_config.json")
+            .map_err(fail)?
+            .unwrap_or(Value::Null);
         let size = |pointer: &str| processor.pointer(pointer).and_then(Value::as_u64);
         let image_size = vision_cfg.image_size as u64;
-        let triple = |key: &str, default: [f32; 3]| -> [f32; 3] {
-            processor
-                .get(key)
-                .and_then(Value::as_array)
-                .filter(|a| a.len() == 3)
-                .map(|a| {
-                    let at = |i: usize| a[i].as_f64().unwrap_or(f64::from(default[i])) as f32;
-                    [at(0), at(1), at(2)]
-                })
-                .unwrap_or(default)
-        };
         let preprocess = Preprocess {
             shortest_edge: size("/size/shortest_edge")
                 .or_else(|| size("/size"))
@@ -269,9 +247,16 @@ impl ImageDescriber {
             crop: size("/crop_size/height")
                 .or_else(|| size("/crop_size"))
                 .unwrap_or(image_size) as u32,
-            mean: triple("image_mean", [0.481_454_66, 0.457_827_5, 0.408_210_73])
-                .map(|x| x * 255.0),
-            std: triple("image_std", [0.268_629_54, 0.261_302_6, 0.275_777_1]).map(|x| x * 255.0),
+            mean: crate::hf::channel_values(
+                &processor,
+                "image_mean",
+                [0.481_454_66, 0.457_827_5, 0.408_210_73],
+            ),
+            std: crate::hf::channel_values(
+                &processor,
+                "image_std",
+                [0.268_629_54, 0.261_302_6, 0.275_777_1],
+            ),
         };
         if preprocess.crop as usize != vision_cfg.image_size {
             return Err(fail(format!(
@@ -550,37 +535,24 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DescribeError> {
     candle_nn::linear(32, 32, vb.pp("multi_modal_projector.linear_2")).map_err(|e| fail(&e))?;
     candle_transformers::models::llama::Llama::load(vb.pp("language_model"), &text)
         .map_err(|e| fail(&e))?;
+    crate::hf::favour_words(
+        &varmap,
+        "language_model.lm_head.weight",
+        specials.len()..image_token,
+    )
+    .map_err(|e| fail(&e))?;
     varmap
         .save(dir.join("model.safetensors"))
         .map_err(|e| fail(&e))?;
 
-    let mut vocab = serde_json::Map::new();
-    for (i, t) in specials.iter().chain(TINY_WORDS).enumerate() {
-        vocab.insert(t.to_string(), serde_json::json!(i));
-    }
-    vocab.insert("<image>".into(), serde_json::json!(image_token));
-    let added = |id: usize, content: &str| {
-        serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true})
-    };
-    let mut added_tokens: Vec<Value> = specials
-        .iter()
-        .enumerate()
-        .map(|(i, t)| added(i, t))
-        .collect();
-    added_tokens.push(added(image_token, "<image>"));
-    let tokenizer = serde_json::json!({
-        "version": "1.0", "truncation": null, "padding": null, "added_tokens": added_tokens,
-        "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"},
-        "post_processor": {"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"Sequence": {"id": "B", "type_id": 0}}],
-            "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
-        "decoder": null,
-        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"},
-    });
-    std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).map_err(|e| fail(&e))?;
+    crate::hf::write_word_level_tokenizer(
+        &dir.join("tokenizer.json"),
+        &specials,
+        TINY_WORDS,
+        &["<image>"],
+        crate::hf::template(&[("<s>", 1)], &[]),
+    )
+    .map_err(|e| fail(&e))?;
     let processor = serde_json::json!({
         "image_processor_type": "CLIPImageProcessor", "do_resize": true, "do_center_crop": true,
         "size": {"shortest_edge": 28}, "crop_size": {"height": 28, "width": 28},
@@ -595,20 +567,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DescribeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn png(width: u32, height: u32, shift: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| {
-            image::Rgb([
-                ((x * 9 + shift) % 256) as u8,
-                ((y * 7) % 256) as u8,
-                ((x * y + shift) % 256) as u8,
-            ])
-        });
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .expect("png");
-        out.into_inner()
-    }
+    use crate::vision::test_png as png;
 
     fn greedy(max_tokens: u32) -> GenerationParams {
         GenerationParams {

@@ -14,6 +14,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear, Module};
 
+use crate::attention::MultiHeadAttention;
 use crate::vision::{ResNetBody, VisionError, decode_rgb, normalized};
 
 /// Detections scoring at or under this are dropped, as the
@@ -36,29 +37,19 @@ pub struct Detection {
     pub ymax: f32,
 }
 
-struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    out: Linear,
-    heads: usize,
-}
-
-impl Attention {
-    /// DETR's attention: position embeddings are added to queries and
-    /// keys, never to values.
-    fn forward(&self, query: &Tensor, key: &Tensor, value: &Tensor) -> candle_core::Result<Tensor> {
-        let (tq, d) = query.dims2()?;
-        let tk = key.dim(0)?;
-        let hd = d / self.heads;
-        let split = |x: Tensor, t: usize| x.reshape((t, self.heads, hd))?.transpose(0, 1);
-        let q = split((self.q.forward(query)? * (hd as f64).powf(-0.5))?, tq)?.contiguous()?;
-        let k = split(self.k.forward(key)?, tk)?.contiguous()?;
-        let v = split(self.v.forward(value)?, tk)?.contiguous()?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let mixed = weights.matmul(&v)?.transpose(0, 1)?.reshape((tq, d))?;
-        self.out.forward(&mixed)
-    }
+/// DETR's attention: position embeddings are added to queries and keys,
+/// never to values; one image, so `[tokens, d]` in and out.
+fn attend(
+    attention: &MultiHeadAttention,
+    query: &Tensor,
+    key: &Tensor,
+    value: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let keys = attention.keys(&key.unsqueeze(0)?)?;
+    let values = attention.values(&value.unsqueeze(0)?)?;
+    attention
+        .attend(&query.unsqueeze(0)?, &keys, &values, None)?
+        .squeeze(0)
 }
 
 struct FeedForward {
@@ -73,16 +64,16 @@ impl FeedForward {
 }
 
 struct EncoderLayer {
-    attention: Attention,
+    attention: MultiHeadAttention,
     attention_norm: LayerNorm,
     feed_forward: FeedForward,
     norm: LayerNorm,
 }
 
 struct DecoderLayer {
-    attention: Attention,
+    attention: MultiHeadAttention,
     attention_norm: LayerNorm,
-    cross: Attention,
+    cross: MultiHeadAttention,
     cross_norm: LayerNorm,
     feed_forward: FeedForward,
     norm: LayerNorm,
@@ -143,23 +134,7 @@ impl ObjectDetector {
             path: dir.display().to_string(),
             reason,
         };
-        let read_json = |name: &str| -> Result<Option<serde_json::Value>, VisionError> {
-            match std::fs::read(dir.join(name)) {
-                Ok(raw) => serde_json::from_slice(&raw)
-                    .map(Some)
-                    .map_err(|e| load(format!("{name}: {e}"))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(load(format!("{name}: {e}"))),
-            }
-        };
-        let config =
-            read_json("config.json")?.ok_or_else(|| load("config.json is missing".into()))?;
-        let model_type = config.get("model_type").and_then(|v| v.as_str());
-        if model_type != Some("detr") {
-            return Err(load(format!(
-                "config.json says model_type {model_type:?}; Hearth reads \"detr\" here"
-            )));
-        }
+        let config = crate::hf::config_of_type(dir, "detr").map_err(load)?;
         let w = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
             .map_err(|e| load(format!("model.safetensors: {e}")))?
             .into_iter()
@@ -190,14 +165,16 @@ impl ObjectDetector {
                 1e-5,
             ))
         };
-        let attention = |name: &str, heads: usize| -> Result<Attention, VisionError> {
-            Ok(Attention {
-                q: linear(&format!("{name}.q_proj"))?,
-                k: linear(&format!("{name}.k_proj"))?,
-                v: linear(&format!("{name}.v_proj"))?,
-                out: linear(&format!("{name}.out_proj"))?,
+        let attention = |name: &str, heads: usize| -> Result<MultiHeadAttention, VisionError> {
+            Ok(MultiHeadAttention::from_projections(
+                [
+                    linear(&format!("{name}.q_proj"))?,
+                    linear(&format!("{name}.k_proj"))?,
+                    linear(&format!("{name}.v_proj"))?,
+                    linear(&format!("{name}.out_proj"))?,
+                ],
                 heads,
-            })
+            ))
         };
         let feed_forward = |name: &str| -> Result<FeedForward, VisionError> {
             Ok(FeedForward {
@@ -281,19 +258,10 @@ impl ObjectDetector {
             })
             .collect();
 
-        let processor = read_json("preprocessor_config.json")?.unwrap_or(serde_json::Value::Null);
+        let processor = crate::hf::json_file(dir, "preprocessor_config.json")
+            .map_err(load)?
+            .unwrap_or(serde_json::Value::Null);
         let number = |pointer: &str| processor.pointer(pointer).and_then(|v| v.as_u64());
-        let triple = |key: &str, default: [f32; 3]| -> [f32; 3] {
-            processor
-                .get(key)
-                .and_then(|v| v.as_array())
-                .filter(|a| a.len() == 3)
-                .map(|a| {
-                    let at = |i: usize| a[i].as_f64().unwrap_or(f64::from(default[i])) as f32;
-                    [at(0), at(1), at(2)]
-                })
-                .unwrap_or(default)
-        };
         // Newer files say {size: {shortest_edge, longest_edge}}, older
         // ones {size: 800, max_size: 1333}.
         let resize = Resize {
@@ -304,8 +272,8 @@ impl ObjectDetector {
                 .or_else(|| number("/max_size"))
                 .or(Some(1333))
                 .map(|v| v as u32),
-            mean: triple("image_mean", [0.485, 0.456, 0.406]).map(|x| x * 255.0),
-            std: triple("image_std", [0.229, 0.224, 0.225]).map(|x| x * 255.0),
+            mean: crate::hf::channel_values(&processor, "image_mean", [0.485, 0.456, 0.406]),
+            std: crate::hf::channel_values(&processor, "image_std", [0.229, 0.224, 0.225]),
         };
         Ok(Self {
             backbone,
@@ -387,9 +355,7 @@ impl ObjectDetector {
 
         for layer in &self.encoder {
             let with_position = (&hidden + &position)?;
-            let attended = layer
-                .attention
-                .forward(&with_position, &with_position, &hidden)?;
+            let attended = attend(&layer.attention, &with_position, &with_position, &hidden)?;
             hidden = layer.attention_norm.forward(&(hidden + attended)?)?;
             let fed = layer.feed_forward.forward(&hidden)?;
             hidden = layer.norm.forward(&(hidden + fed)?)?;
@@ -401,11 +367,9 @@ impl ObjectDetector {
         let mut hidden = queries.zeros_like()?;
         for layer in &self.decoder {
             let with_query = (&hidden + queries)?;
-            let attended = layer.attention.forward(&with_query, &with_query, &hidden)?;
+            let attended = attend(&layer.attention, &with_query, &with_query, &hidden)?;
             hidden = layer.attention_norm.forward(&(hidden + attended)?)?;
-            let crossed = layer
-                .cross
-                .forward(&(&hidden + queries)?, &memory_keys, &memory)?;
+            let crossed = attend(&layer.cross, &(&hidden + queries)?, &memory_keys, &memory)?;
             hidden = layer.cross_norm.forward(&(hidden + crossed)?)?;
             let fed = layer.feed_forward.forward(&hidden)?;
             hidden = layer.norm.forward(&(hidden + fed)?)?;
@@ -602,20 +566,7 @@ impl TinyWeights {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn png(width: u32, height: u32, shift: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| {
-            image::Rgb([
-                ((x * 7 + shift) % 256) as u8,
-                ((y * 5) % 256) as u8,
-                ((x + y * shift) % 256) as u8,
-            ])
-        });
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .expect("png");
-        out.into_inner()
-    }
+    use crate::vision::test_png as png;
 
     #[test]
     fn resizing_follows_the_image_processor() {

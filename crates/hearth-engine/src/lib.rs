@@ -32,6 +32,7 @@
 //! Callers (the runtime's `App`) resolve catalog ids to weights and hand the
 //! engine validated inputs from `hearth-types`.
 
+mod attention;
 pub mod bart;
 pub mod classify;
 pub mod describe;

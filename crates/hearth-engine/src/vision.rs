@@ -694,23 +694,7 @@ impl ImageClassifier {
             path: dir.display().to_string(),
             reason,
         };
-        let read_json = |name: &str| -> Result<Option<serde_json::Value>, VisionError> {
-            match std::fs::read(dir.join(name)) {
-                Ok(raw) => serde_json::from_slice(&raw)
-                    .map(Some)
-                    .map_err(|e| load(format!("{name}: {e}"))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(load(format!("{name}: {e}"))),
-            }
-        };
-        let config =
-            read_json("config.json")?.ok_or_else(|| load("config.json is missing".into()))?;
-        let model_type = config.get("model_type").and_then(|v| v.as_str());
-        if model_type != Some("resnet") {
-            return Err(load(format!(
-                "config.json says model_type {model_type:?}; Hearth reads \"resnet\" here"
-            )));
-        }
+        let config = crate::hf::config_of_type(dir, "resnet").map_err(load)?;
         let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
             .map_err(|e| load(format!("model.safetensors: {e}")))?
             .into_iter()
@@ -736,18 +720,9 @@ impl ImageClassifier {
         // transformers' ConvNext/ResNet processor: the shorter side to
         // shortest_edge / crop_pct, centre crop shortest_edge, bicubic,
         // ImageNet mean and std unless the file says otherwise.
-        let processor = read_json("preprocessor_config.json")?.unwrap_or(serde_json::Value::Null);
-        let triple = |key: &str, default: [f32; 3]| -> [f32; 3] {
-            processor
-                .get(key)
-                .and_then(|v| v.as_array())
-                .filter(|a| a.len() == 3)
-                .map(|a| {
-                    let at = |i: usize| a[i].as_f64().unwrap_or(f64::from(default[i])) as f32;
-                    [at(0), at(1), at(2)]
-                })
-                .unwrap_or(default)
-        };
+        let processor = crate::hf::json_file(dir, "preprocessor_config.json")
+            .map_err(load)?
+            .unwrap_or(serde_json::Value::Null);
         let crop = processor
             .pointer("/size/shortest_edge")
             .or_else(|| processor.pointer("/crop_size/height"))
@@ -757,14 +732,13 @@ impl ImageClassifier {
             .get("crop_pct")
             .and_then(|v| v.as_f64())
             .unwrap_or(0.875);
-        let to_255 = |v: [f32; 3]| v.map(|x| x * 255.0);
         Ok(Self {
             network: Network::ResNet(network),
             preprocess: Preprocess {
                 resize: (f64::from(crop) / crop_pct).round() as u32,
                 crop,
-                mean: to_255(triple("image_mean", [0.485, 0.456, 0.406])),
-                std: to_255(triple("image_std", [0.229, 0.224, 0.225])),
+                mean: crate::hf::channel_values(&processor, "image_mean", [0.485, 0.456, 0.406]),
+                std: crate::hf::channel_values(&processor, "image_std", [0.229, 0.224, 0.225]),
                 filter: image::imageops::FilterType::CatmullRom,
             },
             labels,
@@ -855,6 +829,23 @@ pub(crate) fn normalized(
         .and_then(|t| t.permute((0, 3, 1, 2)))
         .and_then(|t| t.contiguous())
         .map_err(compute)
+}
+
+/// A PNG of a colour pattern, different for each `shift`, for the image
+/// models' tests.
+#[cfg(test)]
+pub(crate) fn test_png(width: u32, height: u32, shift: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([
+            ((x * 7 + shift) % 256) as u8,
+            ((y * 5) % 256) as u8,
+            ((x + y * (shift + 1)) % 256) as u8,
+        ])
+    });
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png)
+        .expect("png");
+    out.into_inner()
 }
 
 #[cfg(test)]
@@ -957,20 +948,6 @@ mod tests {
             .expect("processor");
     }
 
-    fn png(width: u32, height: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(width, height, |x, y| {
-            image::Rgb([
-                (x * 7 % 256) as u8,
-                (y * 5 % 256) as u8,
-                ((x + y) % 256) as u8,
-            ])
-        });
-        let mut out = Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png)
-            .expect("png");
-        out.into_inner()
-    }
-
     #[test]
     fn hugging_face_resnet_loads_and_answers_the_contract() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -978,7 +955,7 @@ mod tests {
         let model = ImageClassifier::load(dir.path()).expect("load");
         assert_eq!(model.preprocess.crop, 64);
         assert_eq!(model.preprocess.resize, 73);
-        let image = png(120, 90);
+        let image = test_png(120, 90, 0);
         let labels = model.classify(&image, 5).expect("classify");
         // Four classes: all of them, best first, a distribution.
         assert_eq!(labels.len(), 4);
@@ -993,7 +970,10 @@ mod tests {
             model.classify(&image, 2).expect("again"),
             labels[..2].to_vec()
         );
-        assert_ne!(model.classify(&png(64, 200), 4).expect("other"), labels);
+        assert_ne!(
+            model.classify(&test_png(64, 200, 5), 4).expect("other"),
+            labels
+        );
     }
 
     #[test]
