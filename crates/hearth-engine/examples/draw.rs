@@ -2,12 +2,22 @@
 //!   cargo run -p hearth-engine --example draw -- DIR "PROMPT" OUT.png \
 //!       [--steps N] [--seed S] [--guidance G] [--size WxH] [--latents FILE]
 //! `--latents` reads the starting noise from a safetensors file (tensor
-//! `latents`), so that `bench/diffusion_reference.py` can hand diffusers
-//! and Hearth the same start.
+//! `latents`), so that `bench/diffusion_reference.py` and
+//! `bench/flux_reference.py` can hand diffusers and Hearth the same start.
+//! `draw --write-tiny-flux DIR` writes the tiny random FLUX the tests use.
 use std::path::Path;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, dir] = args.as_slice()
+        && flag == "--write-tiny-flux"
+    {
+        if let Err(e) = hearth_engine::flux::write_tiny_model(Path::new(dir)) {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let mut take = |flag: &str| {
         let at = args.iter().position(|a| a == flag)?;
         let value = args.get(at + 1).cloned();

@@ -77,7 +77,7 @@ pub struct ImageRequest {
 
 /// CLIP's byte-level BPE tokenizer, as `CLIPTokenizerFast` builds it from
 /// `vocab.json` and `merges.txt`.
-struct ClipTokenizer {
+pub(crate) struct ClipTokenizer {
     tokenizer: tokenizers::Tokenizer,
     bos: u32,
     eos: u32,
@@ -88,7 +88,7 @@ struct ClipTokenizer {
 impl ClipTokenizer {
     /// `tokenizer.json` when the folder has one (transformers 5 saves only
     /// that), else `vocab.json` and `merges.txt` (the hub's SD repos).
-    fn load(dir: &Path, length: usize) -> Result<Self, String> {
+    pub(crate) fn load(dir: &Path, length: usize) -> Result<Self, String> {
         let tokenizer = if dir.join("tokenizer.json").is_file() {
             tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
                 .map_err(|e| format!("tokenizer/tokenizer.json: {e}"))?
@@ -157,7 +157,7 @@ impl ClipTokenizer {
 
     /// `[bos] prompt [eos] pad...`, `length` ids; longer prompts are cut,
     /// as the pipelines do.
-    fn ids(&self, text: &str) -> Result<Vec<u32>, DiffusionError> {
+    pub(crate) fn ids(&self, text: &str) -> Result<Vec<u32>, DiffusionError> {
         let encoding = self
             .tokenizer
             .encode(text, false)
@@ -523,14 +523,14 @@ fn linspace(start: f64, end: f64, n: usize) -> Vec<f64> {
 
 /// Gaussian noise from a seeded generator (Box-Muller), so that a seed
 /// gives the same image on every run and machine.
-struct Noise(rand::rngs::StdRng);
+pub(crate) struct Noise(rand::rngs::StdRng);
 
 impl Noise {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(rand::rngs::StdRng::seed_from_u64(seed))
     }
 
-    fn like(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
+    pub(crate) fn like(&mut self, x: &Tensor) -> candle_core::Result<Tensor> {
         let n = x.elem_count();
         let mut data = Vec::with_capacity(n + 1);
         while data.len() < n {
@@ -546,7 +546,62 @@ impl Noise {
     }
 }
 
-pub struct Diffuser {
+/// A text-to-image model, by what its folder holds: FLUX (the Black
+/// Forest Labs transformer and autoencoder files) or Stable Diffusion 1.x
+/// (the diffusers layout).
+pub enum Diffuser {
+    StableDiffusion(Box<StableDiffusion>),
+    Flux(Box<crate::flux::Flux>),
+}
+
+impl Diffuser {
+    pub fn load(dir: &Path) -> Result<Self, DiffusionError> {
+        match crate::flux::transformer_file(dir) {
+            Some(transformer) => Ok(Self::Flux(Box::new(crate::flux::Flux::load(
+                dir,
+                &transformer,
+            )?))),
+            None => Ok(Self::StableDiffusion(Box::new(StableDiffusion::load(dir)?))),
+        }
+    }
+
+    /// The size drawn when a request names none.
+    pub fn native_size(&self) -> u32 {
+        match self {
+            Self::StableDiffusion(m) => m.native_size(),
+            Self::Flux(m) => m.native_size(),
+        }
+    }
+
+    /// Whether the model redraws a masked part of an image.
+    pub fn inpainting(&self) -> bool {
+        matches!(self, Self::StableDiffusion(m) if m.inpainting())
+    }
+
+    /// Draws the request's image.
+    pub fn generate(&self, request: &ImageRequest) -> Result<Drawing, DiffusionError> {
+        self.generate_from(request, None)
+    }
+
+    /// Draws from the given starting noise instead of the seed's, as
+    /// diffusers' `latents` argument does: how a run is reproduced in
+    /// another implementation (`bench/diffusion_reference.py`).
+    pub fn generate_from(
+        &self,
+        request: &ImageRequest,
+        start: Option<Tensor>,
+    ) -> Result<Drawing, DiffusionError> {
+        match self {
+            Self::StableDiffusion(m) => m.generate_from(request, start),
+            Self::Flux(m) => Ok(Drawing {
+                image: m.generate(request, start)?,
+            }),
+        }
+    }
+}
+
+/// Stable Diffusion 1.x from the diffusers layout.
+pub struct StableDiffusion {
     tokenizer: ClipTokenizer,
     text: ClipTextTransformer,
     unet: UNet2DConditionModel,
@@ -562,7 +617,7 @@ pub struct Diffuser {
     native_size: u32,
 }
 
-impl Diffuser {
+impl StableDiffusion {
     pub fn load(dir: &Path) -> Result<Self, DiffusionError> {
         let fail = |reason: String| DiffusionError::Load {
             path: dir.display().to_string(),
@@ -691,28 +746,20 @@ impl Diffuser {
         })
     }
 
-    /// The size drawn when a request names none.
-    pub fn native_size(&self) -> u32 {
+    fn native_size(&self) -> u32 {
         self.native_size
     }
 
     /// Whether the UNet takes a mask and a masked image (an inpainting
     /// model).
-    pub fn inpainting(&self) -> bool {
+    fn inpainting(&self) -> bool {
         self.unet_in_channels == 9
     }
 
-    /// Draws the request's image.
-    pub fn generate(&self, request: &ImageRequest) -> Result<Drawing, DiffusionError> {
-        self.generate_from(request, None)
-    }
-
     /// Draws from the given starting noise (`[1, latent channels, height /
-    /// factor, width / factor]`) instead of the seed's, as diffusers'
-    /// `latents` argument does: how a run is reproduced in another
-    /// implementation (`bench/diffusion_reference.py`). The seed still
-    /// drives the noise of ancestral and LCM steps.
-    pub fn generate_from(
+    /// factor, width / factor]`) or the seed's; the seed also drives the
+    /// noise of ancestral and LCM steps.
+    fn generate_from(
         &self,
         request: &ImageRequest,
         start: Option<Tensor>,
@@ -1087,19 +1134,30 @@ const TINY_WORDS: &[&str] = &[
     "a", "cat", "dog", "red", "blue", "house", "on", "the", "hill",
 ];
 
-/// Writes a tiny Stable Diffusion 1.x with random weights in the diffusers
-/// layout (`model_index.json`, `text_encoder/`, `tokenizer/`, `unet/`,
-/// `vae/`, `scheduler/`) to `dir`: the real names and configs at toy
-/// sizes, built through candle's own constructors on a random `VarMap`.
-/// `scheduler` is the scheduler's class (`DDIMScheduler`, `LCMScheduler`,
-/// `EulerDiscreteScheduler`, ...); `in_channels` 9 makes an inpainting
-/// model. For tests: no genuine diffusion weights ship in a registry
-/// package.
-pub fn write_tiny_model(
+/// Builds a model through candle's own constructors on a random `VarMap`
+/// and saves it as `dir/sub/name`: the tensor names are exactly those the
+/// loader reads.
+pub(crate) fn save_random(
     dir: &Path,
-    scheduler: &str,
-    in_channels: usize,
+    sub: &str,
+    name: &str,
+    build: &dyn Fn(VarBuilder) -> candle_core::Result<()>,
 ) -> Result<(), DiffusionError> {
+    let fail = |e: &dyn std::fmt::Display| DiffusionError::Load {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let varmap = candle_nn::VarMap::new();
+    build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).map_err(|e| fail(&e))?;
+    std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
+    varmap.save(dir.join(sub).join(name)).map_err(|e| fail(&e))
+}
+
+/// Writes a tiny CLIP text encoder (`text_encoder/`, `hidden` wide) and its
+/// BPE tokenizer (`tokenizer/` vocab and merges: every ASCII letter, plain
+/// and word-final, and the test words) to `dir`, for the tiny diffusion
+/// models.
+pub(crate) fn write_tiny_clip(dir: &Path, dim: usize) -> Result<(), DiffusionError> {
     let fail = |e: &dyn std::fmt::Display| DiffusionError::Load {
         path: dir.display().to_string(),
         reason: e.to_string(),
@@ -1108,13 +1166,6 @@ pub fn write_tiny_model(
         std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
         std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(|e| fail(&e))
     };
-    let save = |sub: &str, name: &str, build: &dyn Fn(VarBuilder) -> candle_core::Result<()>| {
-        let varmap = candle_nn::VarMap::new();
-        build(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu)).map_err(|e| fail(&e))?;
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
-        varmap.save(dir.join(sub).join(name)).map_err(|e| fail(&e))
-    };
-    let dim = 32;
 
     // Tokenizer: the special tokens, every ASCII letter (plain and
     // word-final) and the test words, with merges that build them.
@@ -1169,12 +1220,40 @@ pub fn write_tiny_model(
             "vocab_size": vocab_size, "hidden_size": dim, "intermediate_size": 64,
             "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77,
             "hidden_act": "quick_gelu", "projection_dim": dim,
+            "bos_token_id": vocab_size - 2, "eos_token_id": vocab_size - 1,
+            "pad_token_id": vocab_size - 1,
         }),
     )?;
-    save("text_encoder", "model.safetensors", &|vb| {
+    save_random(dir, "text_encoder", "model.safetensors", &|vb| {
         ClipTextTransformer::new(vb.pp("text_model"), &clip).map(|_| ())
     })?;
 
+    Ok(())
+}
+
+/// Writes a tiny Stable Diffusion 1.x with random weights in the diffusers
+/// layout (`model_index.json`, `text_encoder/`, `tokenizer/`, `unet/`,
+/// `vae/`, `scheduler/`) to `dir`: the real names and configs at toy
+/// sizes, built through candle's own constructors on a random `VarMap`.
+/// `scheduler` is the scheduler's class (`DDIMScheduler`, `LCMScheduler`,
+/// `EulerDiscreteScheduler`, ...); `in_channels` 9 makes an inpainting
+/// model. For tests: no genuine diffusion weights ship in a registry
+/// package.
+pub fn write_tiny_model(
+    dir: &Path,
+    scheduler: &str,
+    in_channels: usize,
+) -> Result<(), DiffusionError> {
+    let fail = |e: &dyn std::fmt::Display| DiffusionError::Load {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let write = |sub: &str, name: &str, value: &Value| -> Result<(), DiffusionError> {
+        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
+        std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(|e| fail(&e))
+    };
+    let dim = 32;
+    write_tiny_clip(dir, dim)?;
     let unet_json = serde_json::json!({
         "_class_name": "UNet2DConditionModel", "act_fn": "silu", "attention_head_dim": 2,
         "block_out_channels": [32, 64], "center_input_sample": false,
@@ -1188,7 +1267,7 @@ pub fn write_tiny_model(
     });
     let (unet_cfg, _, _) = unet_settings(&unet_json).map_err(|e| fail(&e))?;
     write("unet", "config.json", &unet_json)?;
-    save("unet", "diffusion_pytorch_model.safetensors", &|vb| {
+    save_random(dir, "unet", "diffusion_pytorch_model.safetensors", &|vb| {
         UNet2DConditionModel::new(vb, in_channels, 4, false, unet_cfg.clone()).map(|_| ())
     })?;
 
@@ -1212,7 +1291,7 @@ pub fn write_tiny_model(
             "norm_num_groups": 8, "sample_size": 32, "scaling_factor": 0.18215,
         }),
     )?;
-    save("vae", "diffusion_pytorch_model.safetensors", &|vb| {
+    save_random(dir, "vae", "diffusion_pytorch_model.safetensors", &|vb| {
         AutoEncoderKL::new(vb, 3, 3, vae_cfg.clone()).map(|_| ())
     })?;
 

@@ -39,6 +39,7 @@ pub mod describe;
 pub mod detect;
 pub mod diffusion;
 pub mod embed;
+pub mod flux;
 mod hf;
 mod matvec;
 pub mod rerank;

@@ -7,8 +7,8 @@
 //! - FLUX (`prompt` of 1-2048 characters, `steps` up to 8, nothing else)
 //!   answers `{image: <base64 JPEG>}` in the envelope.
 //!
-//! Whatever the id, the drawing is done by the diffusion model its weights
-//! folder holds (`hearth_engine::diffusion`).
+//! Whatever the id, the drawing is done by the model its weights folder
+//! holds (`hearth_engine::diffusion`: Stable Diffusion 1.x or FLUX).
 
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -183,8 +183,8 @@ fn flux_request(input: Map<String, Value>) -> Result<ImageRequest, Failure> {
         width: None,
         height: None,
         steps: whole(&input, "steps", 1..=MAX_FLUX_STEPS as u64)?.map_or(4, |v| v as usize),
-        // FLUX schnell is guidance-distilled: one pass per step.
-        guidance: 0.0,
+        // schnell has no guidance input; dev embeds this, its default.
+        guidance: 3.5,
         seed: random_seed(),
         image: None,
         strength: 1.0,

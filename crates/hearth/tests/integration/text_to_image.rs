@@ -49,6 +49,16 @@ fn png_size(png: &[u8]) -> (u32, u32) {
     (at(16), at(20))
 }
 
+/// Width and height from a JPEG's start-of-frame segment.
+fn jpeg_size(jpeg: &[u8]) -> (u32, u32) {
+    let at = jpeg
+        .windows(2)
+        .position(|w| w[0] == 0xff && (w[1] == 0xc0 || w[1] == 0xc2))
+        .expect("a start-of-frame marker");
+    let be = |i: usize| u32::from(u16::from_be_bytes([jpeg[i], jpeg[i + 1]]));
+    (be(at + 7), be(at + 5))
+}
+
 #[tokio::test]
 async fn stable_diffusion_answers_png_of_the_size_asked_and_a_seed_repeats() {
     let body = json!({"prompt": "a red house on the hill", "width": 320, "height": 256,
@@ -111,6 +121,15 @@ async fn inpainting_lcm_and_flux_contracts() {
     assert_eq!(status, 200);
     assert_eq!(png_size(&lcm), (256, 256));
 
+    let (status, _, _, lightning) = draw(
+        SDXL_LIGHTNING,
+        &json!({"prompt": "a cat", "num_steps": 2, "guidance": 0, "seed": 3}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(png_size(&lightning), (256, 256));
+
+    // FLUX: base64 JPEG of the model's native size (128 for the tiny one).
     let (status, headers, v) = post_json(&url(FLUX), &json!({"prompt": "a cat", "steps": 2})).await;
     assert_eq!(status, 200, "{v}");
     assert!(headers["content-type"].to_str().unwrap().contains("json"));
@@ -118,6 +137,7 @@ async fn inpainting_lcm_and_flux_contracts() {
         .decode(v["result"]["image"].as_str().expect("base64 image"))
         .expect("base64");
     assert_eq!(&jpeg[..2], b"\xff\xd8", "a JPEG");
+    assert_eq!(jpeg_size(&jpeg), (128, 128));
     for (body, needle) in [
         (json!({"prompt": "a cat", "steps": 9}), "`steps`"),
         (json!({"prompt": "a cat", "width": 512}), "`width`"),
