@@ -21,6 +21,14 @@ TOKEN = "client-test-token-0123456789"
 SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct"
 BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
 ROOT = Path(__file__).resolve().parents[2]
+# Workers AI ids served by tiny random-weight models, by `hearth models tiny` kind.
+TINY_MODELS = {
+    "detr": "@cf/facebook/detr-resnet-50",
+    "bart": "@cf/facebook/bart-large-cnn",
+    "llava": "@cf/llava-hf/llava-1.5-7b-hf",
+    "stable-diffusion": "@cf/runwayml/stable-diffusion-v1-5-img2img",
+    "flux": "@cf/black-forest-labs/flux-1-schnell",
+}
 
 
 def hearth_binary() -> str:
@@ -52,9 +60,18 @@ def hearth():
     env.setdefault("HEARTH_MODELS_DIR", str(Path.home() / ".local/share/hearth/models"))
     # Serve a bge id with the registry-shipped MiniLM, as a developer would.
     # and serve a batch-capable Llama id with SmolLM2 for the Batch API tests.
+    # No genuine weights ship for these tasks: tiny random-weight models in
+    # the real layouts (`hearth models tiny`) serve their contracts.
+    tiny = {}
+    for kind, model in TINY_MODELS.items():
+        folder = Path(data) / f"tiny-{kind}"
+        subprocess.run([hearth_binary(), "models", "tiny", kind, str(folder)], env=env, check=True,
+                       capture_output=True)
+        tiny[model] = folder
     (Path(data) / "hearth.toml").write_text(
         '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n'
-        f'"{BATCH_LLM}" = "{SMOLLM}"\n')
+        f'"{BATCH_LLM}" = "{SMOLLM}"\n'
+        + "".join(f'"{model}" = "{folder}"\n' for model, folder in tiny.items()))
     log = open(Path(data) / "server.log", "w")
     proc = subprocess.Popen(
         [hearth_binary(), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],

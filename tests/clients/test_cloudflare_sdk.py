@@ -91,3 +91,55 @@ def test_translation_with_the_genuine_bergamot_model(cf, hearth):
     with pytest.raises(cloudflare.APIStatusError) as refused:
         cf.ai.run("@cf/meta/m2m100-1.2b", account_id=hearth["account"], text="Hello.", target_lang="de")
     assert "en -> de" in str(refused.value)
+
+
+def photo(name):
+    import os
+    from pathlib import Path
+
+    models = Path(os.environ.get("HEARTH_MODELS_DIR", Path.home() / ".local/share/hearth/models"))
+    return (models / f"test-data/skimage-0.26.0/{name}.png").read_bytes()
+
+
+def png_size(data):
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def test_object_detection_summaries_and_descriptions_on_tiny_models(cf, hearth):
+    """Tiny random-weight models of the real architectures (`hearth models
+    tiny`): the SDK parses each task's answer shape."""
+    image = photo("coffee")
+    width, height = png_size(image)
+    found = cf.ai.run("@cf/facebook/detr-resnet-50", account_id=hearth["account"], image=list(image))
+    # The SDK parses the list into its own ObjectDetection models.
+    assert isinstance(found, list) and found, found
+    for obj in found:
+        box = obj.box
+        assert 0 <= box.xmin <= box.xmax <= width and 0 <= box.ymin <= box.ymax <= height
+        assert 0.5 < obj.score <= 1 and isinstance(obj.label, str)
+    summary = cf.ai.run("@cf/facebook/bart-large-cnn", account_id=hearth["account"],
+                        input_text="the river flows through ten countries and four capitals",
+                        max_length=5)
+    assert isinstance(summary["summary"], str) and len(summary["summary"].split()) <= 5
+    described = cf.ai.run("@cf/llava-hf/llava-1.5-7b-hf", account_id=hearth["account"],
+                          image=list(image), prompt="what is this ?", max_tokens=4)
+    assert described["description"] and len(described["description"].split()) <= 4
+
+
+def test_text_to_image_on_tiny_models(cf, hearth):
+    import base64
+
+    # SDK 5.9.0 types FLUX's `steps` nowhere: it travels as an extra field.
+    flux = cf.ai.run("@cf/black-forest-labs/flux-1-schnell", account_id=hearth["account"],
+                     prompt="a red cat", extra_body={"steps": 2})
+    assert base64.b64decode(flux["image"])[:2] == b"\xff\xd8"
+    with pytest.raises(cloudflare.BadRequestError) as refused:
+        cf.ai.run("@cf/black-forest-labs/flux-1-schnell", account_id=hearth["account"],
+                  prompt="a red cat", extra_body={"steps": 9})
+    assert "`steps`" in str(refused.value)
+    # Stable Diffusion answers the PNG itself, as Workers AI does.
+    png = cf.ai.with_raw_response.run("@cf/runwayml/stable-diffusion-v1-5-img2img",
+                                      account_id=hearth["account"], prompt="a red cat",
+                                      num_steps=2, seed=4, width=320, height=256)
+    assert png.headers["content-type"] == "image/png"
+    assert png_size(png.read()) == (320, 256)

@@ -2,7 +2,7 @@
 // ($HEARTH_BIN, else $CARGO_TARGET_DIR/debug/hearth), the models
 // scripts/fetch-test-models installed, MiniLM also served as the bge id.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
@@ -18,6 +18,9 @@ export const BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 export const RESNET = "@cf/microsoft/resnet-50";
 export const WHISPER = "@cf/openai/whisper-tiny-en";
 export const WHISPER_TURBO = "@cf/openai/whisper-large-v3-turbo";
+/** Text-to-image ids, served by tiny random-weight models (`hearth models tiny`). */
+export const STABLE_DIFFUSION = "@cf/runwayml/stable-diffusion-v1-5-img2img";
+export const FLUX = "@cf/black-forest-labs/flux-1-schnell";
 
 /** A scikit-image sample photo that scripts/fetch-test-models installed. */
 export function photo(name) {
@@ -43,11 +46,20 @@ export async function startHearth() {
   const dir = mkdtempSync(join(tmpdir(), "hearth-binding-"));
   const port = await freePort();
   const config = join(dir, "hearth.toml");
+  const tiny = { [STABLE_DIFFUSION]: "stable-diffusion", [FLUX]: "flux" };
+  let tinyAliases = "";
+  for (const [model, kind] of Object.entries(tiny)) {
+    const folder = join(dir, `tiny-${kind}`);
+    const made = spawnSync(bin, ["models", "tiny", kind, folder]);
+    if (made.status !== 0) throw new Error(`hearth models tiny ${kind}: ${made.stderr}`);
+    tinyAliases += `"${model}" = "${folder}"\n`;
+  }
   writeFileSync(
     config,
     `listen = "127.0.0.1:${port}"\ndata_dir = "${join(dir, "data")}"\nmodels_dir = "${models}"\n` +
       `account_id = "${ACCOUNT}"\napi_token = "${TOKEN}"\nmax_body_bytes = 16777216\n[textgen]\nctx_per_seq = 1024\n` +
-      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n"${RESNET}" = "@cf/google/efficientnet-lite0"\n"${WHISPER_TURBO}" = "${WHISPER}"\n`,
+      `[aliases]\n"${BGE}" = "@cf/sentence-transformers/all-minilm-l6-v2"\n"${BATCH_LLM}" = "${SMOLLM}"\n"${RESNET}" = "@cf/google/efficientnet-lite0"\n"${WHISPER_TURBO}" = "${WHISPER}"\n` +
+      tinyAliases,
   );
   const child = spawn(bin, ["serve", "--config", config], { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, RUST_LOG: "warn" } });
   // The server never outlives the tests, and never keeps them waiting.

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 
 import { AutoRAGNotFoundError, InferenceUpstreamError, hearthAi, hearthVectorize, runWithTools } from "../dist/node.js";
-import { ACCOUNT, BATCH_LLM, BGE, RESNET, SMOLLM, TOKEN, WHISPER, WHISPER_TURBO, photo, rest, startHearth } from "../support/server.mjs";
+import { ACCOUNT, BATCH_LLM, BGE, FLUX, RESNET, SMOLLM, STABLE_DIFFUSION, TOKEN, WHISPER, WHISPER_TURBO, photo, rest, startHearth } from "../support/server.mjs";
 
 let server;
 let ai;
@@ -200,4 +200,19 @@ test("speech: whisper-tiny-en transcribes a byte array; turbo's id takes base64 
   assert.equal(turbo.text, tiny.text);
   assert.equal(turbo.transcription_info.language, "en");
   assert.ok(turbo.segments.length > 0 && turbo.segments[0].words.length > 0, JSON.stringify(turbo));
+});
+
+test("text-to-image: Stable Diffusion gives a ReadableStream of PNG bytes, FLUX base64; a seed repeats", async () => {
+  const png = async (input) => new Uint8Array(await new Response(await ai.run(STABLE_DIFFUSION, input)).arrayBuffer());
+  const input = { prompt: "a red cat on the hill", num_steps: 2, seed: 7, width: 320, height: 256 };
+  const first = await png(input);
+  assert.deepEqual([...first.slice(1, 4)], [0x50, 0x4e, 0x47], "PNG magic");
+  const view = new DataView(first.buffer);
+  assert.deepEqual([view.getUint32(16), view.getUint32(20)], [320, 256]);
+  assert.deepEqual(await png(input), first);
+  // img2img from the first picture, as a byte array.
+  const redrawn = await png({ prompt: "a dog", image: [...first], strength: 0.5, num_steps: 2, seed: 1, width: 320, height: 256 });
+  assert.notDeepEqual(redrawn, first);
+  const flux = await ai.run(FLUX, { prompt: "a red cat", steps: 2 });
+  assert.deepEqual([...Buffer.from(flux.image, "base64").subarray(0, 2)], [0xff, 0xd8]);
 });

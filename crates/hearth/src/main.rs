@@ -123,6 +123,56 @@ enum ModelsCommand {
     },
     /// Delete a model's weights.
     Rm { model: String },
+    /// Write a tiny model with random weights in a task's real file layout,
+    /// to try that task's contract offline (answers are deterministic, not
+    /// meaningful); serve it with an alias, e.g. `"@cf/facebook/detr-resnet-50"
+    /// = "/abs/DIR"`.
+    Tiny {
+        kind: TinyKind,
+        /// Folder to write (created if missing).
+        dir: std::path::PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TinyKind {
+    /// XLM-RoBERTa cross-encoder (bge-reranker-base's architecture).
+    Reranker,
+    /// DistilBERT sequence classifier (distilbert-sst-2's).
+    Classifier,
+    /// DETR with a timm ResNet backbone (detr-resnet-50's).
+    Detr,
+    /// BART (bart-large-cnn's).
+    Bart,
+    /// LLaVA 1.5 (llava-1.5-7b-hf's).
+    Llava,
+    /// Stable Diffusion 1.x with a DDIM scheduler.
+    StableDiffusion,
+    /// Stable Diffusion 1.x inpainting (9-channel UNet).
+    StableDiffusionInpainting,
+    /// Stable Diffusion 1.x with an LCM scheduler (dreamshaper-8-lcm's).
+    StableDiffusionLcm,
+    /// FLUX.1-schnell.
+    Flux,
+}
+
+fn write_tiny(kind: TinyKind, dir: &std::path::Path) -> Result<()> {
+    use hearth_engine::{bart, classify, describe, detect, diffusion, flux, rerank};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    match kind {
+        TinyKind::Reranker => rerank::write_tiny_model(dir)?,
+        TinyKind::Classifier => classify::write_tiny_model(dir)?,
+        TinyKind::Detr => detect::write_tiny_model(dir)?,
+        TinyKind::Bart => bart::write_tiny_model(dir)?,
+        TinyKind::Llava => describe::write_tiny_model(dir)?,
+        TinyKind::StableDiffusion => diffusion::write_tiny_model(dir, "DDIMScheduler", 4)?,
+        TinyKind::StableDiffusionInpainting => {
+            diffusion::write_tiny_model(dir, "DDIMScheduler", 9)?
+        }
+        TinyKind::StableDiffusionLcm => diffusion::write_tiny_model(dir, "LCMScheduler", 4)?,
+        TinyKind::Flux => flux::write_tiny_model(dir)?,
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -421,6 +471,11 @@ impl PullProgress for Bar {
 }
 
 async fn models(config: Config, command: ModelsCommand) -> Result<()> {
+    if let ModelsCommand::Tiny { kind, dir } = &command {
+        write_tiny(*kind, dir)?;
+        println!("{}: written", dir.display());
+        return Ok(());
+    }
     let app = App::new(config)?;
     match command {
         ModelsCommand::List { all } => {
@@ -477,6 +532,7 @@ async fn models(config: Config, command: ModelsCommand) -> Result<()> {
             );
             Ok(())
         }
+        ModelsCommand::Tiny { .. } => Ok(()),
         ModelsCommand::Rm { model } => {
             let entry = app
                 .catalog()
