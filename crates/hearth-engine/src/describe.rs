@@ -416,6 +416,32 @@ impl ImageDescriber {
     }
 }
 
+/// Whether `dir` holds a LLaVA model (its `config.json` says so).
+pub fn is_llava_folder(dir: &Path) -> bool {
+    crate::hf::config_of_type(dir, "llava").is_ok()
+}
+
+/// A chat rendered as llava-1.5-hf's chat template does: `ROLE: ` before
+/// each user and assistant turn (system text bare), `<image>\n` at the
+/// start of the turn that carried the image, each text followed by a space,
+/// and `ASSISTANT:` to answer. `turns` are (role, text, carried the image).
+pub fn chat_prompt(turns: &[(&str, &str, bool)]) -> String {
+    let mut prompt = String::new();
+    for (role, text, image) in turns {
+        if *role != "system" {
+            prompt.push_str(&role.to_uppercase());
+            prompt.push_str(": ");
+        }
+        if *image {
+            prompt.push_str("<image>\n");
+        }
+        prompt.push_str(text);
+        prompt.push(' ');
+    }
+    prompt.push_str("ASSISTANT:");
+    prompt
+}
+
 /// A VarBuilder over `model.safetensors`, or every shard the index lists.
 fn weights(dir: &Path) -> Result<VarBuilder<'static>, String> {
     let index = dir.join("model.safetensors.index.json");
@@ -612,6 +638,20 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("`image`"));
+    }
+
+    #[test]
+    fn chats_render_as_llava_templates_do() {
+        let prompt = chat_prompt(&[
+            ("system", "be brief", false),
+            ("user", "what is this?", true),
+            ("assistant", "a cat", false),
+            ("user", "what colour?", false),
+        ]);
+        assert_eq!(
+            prompt,
+            "be brief USER: <image>\nwhat is this? ASSISTANT: a cat USER: what colour? ASSISTANT:"
+        );
     }
 
     #[test]

@@ -715,6 +715,36 @@ impl App {
         .await
     }
 
+    /// A chat about an image with a Text Generation id whose weights are a
+    /// LLaVA folder (vision chat); `prompt` is already in the model's chat
+    /// format. Other models take text only.
+    pub async fn vision_chat(
+        &self,
+        model: &str,
+        image: Vec<u8>,
+        prompt: String,
+        params: GenerationParams,
+    ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
+        let (resolved, dir) = self.resolve_folder(model, TEXT_GENERATION)?;
+        if !hearth_engine::describe::is_llava_folder(&dir) {
+            return Err(hearth_engine::describe::DescribeError::BadInput(format!(
+                "{model} takes text only: images go to a vision model (a LLaVA folder here)"
+            ))
+            .into());
+        }
+        let describer = self
+            .describers
+            .get(&dir, |dir| {
+                Ok(hearth_engine::describe::ImageDescriber::load(&dir)?)
+            })
+            .await?;
+        let out =
+            tokio::task::spawn_blocking(move || describer.describe(&image, &prompt, true, &params))
+                .await
+                .map_err(|e| AppError::Join(e.to_string()))??;
+        Ok((out, resolved))
+    }
+
     /// Decodes encoded audio (at most `max_seconds` long) and transcribes
     /// it.
     pub async fn transcribe(

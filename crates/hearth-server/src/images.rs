@@ -14,7 +14,10 @@ use axum::response::Response;
 use hearth_types::embeddings::{BoundingBox, DetectedObject, LabelScore};
 
 use hearth_types::ApiError;
-use hearth_types::textgen::{GenerationParams, Usage};
+use hearth_types::textgen::{
+    GenerationParams, MessageContent, PromptSource, TextGenerationInput, TextGenerationOutput,
+    Usage,
+};
 use serde_json::{Map, Value, json};
 
 use crate::error::Failure;
@@ -160,4 +163,126 @@ fn describe_options(
         ..GenerationParams::default()
     };
     Ok((prompt, body::flag(input, "raw")?.unwrap_or(false), params))
+}
+
+/// An image taken out of a chat request, and the index of the message that
+/// carried it (`None` for the `image` field).
+pub struct ChatImage {
+    bytes: Vec<u8>,
+    message: Option<usize>,
+}
+
+/// The image of a text-generation request (vision chat), taken out of it:
+/// the `image` field (bytes or base64), or an `image_url` part of a
+/// message as a `data:` URI (Hearth fetches nothing). One image per
+/// request.
+pub fn take_image(input: &mut TextGenerationInput) -> Result<Option<ChatImage>, Failure> {
+    use base64::Engine;
+    let bad = |m: String| Failure(ApiError::invalid_input(m));
+    let mut found = match input.image.take() {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(ChatImage {
+            bytes: body::binary_value(v, "image")?,
+            message: None,
+        }),
+    };
+    for (i, message) in input.messages.iter_mut().flatten().enumerate() {
+        let MessageContent::Parts(parts) = &mut message.content else {
+            continue;
+        };
+        let mut kept = Vec::with_capacity(parts.len());
+        for (j, part) in std::mem::take(parts).into_iter().enumerate() {
+            if part.kind == "text" {
+                kept.push(part);
+                continue;
+            }
+            let field = format!("messages[{i}].content[{j}]");
+            if part.kind != "image_url" {
+                return Err(bad(format!(
+                    "`{field}.type` must be text or image_url, got `{}`",
+                    part.kind
+                )));
+            }
+            let url = part
+                .image_url
+                .as_ref()
+                .and_then(|u| u.get("url").or(Some(u)))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("`{field}.image_url.url` is required")))?;
+            let Some((_, data)) = url
+                .strip_prefix("data:")
+                .and_then(|d| d.split_once(";base64,"))
+            else {
+                return Err(bad(format!(
+                    "`{field}.image_url.url` must be a data: URI with base64 (Hearth fetches no URLs)"
+                )));
+            };
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data.trim())
+                .map_err(|e| bad(format!("`{field}.image_url.url` is not valid base64: {e}")))?;
+            if found.is_some() {
+                return Err(bad(format!("`{field}`: one image per request")));
+            }
+            found = Some(ChatImage {
+                bytes,
+                message: Some(i),
+            });
+        }
+        *parts = kept;
+    }
+    Ok(found)
+}
+
+/// A chat about an image with a vision model (a Text Generation id whose
+/// weights are a LLaVA folder), answered in text generation's shape.
+pub async fn vision_chat(
+    state: &AppState,
+    model: &str,
+    image: ChatImage,
+    input: TextGenerationInput,
+    admission: &Admission,
+) -> Result<Response, Failure> {
+    if input.stream {
+        return Err(Failure(ApiError::invalid_input(
+            "`stream` with an image is not served yet; send it without `stream`",
+        )));
+    }
+    let ChatImage {
+        bytes,
+        message: carrier,
+    } = image;
+    let valid = input.validate()?;
+    let turns: Vec<(String, String, bool)> = match &valid.source {
+        PromptSource::Prompt(text) => vec![("user".into(), text.clone(), true)],
+        PromptSource::Messages(messages) => {
+            // The `image` field goes with the first user turn.
+            let first_user = messages.iter().position(|m| m.role == "user");
+            let carrier = carrier.or(first_user);
+            messages
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.role.clone(), m.content.clone(), Some(i) == carrier))
+                .collect()
+        }
+    };
+    let borrowed: Vec<(&str, &str, bool)> = turns
+        .iter()
+        .map(|(r, t, i)| (r.as_str(), t.as_str(), *i))
+        .collect();
+    let prompt = hearth_engine::describe::chat_prompt(&borrowed);
+    let (out, resolved) = state
+        .app
+        .vision_chat(model, bytes, prompt, valid.params)
+        .await?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let usage = Usage::new(count(out.prompt_tokens), count(out.completion_tokens));
+    admission.charge_usage(&usage);
+    Ok(enveloped(
+        TextGenerationOutput {
+            response: Value::String(out.text),
+            tool_calls: Vec::new(),
+            usage,
+        },
+        &resolved,
+    ))
 }

@@ -201,7 +201,10 @@ pub async fn run_model(
             .into());
         }
     }
-    let input: TextGenerationInput = body::parse_json(&bytes)?;
+    let mut input: TextGenerationInput = body::parse_json(&bytes)?;
+    if let Some(image) = crate::images::take_image(&mut input)? {
+        return crate::images::vision_chat(&state, &model, image, input, &admission).await;
+    }
     let valid = input.validate()?;
     let prompt_text = match &valid.source {
         PromptSource::Prompt(text) => Some(text.as_str()),

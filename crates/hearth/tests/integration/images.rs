@@ -209,3 +209,64 @@ async fn image_to_text_describes_the_image_the_ways_it_travels() {
         assert_refused(status, &v, needle);
     }
 }
+
+/// Vision chat: a text-generation id whose weights are a LLaVA folder (the
+/// tiny random one) takes an image as a `data:` URI part of a message or
+/// as the `image` field, and answers in text generation's shape.
+#[tokio::test]
+async fn vision_chat_takes_an_image_part_or_the_image_field() {
+    let bytes = photo("chelsea");
+    let uri = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&bytes)
+    );
+    let messages = json!([{"role": "user", "content": [
+        {"type": "text", "text": "what is this ?"},
+        {"type": "image_url", "image_url": {"url": uri}}]}]);
+    let body = json!({"messages": messages, "max_tokens": 4, "temperature": 0});
+    let (status, _, v) = post_json(&url(VISION_CHAT), &body).await;
+    assert_eq!(status, 200, "{v}");
+    let response = v["result"]["response"].as_str().expect("response");
+    assert!(
+        !response.is_empty() && response.split_whitespace().count() <= 4,
+        "{v}"
+    );
+    assert!(
+        v["result"]["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 4,
+        "{v}"
+    );
+    let (_, _, again) = post_json(&url(VISION_CHAT), &body).await;
+    assert_eq!(again["result"]["response"], v["result"]["response"]);
+
+    let as_array: Vec<Value> = bytes.iter().map(|b| json!(b)).collect();
+    let (status, _, by_field) = post_json(
+        &url(VISION_CHAT),
+        &json!({"prompt": "what is this ?", "image": as_array, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_field}");
+    assert!(by_field["result"]["response"].is_string(), "{by_field}");
+
+    let two = json!([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": uri}},
+        {"type": "image_url", "image_url": {"url": uri}}]}]);
+    let remote = json!([{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}]);
+    for (model, body, needle) in [
+        (
+            VISION_CHAT,
+            json!({"messages": two}),
+            "one image per request",
+        ),
+        (VISION_CHAT, json!({"messages": remote}), "data: URI"),
+        (
+            VISION_CHAT,
+            json!({"messages": messages, "stream": true}),
+            "`stream`",
+        ),
+        (SMOLLM, json!({"messages": messages}), "takes text only"),
+    ] {
+        let (status, _, v) = post_json(&url(model), &body).await;
+        assert_refused(status, &v, needle);
+    }
+}

@@ -30,6 +30,7 @@ pub const DETR: &str = "@cf/facebook/detr-resnet-50";
 pub const BART: &str = "@cf/facebook/bart-large-cnn";
 pub const LLAVA: &str = "@cf/llava-hf/llava-1.5-7b-hf";
 pub const UFORM: &str = "@cf/unum/uform-gen2-qwen-500m";
+pub const VISION_CHAT: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
 pub const SD_IMG2IMG: &str = "@cf/runwayml/stable-diffusion-v1-5-img2img";
 pub const SD_INPAINTING: &str = "@cf/runwayml/stable-diffusion-v1-5-inpainting";
 pub const DREAMSHAPER_LCM: &str = "@cf/lykon/dreamshaper-8-lcm";
@@ -205,7 +206,7 @@ pub fn media_server() -> &'static Server {
         let tiny = data.path().join("tiny-llava");
         std::fs::create_dir_all(&tiny).expect("tiny llava dir");
         hearth_engine::describe::write_tiny_model(&tiny).expect("tiny llava");
-        for id in [LLAVA, UFORM] {
+        for id in [LLAVA, UFORM, VISION_CHAT] {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
         // Nor diffusion weights: tiny Stable Diffusion pipelines in the
