@@ -200,13 +200,7 @@ impl Summarizer {
         let settings = Settings::read(&config, &generation).map_err(fail)?;
         let tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| fail(format!("tokenizer.json: {e}")))?;
-        let path = dir.join("model.safetensors");
-        if !path.is_file() {
-            return Err(fail("model.safetensors is missing".into()));
-        }
-        // SAFETY: the file is only read, and Hearth's model folders are not
-        // rewritten while a model is loaded.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+        let vb = crate::hf::mmap_weights(&[dir.join("model.safetensors")])
             .map_err(|e| fail(format!("model.safetensors: {e}")))?;
         Self::build(vb, tokenizer, settings).map_err(|e| fail(e.to_string()))
     }

@@ -13,7 +13,7 @@
 //! (`USER: <image>\n{prompt} ASSISTANT:`) before a llama language model
 //! generates the description.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use candle_nn::{Linear, VarBuilder};
@@ -170,7 +170,9 @@ impl ImageDescriber {
             .and_then(Value::as_str)
             .unwrap_or("default");
 
-        let vb = weights(dir).map_err(fail)?;
+        let vb = crate::hf::weight_files(dir)
+            .and_then(|files| crate::hf::mmap_weights(&files))
+            .map_err(fail)?;
         // The hub's checkpoints name `vision_tower.vision_model.*` and
         // `language_model.model.*`; transformers 5 saves `vision_tower.*`,
         // and may nest everything under `model.` with a bare language model.
@@ -440,38 +442,6 @@ pub fn chat_prompt(turns: &[(&str, &str, bool)]) -> String {
     }
     prompt.push_str("ASSISTANT:");
     prompt
-}
-
-/// A VarBuilder over `model.safetensors`, or every shard the index lists.
-fn weights(dir: &Path) -> Result<VarBuilder<'static>, String> {
-    let index = dir.join("model.safetensors.index.json");
-    let files: Vec<PathBuf> = if index.is_file() {
-        let raw = std::fs::read(&index).map_err(|e| format!("{}: {e}", index.display()))?;
-        let index: Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", index.display()))?;
-        let mut files: Vec<String> = index
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.values()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files.dedup();
-        files.into_iter().map(|f| dir.join(f)).collect()
-    } else {
-        vec![dir.join("model.safetensors")]
-    };
-    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-        return Err(format!("{} is missing", missing.display()));
-    }
-    // SAFETY: the files are only read, and Hearth's model folders are not
-    // rewritten while a model is loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, &Device::Cpu) }
-        .map_err(|e| e.to_string())
 }
 
 /// Words of the tiny test tokenizer.

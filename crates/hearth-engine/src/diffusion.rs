@@ -629,13 +629,7 @@ impl StableDiffusion {
             serde_json::from_slice(&raw).map_err(|e| fail(format!("{sub}/{name}: {e}")))
         };
         let weights = |sub: &str, name: &str| -> Result<VarBuilder<'static>, DiffusionError> {
-            let path = dir.join(sub).join(name);
-            if !path.exists() {
-                return Err(fail(format!("{sub}/{name} is missing")));
-            }
-            // SAFETY: the file is only read, and Hearth's model folders are
-            // not rewritten while a model is loaded.
-            unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, &Device::Cpu) }
+            crate::hf::mmap_weights(&[dir.join(sub).join(name)])
                 .map_err(|e| fail(format!("{sub}/{name}: {e}")))
         };
 
@@ -1134,6 +1128,21 @@ const TINY_WORDS: &[&str] = &[
     "a", "cat", "dog", "red", "blue", "house", "on", "the", "hill",
 ];
 
+/// Writes `value` as `dir/sub/name`, making the sub-folder.
+pub(crate) fn write_json(
+    dir: &Path,
+    sub: &str,
+    name: &str,
+    value: &Value,
+) -> Result<(), DiffusionError> {
+    let fail = |e: std::io::Error| DiffusionError::Load {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(dir.join(sub)).map_err(fail)?;
+    std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(fail)
+}
+
 /// Builds a model through candle's own constructors on a random `VarMap`
 /// and saves it as `dir/sub/name`: the tensor names are exactly those the
 /// loader reads.
@@ -1162,10 +1171,7 @@ pub(crate) fn write_tiny_clip(dir: &Path, dim: usize) -> Result<(), DiffusionErr
         path: dir.display().to_string(),
         reason: e.to_string(),
     };
-    let write = |sub: &str, name: &str, value: &Value| -> Result<(), DiffusionError> {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
-        std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(|e| fail(&e))
-    };
+    let write = |sub: &str, name: &str, value: &Value| write_json(dir, sub, name, value);
 
     // Tokenizer: the special tokens, every ASCII letter (plain and
     // word-final) and the test words, with merges that build them.
@@ -1248,10 +1254,7 @@ pub fn write_tiny_model(
         path: dir.display().to_string(),
         reason: e.to_string(),
     };
-    let write = |sub: &str, name: &str, value: &Value| -> Result<(), DiffusionError> {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
-        std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(|e| fail(&e))
-    };
+    let write = |sub: &str, name: &str, value: &Value| write_json(dir, sub, name, value);
     let dim = 32;
     write_tiny_clip(dir, dim)?;
     let unet_json = serde_json::json!({

@@ -56,38 +56,9 @@ pub(crate) fn transformer_file(dir: &Path) -> Option<PathBuf> {
         .filter(|_| dir.join("ae.safetensors").is_file())
 }
 
-fn mmap(paths: &[PathBuf]) -> Result<VarBuilder<'static>, String> {
-    if let Some(missing) = paths.iter().find(|p| !p.is_file()) {
-        return Err(format!("{} is missing", missing.display()));
-    }
-    // SAFETY: the files are only read, and Hearth's model folders are not
-    // rewritten while a model is loaded.
-    unsafe { VarBuilder::from_mmaped_safetensors(paths, DType::F32, &Device::Cpu) }
-        .map_err(|e| e.to_string())
-}
-
 /// `model.safetensors` of a sub-folder, or the shards its index lists.
 fn folder_weights(dir: &Path) -> Result<VarBuilder<'static>, String> {
-    let index = dir.join("model.safetensors.index.json");
-    if !index.is_file() {
-        return mmap(&[dir.join("model.safetensors")]);
-    }
-    let raw = std::fs::read(&index).map_err(|e| format!("{}: {e}", index.display()))?;
-    let index: Value =
-        serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", index.display()))?;
-    let mut files: Vec<String> = index
-        .get("weight_map")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.values()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files.dedup();
-    mmap(&files.iter().map(|f| dir.join(f)).collect::<Vec<_>>())
+    crate::hf::mmap_weights(&crate::hf::weight_files(dir)?)
 }
 
 impl Flux {
@@ -134,9 +105,11 @@ impl Flux {
                 .and_then(Value::as_bool)
                 .unwrap_or(dev),
         };
-        let model =
-            flux::model::Flux::new(&config, mmap(&[transformer.to_path_buf()]).map_err(fail)?)
-                .map_err(|e| fail(format!("transformer: {e}")))?;
+        let model = flux::model::Flux::new(
+            &config,
+            crate::hf::mmap_weights(&[transformer.to_path_buf()]).map_err(fail)?,
+        )
+        .map_err(|e| fail(format!("transformer: {e}")))?;
 
         let v = json("vae/config.json")?;
         let channels: Vec<usize> = v
@@ -169,7 +142,7 @@ impl Flux {
         };
         let autoencoder = flux::autoencoder::AutoEncoder::new(
             &ae_config,
-            mmap(&[dir.join("ae.safetensors")]).map_err(fail)?,
+            crate::hf::mmap_weights(&[dir.join("ae.safetensors")]).map_err(fail)?,
         )
         .map_err(|e| fail(format!("autoencoder: {e}")))?;
 
@@ -353,10 +326,8 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
         path: dir.display().to_string(),
         reason: e.to_string(),
     };
-    let write = |sub: &str, name: &str, value: &Value| -> Result<(), DiffusionError> {
-        std::fs::create_dir_all(dir.join(sub)).map_err(|e| fail(&e))?;
-        std::fs::write(dir.join(sub).join(name), value.to_string()).map_err(|e| fail(&e))
-    };
+    let write =
+        |sub: &str, name: &str, value: &Value| crate::diffusion::write_json(dir, sub, name, value);
     let dim = 32;
     crate::diffusion::write_tiny_clip(dir, dim)?;
     write(

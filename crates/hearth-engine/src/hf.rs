@@ -2,7 +2,7 @@
 //! Hugging Face layout (config files, tokenizer, weights), and the
 //! word-level tokenizer the tiny test models are written with.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -183,4 +183,37 @@ pub(crate) fn favour_words(
         i += 2;
     }
     var.set(&candle_core::Tensor::new(out, var.device())?)
+}
+
+/// The safetensors files of a folder: `model.safetensors`, or every shard
+/// `model.safetensors.index.json` lists; an error names a missing one.
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let index = dir.join("model.safetensors.index.json");
+    let files = if index.is_file() {
+        let raw = std::fs::read(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let index: Value =
+            serde_json::from_slice(&raw).map_err(|e| format!("{}: {e}", index.display()))?;
+        let mut names: Vec<&str> = index
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .map(|m| m.values().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        names.sort_unstable();
+        names.dedup();
+        names.into_iter().map(|f| dir.join(f)).collect()
+    } else {
+        vec![dir.join("model.safetensors")]
+    };
+    Ok(files)
+}
+
+/// safetensors files memory-mapped as one F32 `VarBuilder` on the CPU.
+pub(crate) fn mmap_weights(files: &[PathBuf]) -> Result<VarBuilder<'static>, String> {
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        return Err(format!("{} is missing", missing.display()));
+    }
+    // SAFETY: the files are only read, and Hearth's model folders are not
+    // rewritten while a model is loaded.
+    unsafe { VarBuilder::from_mmaped_safetensors(files, DType::F32, &Device::Cpu) }
+        .map_err(|e| e.to_string())
 }
