@@ -21,13 +21,15 @@ TOKEN = "client-test-token-0123456789"
 SMOLLM = "@cf/huggingfacetb/smollm2-135m-instruct"
 BATCH_LLM = "@cf/meta/llama-3.3-70b-instruct-fp8-fast"
 ROOT = Path(__file__).resolve().parents[2]
-# Workers AI ids served by tiny random-weight models, by `hearth models tiny` kind.
+# Workers AI ids served by tiny random-weight models, by `hearth models tiny` kind
+# (LLaVA also as a vision chat model).
+VISION_CHAT = "@cf/meta/llama-3.2-11b-vision-instruct"
 TINY_MODELS = {
-    "detr": "@cf/facebook/detr-resnet-50",
-    "bart": "@cf/facebook/bart-large-cnn",
-    "llava": "@cf/llava-hf/llava-1.5-7b-hf",
-    "stable-diffusion": "@cf/runwayml/stable-diffusion-v1-5-img2img",
-    "flux": "@cf/black-forest-labs/flux-1-schnell",
+    "detr": ["@cf/facebook/detr-resnet-50"],
+    "bart": ["@cf/facebook/bart-large-cnn"],
+    "llava": ["@cf/llava-hf/llava-1.5-7b-hf", VISION_CHAT],
+    "stable-diffusion": ["@cf/runwayml/stable-diffusion-v1-5-img2img"],
+    "flux": ["@cf/black-forest-labs/flux-1-schnell"],
 }
 
 
@@ -63,11 +65,11 @@ def hearth():
     # No genuine weights ship for these tasks: tiny random-weight models in
     # the real layouts (`hearth models tiny`) serve their contracts.
     tiny = {}
-    for kind, model in TINY_MODELS.items():
+    for kind, models in TINY_MODELS.items():
         folder = Path(data) / f"tiny-{kind}"
         subprocess.run([hearth_binary(), "models", "tiny", kind, str(folder)], env=env, check=True,
                        capture_output=True)
-        tiny[model] = folder
+        tiny.update({model: folder for model in models})
     (Path(data) / "hearth.toml").write_text(
         '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n'
         f'"{BATCH_LLM}" = "{SMOLLM}"\n'

@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from conftest import SMOLLM
+from conftest import SMOLLM, VISION_CHAT
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,23 @@ def test_json_schema_response_format(oa):
         response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": schema, "strict": True}})
     value = json.loads(out.choices[0].message.content)
     assert set(value) == {"capital"} and isinstance(value["capital"], str)
+
+
+def test_vision_chat_with_an_image_part(oa):
+    """A vision model (here a tiny random LLaVA) answers a message with an
+    image_url part given as a data: URI."""
+    import base64
+    import os
+    from pathlib import Path
+
+    models = Path(os.environ.get("HEARTH_MODELS_DIR", Path.home() / ".local/share/hearth/models"))
+    photo = (models / "test-data/skimage-0.26.0/chelsea.png").read_bytes()
+    uri = "data:image/png;base64," + base64.b64encode(photo).decode()
+    messages = [{"role": "user", "content": [{"type": "text", "text": "what is this ?"},
+                                             {"type": "image_url", "image_url": {"url": uri}}]}]
+    out = oa.chat.completions.create(model=VISION_CHAT, messages=messages, max_tokens=4, temperature=0)
+    assert out.object == "chat.completion"
+    assert out.choices[0].message.content and len(out.choices[0].message.content.split()) <= 4
+    assert out.usage.prompt_tokens > 4 and out.usage.completion_tokens <= 4
+    with pytest.raises(openai.BadRequestError):
+        oa.chat.completions.create(model=SMOLLM, messages=messages, max_tokens=4)

@@ -234,14 +234,22 @@ pub fn take_image(input: &mut TextGenerationInput) -> Result<Option<ChatImage>, 
 }
 
 /// A chat about an image with a vision model (a Text Generation id whose
-/// weights are a LLaVA folder), answered in text generation's shape.
-pub async fn vision_chat(
+/// weights are a LLaVA folder): the description, its token counts and the
+/// weights that wrote it. Shared by Workers AI's and the OpenAI-compatible
+/// routes.
+pub async fn vision_answer(
     state: &AppState,
     model: &str,
     image: ChatImage,
     input: TextGenerationInput,
-    admission: &Admission,
-) -> Result<Response, Failure> {
+) -> Result<
+    (
+        hearth_engine::describe::Description,
+        Usage,
+        hearth_runtime::Resolved,
+    ),
+    Failure,
+> {
     if input.stream {
         return Err(Failure(ApiError::invalid_input(
             "`stream` with an image is not served yet; send it without `stream`",
@@ -276,6 +284,18 @@ pub async fn vision_chat(
         .await?;
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let usage = Usage::new(count(out.prompt_tokens), count(out.completion_tokens));
+    Ok((out, usage, resolved))
+}
+
+/// Workers AI's vision chat: answered in text generation's shape.
+pub async fn vision_chat(
+    state: &AppState,
+    model: &str,
+    image: ChatImage,
+    input: TextGenerationInput,
+    admission: &Admission,
+) -> Result<Response, Failure> {
+    let (out, usage, resolved) = vision_answer(state, model, image, input).await?;
     admission.charge_usage(&usage);
     Ok(enveloped(
         TextGenerationOutput {

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use hearth_engine::textgen::Priority;
 use hearth_runtime::PromptInput;
+use hearth_types::textgen::{MessageContent, TextGenerationInput};
 use hearth_types::tools::ToolCall;
 
 use hearth_types::openai::{
@@ -38,8 +39,13 @@ pub async fn chat_completions(
 ) -> Result<Response, Failure> {
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
     let req: ChatCompletionRequest = body::parse_json(&bytes)?;
-    let valid = req.validate()?;
     let account = params.get("account_id").map(String::as_str).unwrap_or("");
+    if req.messages.iter().any(|m| {
+        matches!(&m.content, MessageContent::Parts(parts) if parts.iter().any(|p| p.kind != "text"))
+    }) {
+        return vision_completion(&state, account, req).await;
+    }
+    let valid = req.validate()?;
     let task = state.app.resolve(&valid.model)?.task;
     let admission = Admission::admit(&state, account, &valid.model, &task)?;
     // Terms are accepted on the native endpoint (`prompt: "agree"`).
@@ -183,6 +189,72 @@ pub async fn chat_completions(
         })
         .into_response()
     };
+    tag_response(&mut response, &resolved);
+    Ok(response)
+}
+
+/// A chat completion about an image (an `image_url` part): answered by a
+/// vision model (a LLaVA folder), not streamed, without tools.
+async fn vision_completion(
+    state: &AppState,
+    account: &str,
+    req: ChatCompletionRequest,
+) -> Result<Response, Failure> {
+    if req.tools.is_some() || req.response_format.is_some() {
+        return Err(Failure(hearth_types::ApiError::invalid_input(
+            "`tools` and `response_format` are not served with images yet",
+        )));
+    }
+    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
+    let mut input = TextGenerationInput {
+        messages: Some(req.messages),
+        stream: req.stream,
+        max_tokens,
+        temperature: req.temperature,
+        top_p: req.top_p,
+        top_k: req.top_k,
+        seed: req.seed,
+        repetition_penalty: req.repetition_penalty,
+        frequency_penalty: req.frequency_penalty,
+        presence_penalty: req.presence_penalty,
+        ..TextGenerationInput::default()
+    };
+    let Some(image) = crate::images::take_image(&mut input)? else {
+        return Err(Failure(hearth_types::ApiError::invalid_input(
+            "the messages hold no image",
+        )));
+    };
+    let task = state.app.resolve(&req.model)?.task;
+    let admission = Admission::admit(state, account, &req.model, &task)?;
+    let (out, usage, resolved) =
+        crate::images::vision_answer(state, &req.model, image, input).await?;
+    admission.charge_usage(&usage);
+    let limit = max_tokens.map_or(hearth_types::textgen::DEFAULT_MAX_TOKENS as usize, |m| {
+        usize::try_from(m).unwrap_or(0)
+    });
+    let finish = if out.completion_tokens >= limit {
+        "length"
+    } else {
+        "stop"
+    };
+    let mut response = Json(ChatCompletion {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        object: "chat.completion".into(),
+        created: unix_now(),
+        model: req.model,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant".into(),
+                content: Some(out.text),
+                tool_calls: Vec::new(),
+            },
+            finish_reason: finish.into(),
+            logprobs: None,
+        }],
+        usage,
+    })
+    .into_response();
     tag_response(&mut response, &resolved);
     Ok(response)
 }
