@@ -138,10 +138,17 @@ impl Settings {
                 ));
             }
         }
+        let d_model = int("d_model", 1024);
+        for key in ["encoder_attention_heads", "decoder_attention_heads"] {
+            let heads = int(key, 16);
+            if heads == 0 || d_model % heads != 0 {
+                return Err(format!("{key} {heads} does not divide d_model {d_model}"));
+            }
+        }
         let eos = token("eos_token_id").unwrap_or(2);
         let beams = int("num_beams", 1).max(1);
         Ok(Self {
-            d_model: int("d_model", 1024),
+            d_model,
             encoder_layers: int("encoder_layers", 12),
             decoder_layers: int("decoder_layers", 12),
             encoder_heads: int("encoder_attention_heads", 16),

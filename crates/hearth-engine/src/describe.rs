@@ -149,6 +149,24 @@ impl ImageDescriber {
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         };
+        for (what, width, heads) in [
+            (
+                "vision",
+                vision_cfg.embed_dim,
+                vision_cfg.num_attention_heads,
+            ),
+            (
+                "text",
+                llama_config.hidden_size,
+                llama_config.num_attention_heads,
+            ),
+        ] {
+            if heads == 0 || width % heads != 0 {
+                return Err(fail(format!(
+                    "{what} num_attention_heads {heads} does not divide hidden_size {width}"
+                )));
+            }
+        }
         let layers = vision_cfg.num_hidden_layers as i64;
         let feature = config
             .get("vision_feature_layer")

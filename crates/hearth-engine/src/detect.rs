@@ -198,7 +198,11 @@ impl ObjectDetector {
             int("encoder_attention_heads", 8),
             int("decoder_attention_heads", 8),
         );
-        if d_model % encoder_heads != 0 || d_model % decoder_heads != 0 {
+        if encoder_heads == 0
+            || decoder_heads == 0
+            || d_model % encoder_heads != 0
+            || d_model % decoder_heads != 0
+        {
             return Err(load(format!(
                 "d_model {d_model} does not split into the attention heads"
             )));

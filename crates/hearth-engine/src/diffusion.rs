@@ -704,6 +704,9 @@ impl StableDiffusion {
         let flag = |k: &str| vae_config.get(k).and_then(Value::as_bool).unwrap_or(true);
         let block_out_channels = usize_list(&vae_config, "block_out_channels")
             .unwrap_or_else(|| vec![128, 256, 512, 512]);
+        if block_out_channels.is_empty() {
+            return Err(fail("vae/config.json: block_out_channels is empty".into()));
+        }
         let vae_cfg = AutoEncoderKLConfig {
             block_out_channels,
             layers_per_block: vnum("layers_per_block", 2),
@@ -1046,7 +1049,9 @@ fn unet_settings(c: &Value) -> Result<(UNet2DConditionModelConfig, usize, usize)
         }
     }
     let num = |k: &str| c.get(k).and_then(Value::as_u64).map(|v| v as usize);
-    let channels = usize_list(c, "block_out_channels").ok_or("block_out_channels is missing")?;
+    let channels = usize_list(c, "block_out_channels")
+        .filter(|c| !c.is_empty())
+        .ok_or("block_out_channels is missing or empty")?;
     let down: Vec<String> = c
         .get("down_block_types")
         .and_then(Value::as_array)

@@ -79,6 +79,12 @@ impl Flux {
         let t = json("transformer/config.json")?;
         let tnum = |k: &str, d: usize| t.get(k).and_then(Value::as_u64).map_or(d, |v| v as usize);
         let heads = tnum("num_attention_heads", 24);
+        if heads == 0 || tnum("attention_head_dim", 128) == 0 {
+            return Err(fail(
+                "transformer/config.json: num_attention_heads and attention_head_dim must be positive"
+                    .into(),
+            ));
+        }
         let config = flux::model::Config {
             in_channels: tnum("in_channels", 64),
             vec_in_dim: tnum("pooled_projection_dim", 768),
@@ -123,7 +129,7 @@ impl Flux {
             })
             .unwrap_or_else(|| vec![128, 256, 512, 512]);
         let ch = channels.first().copied().unwrap_or(128);
-        if channels.len() != 4 || channels.iter().any(|c| c % 32 != 0) {
+        if channels.len() != 4 || channels.iter().any(|&c| c == 0 || c % 32 != 0) {
             return Err(fail(format!(
                 "vae block_out_channels {channels:?}: four blocks of multiples of 32 expected"
             )));
