@@ -55,6 +55,11 @@ impl From<VisionError> for DiffusionError {
     }
 }
 
+/// Memory the UNet's attention scores may take at once: candle computes
+/// every head's `cells x cells` matrix for the whole batch together (its
+/// sliced attention fails on these shapes), so this bounds the image size.
+const ATTENTION_BYTES: f64 = 8.0 * (1u64 << 30) as f64;
+
 /// What to draw, already checked against the task's limits by the caller.
 #[derive(Debug, Clone)]
 pub struct ImageRequest {
@@ -615,6 +620,8 @@ pub struct StableDiffusion {
     vae_factor: usize,
     schedule: Schedule,
     native_size: u32,
+    /// Heads of the UNet's first attention block (its largest scores).
+    attention_heads: usize,
 }
 
 impl StableDiffusion {
@@ -682,6 +689,11 @@ impl StableDiffusion {
                 unet_cfg.cross_attention_dim
             )));
         }
+        let attention_heads = unet_cfg
+            .blocks
+            .iter()
+            .find(|b| b.use_cross_attn.is_some())
+            .map_or(8, |b| b.attention_head_dim.max(1));
         let unet = UNet2DConditionModel::new(
             weights("unet", "diffusion_pytorch_model.safetensors")?,
             unet_in_channels,
@@ -740,6 +752,7 @@ impl StableDiffusion {
             vae_factor,
             schedule,
             native_size: (sample_size * vae_factor) as u32,
+            attention_heads,
         })
     }
 
@@ -786,6 +799,19 @@ impl StableDiffusion {
             ));
         }
         let (lh, lw) = (height / self.vae_factor, width / self.vae_factor);
+        // The first block's attention scores: batch (2 with guidance) x
+        // heads x cells^2 floats; past the bound a request could exhaust
+        // the machine's memory.
+        let max_cells =
+            (ATTENTION_BYTES / (2.0 * self.attention_heads as f64 * 4.0)).sqrt() as usize;
+        if lh * lw > max_cells {
+            let side = (max_cells as f64).sqrt() as usize * self.vae_factor;
+            return Err(DiffusionError::BadInput(format!(
+                "`width` x `height` {width}x{height} is too large for this engine: at most \
+                 {max_cells} latent cells of {f}x{f} pixels (about {side}x{side})",
+                f = self.vae_factor
+            )));
+        }
         let guided = request.guidance > 1.0;
         let context = self.text_context(request, guided)?;
         let mut noise = Noise::new(request.seed);
@@ -1402,6 +1428,10 @@ mod tests {
         assert_eq!(draw(&model, &request("a red cat", 7)), first);
         assert_ne!(draw(&model, &request("a red cat", 8)), first);
         assert_ne!(draw(&model, &request("a blue dog", 7)), first);
+        let mut huge = request("a cat", 1);
+        (huge.width, huge.height) = (Some(2048), Some(2048));
+        let err = model.generate(&huge).err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("too large"));
         let mut odd = request("a cat", 1);
         odd.width = Some(60);
         let err = model.generate(&odd).err().map(|e| e.to_string());
