@@ -586,11 +586,26 @@ impl App {
         T: Send + 'static,
     {
         let (resolved, dir) = self.resolve_folder(model, task)?;
-        let loaded = cache.get(&dir, load).await?;
-        let out = tokio::task::spawn_blocking(move || work(&loaded))
-            .await
-            .map_err(|e| AppError::Join(e.to_string()))??;
+        let out = Self::run_in(&dir, cache, load, work).await?;
         Ok((out, resolved))
+    }
+
+    /// Loads the folder `dir` once into `cache` and runs `work` on the
+    /// model on a blocking thread.
+    async fn run_in<M, T>(
+        dir: &std::path::Path,
+        cache: &Loaded<M>,
+        load: impl FnOnce(PathBuf) -> Result<M, AppError> + Send + 'static,
+        work: impl FnOnce(&M) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, AppError>
+    where
+        M: Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        let loaded = cache.get(dir, load).await?;
+        tokio::task::spawn_blocking(move || work(&loaded))
+            .await
+            .map_err(|e| AppError::Join(e.to_string()))?
     }
 
     /// Raw relevance scores of `contexts` for `query`, in input order.
@@ -732,16 +747,13 @@ impl App {
             ))
             .into());
         }
-        let describer = self
-            .describers
-            .get(&dir, |dir| {
-                Ok(hearth_engine::describe::ImageDescriber::load(&dir)?)
-            })
-            .await?;
-        let out =
-            tokio::task::spawn_blocking(move || describer.describe(&image, &prompt, true, &params))
-                .await
-                .map_err(|e| AppError::Join(e.to_string()))??;
+        let out = Self::run_in(
+            &dir,
+            &self.describers,
+            |dir| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
+            move |describer| Ok(describer.describe(&image, &prompt, true, &params)?),
+        )
+        .await?;
         Ok((out, resolved))
     }
 

@@ -178,3 +178,33 @@ pub fn text(
         ))),
     }
 }
+
+/// An optional number field within `range`.
+pub fn number_within(
+    input: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f64>, ApiError> {
+    match number(input, key)? {
+        Some(v) if !range.contains(&v) => Err(ApiError::invalid_input(format!(
+            "`{key}` must be between {} and {}, got {v}",
+            range.start(),
+            range.end()
+        ))),
+        other => Ok(other),
+    }
+}
+
+/// An optional whole-number field within `range`.
+pub fn whole_within(
+    input: &serde_json::Map<String, serde_json::Value>,
+    key: &str,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<u64>, ApiError> {
+    match number_within(input, key, range)? {
+        Some(v) if v.fract() != 0.0 => Err(ApiError::invalid_input(format!(
+            "`{key}` must be a whole number, got {v}"
+        ))),
+        other => Ok(other.map(|v| v as u64)),
+    }
+}

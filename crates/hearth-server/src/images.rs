@@ -88,10 +88,9 @@ pub async fn describe(
         .app
         .describe_image(model, image, prompt, raw, params)
         .await?;
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    admission.charge_usage(&Usage::new(
-        count(out.prompt_tokens),
-        count(out.completion_tokens),
+    admission.charge_usage(&Usage::from_counts(
+        out.prompt_tokens,
+        out.completion_tokens,
     ));
     Ok(enveloped(json!({ "description": out.text }), &resolved))
 }
@@ -130,22 +129,8 @@ fn describe_options(
             "`messages` with images is not served yet; send `image` and `prompt`".into(),
         ));
     }
-    let ranged = |key: &str, lo: f64, hi: f64| -> Result<Option<f64>, Failure> {
-        match body::number(input, key)? {
-            Some(v) if !(lo..=hi).contains(&v) => Err(bad(format!(
-                "`{key}` must be between {lo} and {hi}, got {v}"
-            ))),
-            other => Ok(other),
-        }
-    };
-    let whole = |key: &str, lo: f64, hi: f64| -> Result<Option<u64>, Failure> {
-        match ranged(key, lo, hi)? {
-            Some(v) if v.fract() != 0.0 => {
-                Err(bad(format!("`{key}` must be a whole number, got {v}")))
-            }
-            other => Ok(other.map(|v| v as u64)),
-        }
-    };
+    let ranged = |key: &str, lo: f64, hi: f64| body::number_within(input, key, lo..=hi);
+    let whole = |key: &str, lo: f64, hi: f64| body::whole_within(input, key, lo..=hi);
     let prompt = match body::text(input, "prompt")? {
         Some(p) if p.trim().is_empty() => return Err(bad("`prompt` must not be empty".into())),
         Some(p) => p,
@@ -282,8 +267,7 @@ pub async fn vision_answer(
         .app
         .vision_chat(model, bytes, prompt, valid.params)
         .await?;
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let usage = Usage::new(count(out.prompt_tokens), count(out.completion_tokens));
+    let usage = Usage::from_counts(out.prompt_tokens, out.completion_tokens);
     Ok((out, usage, resolved))
 }
 

@@ -75,8 +75,7 @@ pub async fn run(
         let max_length = max_length.map(|m| m.min(u64::from(u32::MAX)) as usize);
         let ((summary, input, output), resolved) =
             state.app.summarize(model, text, max_length).await?;
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        admission.charge_usage(&Usage::new(count(input), count(output)));
+        admission.charge_usage(&Usage::from_counts(input, output));
         return Ok(enveloped(json!({ "summary": summary }), &resolved));
     }
     let max_tokens = max_length

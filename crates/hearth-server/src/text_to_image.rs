@@ -76,25 +76,6 @@ fn prompt(input: &Map<String, Value>) -> Result<String, Failure> {
     }
 }
 
-/// An optional whole number within `range`.
-fn whole(
-    input: &Map<String, Value>,
-    key: &str,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<Option<u64>, Failure> {
-    let Some(v) = body::number(input, key)? else {
-        return Ok(None);
-    };
-    if v.fract() != 0.0 || v < *range.start() as f64 || v > *range.end() as f64 {
-        return Err(bad(format!(
-            "`{key}` must be a whole number from {} to {}, got {v}",
-            range.start(),
-            range.end()
-        )));
-    }
-    Ok(Some(v as u64))
-}
-
 fn random_seed() -> u64 {
     rand::random()
 }
@@ -120,14 +101,10 @@ fn stable_diffusion_request(mut input: Map<String, Value>) -> Result<ImageReques
         )));
     }
     let size = |input: &Map<String, Value>, key: &str| {
-        whole(input, key, u64::from(MIN_SIZE)..=u64::from(MAX_SIZE)).map(|v| v.map(|v| v as u32))
+        body::whole_within(input, key, f64::from(MIN_SIZE)..=f64::from(MAX_SIZE))
+            .map(|v| v.map(|v| v as u32))
     };
-    let strength = body::number(&input, "strength")?.unwrap_or(1.0);
-    if !(0.0..=1.0).contains(&strength) {
-        return Err(bad(format!(
-            "`strength` must be between 0 and 1, got {strength}"
-        )));
-    }
+    let strength = body::number_within(&input, "strength", 0.0..=1.0)?.unwrap_or(1.0);
     let guidance = body::number(&input, "guidance")?.unwrap_or(7.5);
     if !guidance.is_finite() || guidance < 0.0 {
         return Err(bad(format!(
@@ -152,10 +129,11 @@ fn stable_diffusion_request(mut input: Map<String, Value>) -> Result<ImageReques
         negative_prompt: body::text(&input, "negative_prompt")?.unwrap_or_default(),
         width: size(&input, "width")?,
         height: size(&input, "height")?,
-        steps: whole(&input, "num_steps", 1..=MAX_SD_STEPS as u64)?
+        steps: body::whole_within(&input, "num_steps", 1.0..=MAX_SD_STEPS as f64)?
             .map_or(MAX_SD_STEPS, |v| v as usize),
         guidance,
-        seed: whole(&input, "seed", 0..=u64::MAX >> 11)?.unwrap_or_else(random_seed),
+        seed: body::whole_within(&input, "seed", 0.0..=(u64::MAX >> 11) as f64)?
+            .unwrap_or_else(random_seed),
         image,
         strength,
         mask,
@@ -182,7 +160,8 @@ fn flux_request(input: Map<String, Value>) -> Result<ImageRequest, Failure> {
         negative_prompt: String::new(),
         width: None,
         height: None,
-        steps: whole(&input, "steps", 1..=MAX_FLUX_STEPS as u64)?.map_or(4, |v| v as usize),
+        steps: body::whole_within(&input, "steps", 1.0..=MAX_FLUX_STEPS as f64)?
+            .map_or(4, |v| v as usize),
         // schnell has no guidance input; dev embeds this, its default.
         guidance: 3.5,
         seed: random_seed(),

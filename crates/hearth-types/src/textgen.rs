@@ -465,6 +465,12 @@ impl Usage {
             total_tokens: prompt_tokens + completion_tokens,
         }
     }
+
+    /// From engine token counts, saturating at `u32::MAX`.
+    pub fn from_counts(prompt_tokens: usize, completion_tokens: usize) -> Self {
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self::new(count(prompt_tokens), count(completion_tokens))
+    }
 }
 
 /// Non-streamed `result` of a text-generation run.
