@@ -13,10 +13,10 @@
 use std::path::Path;
 
 use candle_core::{D, DType, Device, IndexOp, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{Embedding, LayerNorm, Module, VarBuilder};
 use serde_json::Value;
 
-use crate::attention::MultiHeadAttention;
+use crate::attention::{Activation, DecoderLayer, EncoderLayer, FeedForward, MultiHeadAttention};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SummarizeError {
@@ -34,65 +34,6 @@ fn compute(e: candle_core::Error) -> SummarizeError {
 
 /// BART's positions start at 2 (a fairseq heritage).
 const POSITION_OFFSET: usize = 2;
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Activation {
-    Gelu,
-    GeluTanh,
-    Relu,
-}
-
-impl Activation {
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Activation::Gelu => x.gelu_erf(),
-            Activation::GeluTanh => x.gelu(),
-            Activation::Relu => x.relu(),
-        }
-    }
-}
-
-struct FeedForward {
-    fc1: Linear,
-    fc2: Linear,
-    activation: Activation,
-}
-
-impl FeedForward {
-    fn new(
-        vb: &VarBuilder,
-        d: usize,
-        ffn: usize,
-        activation: Activation,
-    ) -> candle_core::Result<Self> {
-        Ok(Self {
-            fc1: candle_nn::linear(d, ffn, vb.pp("fc1"))?,
-            fc2: candle_nn::linear(ffn, d, vb.pp("fc2"))?,
-            activation,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2
-            .forward(&self.activation.apply(&self.fc1.forward(x)?)?)
-    }
-}
-
-struct EncoderLayer {
-    attention: MultiHeadAttention,
-    attention_norm: LayerNorm,
-    feed_forward: FeedForward,
-    norm: LayerNorm,
-}
-
-struct DecoderLayer {
-    attention: MultiHeadAttention,
-    attention_norm: LayerNorm,
-    cross: MultiHeadAttention,
-    cross_norm: LayerNorm,
-    feed_forward: FeedForward,
-    norm: LayerNorm,
-}
 
 /// The model's settings from `config.json`, `generation_config.json` in
 /// front where it has the key.
@@ -345,11 +286,7 @@ impl Summarizer {
             .encoder_norm
             .forward(&self.embed(&ids, &self.encoder_positions, 0)?)?;
         for layer in &self.encoder {
-            let (k, v) = (layer.attention.keys(&h)?, layer.attention.values(&h)?);
-            let attended = layer.attention.attend(&h, &k, &v, None)?;
-            h = layer.attention_norm.forward(&(h + attended)?)?;
-            let fed = layer.feed_forward.forward(&h)?;
-            h = layer.norm.forward(&(h + fed)?)?;
+            h = layer.forward(&h, None)?;
         }
         Ok(h)
     }

@@ -14,7 +14,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{LayerNorm, Linear, Module};
 
-use crate::attention::MultiHeadAttention;
+use crate::attention::{Activation, DecoderLayer, EncoderLayer, FeedForward, MultiHeadAttention};
 use crate::vision::{ResNetBody, VisionError, decode_rgb, normalized};
 
 /// Detections scoring at or under this are dropped, as the
@@ -50,33 +50,6 @@ fn attend(
     attention
         .attend(&query.unsqueeze(0)?, &keys, &values, None)?
         .squeeze(0)
-}
-
-struct FeedForward {
-    fc1: Linear,
-    fc2: Linear,
-}
-
-impl FeedForward {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc2.forward(&self.fc1.forward(x)?.relu()?)
-    }
-}
-
-struct EncoderLayer {
-    attention: MultiHeadAttention,
-    attention_norm: LayerNorm,
-    feed_forward: FeedForward,
-    norm: LayerNorm,
-}
-
-struct DecoderLayer {
-    attention: MultiHeadAttention,
-    attention_norm: LayerNorm,
-    cross: MultiHeadAttention,
-    cross_norm: LayerNorm,
-    feed_forward: FeedForward,
-    norm: LayerNorm,
 }
 
 /// How DETR's image processor scales an image: the shorter side to
@@ -180,6 +153,7 @@ impl ObjectDetector {
             Ok(FeedForward {
                 fc1: linear(&format!("{name}.fc1"))?,
                 fc2: linear(&format!("{name}.fc2"))?,
+                activation: Activation::Relu,
             })
         };
 
@@ -353,18 +327,17 @@ impl ObjectDetector {
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let (_, channels, h, w) = features.dims4()?;
         let tokens = features.reshape((channels, h * w))?.t()?;
-        let mut hidden = self.projection.forward(&tokens)?;
+        let hidden = self.projection.forward(&tokens)?;
         let d = hidden.dim(1)?;
         let position = sine_positions(h, w, d)?;
 
+        // One image: the encoder layers take a batch of one.
+        let mut hidden = hidden.unsqueeze(0)?;
+        let batched_position = position.unsqueeze(0)?;
         for layer in &self.encoder {
-            let with_position = (&hidden + &position)?;
-            let attended = attend(&layer.attention, &with_position, &with_position, &hidden)?;
-            hidden = layer.attention_norm.forward(&(hidden + attended)?)?;
-            let fed = layer.feed_forward.forward(&hidden)?;
-            hidden = layer.norm.forward(&(hidden + fed)?)?;
+            hidden = layer.forward(&hidden, Some(&batched_position))?;
         }
-        let memory = hidden;
+        let memory = hidden.squeeze(0)?;
         let memory_keys = (&memory + &position)?;
 
         let queries = &self.queries;

@@ -1357,7 +1357,7 @@ pub fn write_tiny_model(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn request(prompt: &str, seed: u64) -> ImageRequest {
@@ -1380,7 +1380,7 @@ mod tests {
     }
 
     /// Draws and encodes as PNG.
-    fn draw(model: &Diffuser, request: &ImageRequest) -> Vec<u8> {
+    pub(crate) fn draw(model: &Diffuser, request: &ImageRequest) -> Vec<u8> {
         model.generate(request).and_then(|d| d.png()).expect("draw")
     }
 

@@ -443,6 +443,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DiffusionError> {
 mod tests {
     use super::*;
     use crate::diffusion::Diffuser;
+    use crate::diffusion::tests::draw;
 
     fn request(prompt: &str, seed: u64) -> ImageRequest {
         ImageRequest {
@@ -457,10 +458,6 @@ mod tests {
             strength: 1.0,
             mask: None,
         }
-    }
-
-    fn draw(model: &Diffuser, request: &ImageRequest) -> Vec<u8> {
-        model.generate(request).and_then(|d| d.png()).expect("draw")
     }
 
     #[test]
