@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Embeddings: Hearth's candle engine vs ONNX Runtime on all-MiniLM-L6-v2,
-# same sentences, same thread count (2), interleaved rounds.
+# Embeddings: Hearth's encoder vs ONNX Runtime on all-MiniLM-L6-v2, same
+# sentences, same thread count (2), f32 and int8 (Hearth: weight-only int8,
+# the `-int8` ids; ORT: `quantize_dynamic` QInt8), interleaved rounds, each
+# engine in its own process with its peak resident memory (`peak_rss_kb`).
 # The ONNX side is ../shared/bench/embeddings_peers.py (it writes the same
 # BERT graph as ONNX from model.safetensors and runs onnxruntime with all
 # optimisations, dynamic padding); it needs numpy safetensors tokenizers onnx
@@ -17,8 +19,14 @@ rounds="${1:-3}"
 cargo build --release -q -p hearth-engine --example embed_bench
 sentences=$(mktemp)
 "$py" -c "import sys; sys.argv=['x']; sys.path.insert(0, '$shared_bench'); import embeddings_peers as e; print('\n'.join(e.make_sentences(256)))" >"$sentences"
+peak() { /usr/bin/time -f "peak_rss_kb=%M" "$@"; }
 for r in $(seq "$rounds"); do
-  RAYON_NUM_THREADS=2 "$target/release/examples/embed_bench" "$model" "$sentences" 3
-  OMP_NUM_THREADS=2 "$py" "$shared_bench/embeddings_peers.py" --model "$model" --threads 2 \
-    --backends onnxruntime --batches 1,32 --padding dynamic --sentences-file "$sentences" --reps 3 --onnx-out "$sentences.onnx" 2>&1 | grep -iE "onnx|batch" || true
+  for precision in f32 int8; do
+    RAYON_NUM_THREADS=2 peak "$target/release/examples/embed_bench" "$model" "$sentences" 3 "$precision"
+  done
+  for backend in onnxruntime onnxruntime-int8; do
+    OMP_NUM_THREADS=2 peak "$py" "$shared_bench/embeddings_peers.py" --model "$model" --threads 2 \
+      --backends "$backend" --batches 1,32 --padding dynamic --sentences-file "$sentences" --reps 3 \
+      --onnx-out "$sentences.onnx" 2>&1 | grep -E "batch=|peak_rss" || true
+  done
 done

@@ -1,30 +1,27 @@
 //! Text classification (`@cf/huggingface/distilbert-sst-2-int8`): DistilBERT
-//! sequence classification on candle (the encoder, then `pre_classifier`,
-//! ReLU and `classifier` on the first token, as Hugging Face's
-//! `DistilBertForSequenceClassification`), loaded from the Hugging Face
-//! layout. Scores are the softmax over the labels of `config.json`'s `id2label`.
+//! sequence classification as Hugging Face's
+//! `DistilBertForSequenceClassification` (the shared encoder,
+//! `crate::encoder`, then `pre_classifier`, ReLU and `classifier` on the first
+//! token), loaded from the Hugging Face layout. Scores are the softmax over
+//! the labels of `config.json`'s `id2label`.
 
 use std::path::Path;
 
-use candle_core::{D, DType, Device, IndexOp, Tensor};
-use candle_nn::{Linear, Module, VarBuilder, VarMap, linear};
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap, linear};
 use candle_transformers::models::distilbert::{Config, DistilBertModel};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
+use crate::encoder::{Dense, Encoder, Precision};
 
 pub struct Classifier {
-    model: DistilBertModel,
-    pre_classifier: Linear,
-    classifier: Linear,
+    encoder: Encoder,
+    pre_classifier: Dense,
+    classifier: Dense,
     labels: Vec<String>,
     tokenizer: Tokenizer,
-    device: Device,
-}
-
-fn compute(e: candle_core::Error) -> EmbedError {
-    EmbedError::Compute(e.to_string())
 }
 
 /// Labels in id order from `id2label` (`LABEL_i` where absent).
@@ -41,29 +38,24 @@ fn labels(config: &serde_json::Value) -> Vec<String> {
 }
 
 impl Classifier {
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
-        let load_err = |reason: String| crate::hf::load_error(dir, reason);
-        let (config, value): (Config, serde_json::Value) = crate::hf::read_config(dir)?;
-        let labels = labels(&value);
-        let max_len = value["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
-        let tokenizer = crate::hf::tokenizer(dir, max_len)?;
-        let device = Device::Cpu;
+    pub fn load(dir: &Path, precision: Precision) -> Result<Self, EmbedError> {
+        let load_err = |e: &dyn std::fmt::Display| crate::hf::load_error(dir, e.to_string());
+        let (_, config): (serde_json::Value, serde_json::Value) = crate::hf::read_config(dir)?;
+        let labels = labels(&config);
         let vb = crate::hf::weights(dir)?;
-        let load = |vb: VarBuilder| -> candle_core::Result<(DistilBertModel, Linear, Linear)> {
-            Ok((
-                DistilBertModel::load(vb.pp("distilbert"), &config)?,
-                linear(config.dim, config.dim, vb.pp("pre_classifier"))?,
-                linear(config.dim, labels.len(), vb.pp("classifier"))?,
-            ))
-        };
-        let (model, pre_classifier, classifier) = load(vb).map_err(|e| load_err(e.to_string()))?;
+        let encoder = Encoder::load(&vb, &config, precision).map_err(|e| load_err(&e))?;
+        let h = encoder.hidden();
+        let pre_classifier =
+            Dense::load(&vb.pp("pre_classifier"), h, h).map_err(|e| load_err(&e))?;
+        let classifier =
+            Dense::load(&vb.pp("classifier"), h, labels.len()).map_err(|e| load_err(&e))?;
+        let tokenizer = crate::hf::tokenizer(dir, encoder.max_tokens())?;
         Ok(Self {
-            model,
+            encoder,
             pre_classifier,
             classifier,
             labels,
             tokenizer,
-            device,
         })
     }
 
@@ -73,27 +65,27 @@ impl Classifier {
             .tokenizer
             .encode(text, true)
             .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        let ids = enc.get_ids().to_vec();
-        let len = ids.len().max(1);
-        let ids = Tensor::from_vec(ids, (1, len), &self.device).map_err(compute)?;
-        // candle's DistilBERT masks where the mask is non-zero; one text has no padding.
-        let mask = Tensor::zeros((1, 1, 1, len), DType::U8, &self.device).map_err(compute)?;
-        let hidden = self.model.forward(&ids, &mask).map_err(compute)?;
-        let first = hidden.i((.., 0)).map_err(compute)?;
-        let x = self
-            .pre_classifier
-            .forward(&first)
-            .map_err(compute)?
-            .relu()
-            .map_err(compute)?;
-        let logits = self.classifier.forward(&x).map_err(compute)?;
-        let probs = candle_nn::ops::softmax(&logits, D::Minus1)
-            .map_err(compute)?
-            .squeeze(0)
-            .map_err(compute)?
-            .to_vec1::<f32>()
-            .map_err(compute)?;
-        let mut out: Vec<(String, f32)> = self.labels.iter().cloned().zip(probs).collect();
+        let hidden = self
+            .encoder
+            .forward(&[enc.get_ids()])
+            .map_err(|e| EmbedError::Compute(e.to_string()))?;
+        let mut first = hidden
+            .get(..self.encoder.hidden())
+            .unwrap_or_default()
+            .to_vec();
+        first.resize(self.encoder.hidden(), 0.0);
+        let mut x = self.pre_classifier.apply(&first);
+        x.iter_mut().for_each(|v| *v = v.max(0.0));
+        let logits = self.classifier.apply(&x);
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+        let total: f32 = exps.iter().sum();
+        let mut out: Vec<(String, f32)> = self
+            .labels
+            .iter()
+            .cloned()
+            .zip(exps.iter().map(|e| e / total))
+            .collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }
@@ -149,4 +141,58 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), EmbedError> {
     });
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).map_err(|e| fail(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{D, IndexOp, Module, Tensor};
+
+    use super::*;
+
+    /// candle's own DistilBERT is an independent implementation of the
+    /// architecture: the shared encoder must give the same probabilities.
+    /// The model is switched to ReLU for the comparison because candle runs
+    /// DistilBERT's `gelu` as the tanh approximation, where Hugging Face (and
+    /// the encoder) use the exact, erf-based one.
+    #[test]
+    fn probabilities_match_candles_distilbert_on_the_same_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path()).unwrap();
+        let path = dir.path().join("config.json");
+        let config = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, config.replace("\"gelu\"", "\"relu\"")).unwrap();
+        let classifier = Classifier::load(dir.path(), Precision::F32).unwrap();
+        let (config, _): (Config, serde_json::Value) = crate::hf::read_config(dir.path()).unwrap();
+        let vb = crate::hf::weights(dir.path()).unwrap();
+        let model = DistilBertModel::load(vb.pp("distilbert"), &config).unwrap();
+        let pre = linear(config.dim, config.dim, vb.pp("pre_classifier")).unwrap();
+        let head = linear(config.dim, 2, vb.pp("classifier")).unwrap();
+        for text in ["i love this movie", "awful film", "great"] {
+            let ours = classifier.classify(text).unwrap();
+            let ids = classifier.tokenizer.encode(text, true).unwrap();
+            let ids = ids.get_ids().to_vec();
+            let len = ids.len();
+            let ids = Tensor::from_vec(ids, (1, len), &Device::Cpu).unwrap();
+            let mask = Tensor::zeros((1, 1, 1, len), DType::U8, &Device::Cpu).unwrap();
+            let hidden = model.forward(&ids, &mask).unwrap();
+            let x = pre
+                .forward(&hidden.i((.., 0)).unwrap())
+                .unwrap()
+                .relu()
+                .unwrap();
+            let probs = candle_nn::ops::softmax(&head.forward(&x).unwrap(), D::Minus1)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (label, p) in &ours {
+                let index = classifier.labels.iter().position(|l| l == label).unwrap();
+                assert!(
+                    (p - probs[index]).abs() < 1e-5,
+                    "{text}: {ours:?} vs {probs:?}"
+                );
+            }
+        }
+    }
 }

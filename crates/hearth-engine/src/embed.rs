@@ -1,21 +1,21 @@
-//! Text embeddings on candle: BERT-family encoders from the Hugging Face
-//! layout (`config.json`, `model.safetensors`, `tokenizer.json`, and the
+//! Text embeddings: BERT-family encoders (`crate::encoder`) from the Hugging
+//! Face layout (`config.json`, `model.safetensors`, `tokenizer.json`, and the
 //! sentence-transformers `1_Pooling/config.json` and `modules.json`).
 //!
 //! One worker thread per loaded model merges concurrent requests into shared
 //! forward passes (dynamic batching): it takes what is queued and, when
 //! requests are arriving together, waits at most `max_wait` for more; it sorts
-//! the texts by token length so each sub-batch pads little, and answers every
-//! request on its own channel.
+//! the texts by token length so each sub-batch's rows are alike, and answers
+//! every request on its own channel.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
-use candle_transformers::models::bert::{BertModel, Config};
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::encoder::{Encoder, EncoderError, Precision};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -31,7 +31,7 @@ pub enum EmbedError {
     Stopped,
 }
 
-fn compute(e: candle_core::Error) -> EmbedError {
+fn compute(e: EncoderError) -> EmbedError {
     EmbedError::Compute(e.to_string())
 }
 
@@ -61,6 +61,8 @@ pub struct EmbedOptions {
     pub max_wait: Duration,
     /// Requests waiting before new ones are refused.
     pub queue: usize,
+    /// How the encoder keeps its matrix weights.
+    pub precision: Precision,
 }
 
 impl Default for EmbedOptions {
@@ -69,6 +71,7 @@ impl Default for EmbedOptions {
             max_batch: 32,
             max_wait: Duration::from_millis(2),
             queue: 256,
+            precision: Precision::F32,
         }
     }
 }
@@ -113,11 +116,12 @@ impl Embedder {
     /// Load a model folder in the Hugging Face layout and start its worker.
     pub fn load(dir: &Path, options: EmbedOptions) -> Result<Self, EmbedError> {
         let load_err = |reason: String| crate::hf::load_error(dir, reason);
-        let (config, raw_config): (Config, serde_json::Value) = crate::hf::read_config(dir)?;
-        let hidden = raw_config["hidden_size"].as_u64().unwrap_or(0) as usize;
-        let max_positions = raw_config["max_position_embeddings"]
-            .as_u64()
-            .unwrap_or(512) as usize;
+        let (_, raw_config): (serde_json::Value, serde_json::Value) = crate::hf::read_config(dir)?;
+        let vb = crate::hf::weights(dir)?;
+        let model = Encoder::load(&vb, &raw_config, options.precision)
+            .map_err(|e| load_err(e.to_string()))?;
+        let hidden = model.hidden();
+        let max_positions = model.max_tokens();
         let max_tokens = read_json(&dir.join("sentence_bert_config.json"))
             .and_then(|v| v["max_seq_length"].as_u64())
             .map_or(max_positions, |m| m as usize)
@@ -138,9 +142,6 @@ impl Embedder {
         counter
             .with_truncation(None)
             .map_err(|e| load_err(e.to_string()))?;
-        let device = Device::Cpu;
-        let vb = crate::hf::weights(dir)?;
-        let model = BertModel::load(vb, &config).map_err(|e| load_err(e.to_string()))?;
         let info = EmbedInfo {
             dimensions: hidden,
             max_tokens,
@@ -151,7 +152,6 @@ impl Embedder {
         let worker = Worker {
             model,
             tokenizer: Arc::new(tokenizer),
-            device,
             normalize,
             options,
         };
@@ -200,9 +200,8 @@ impl Embedder {
 }
 
 struct Worker {
-    model: BertModel,
+    model: Encoder,
     tokenizer: Arc<Tokenizer>,
-    device: Device,
     normalize: bool,
     options: EmbedOptions,
 }
@@ -294,58 +293,28 @@ impl Worker {
     }
 
     fn forward(&self, chunk: &[Item]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        let len = chunk.iter().map(|i| i.ids.len()).max().unwrap_or(0).max(1);
-        let mut ids = Vec::with_capacity(chunk.len() * len);
-        let mut mask = Vec::with_capacity(chunk.len() * len);
-        for item in chunk {
-            ids.extend(item.ids.iter().copied());
-            mask.extend(std::iter::repeat_n(1u32, item.ids.len()));
-            ids.extend(std::iter::repeat_n(0u32, len - item.ids.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - item.ids.len()));
-        }
-        let shape = (chunk.len(), len);
-        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(compute)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(compute)?;
-        let types = ids.zeros_like().map_err(compute)?;
-        let hidden = self
-            .model
-            .forward(&ids, &types, Some(&mask))
-            .map_err(compute)?;
-        let maskf = mask
-            .to_dtype(DType::F32)
-            .map_err(compute)?
-            .unsqueeze(2)
-            .map_err(compute)?;
-        let summed = hidden
-            .broadcast_mul(&maskf)
-            .map_err(compute)?
-            .sum(1)
-            .map_err(compute)?;
-        let counts = maskf
-            .sum(1)
-            .map_err(compute)?
-            .clamp(1e-9, f64::MAX)
-            .map_err(compute)?;
-        let mean = summed
-            .broadcast_div(&counts)
-            .map_err(compute)?
-            .to_vec2::<f32>()
-            .map_err(compute)?;
-        let cls = hidden
-            .narrow(1, 0, 1)
-            .map_err(compute)?
-            .squeeze(1)
-            .map_err(compute)?
-            .to_vec2::<f32>()
-            .map_err(compute)?;
+        let sequences: Vec<&[u32]> = chunk.iter().map(|i| i.ids.as_slice()).collect();
+        let hidden = self.model.forward(&sequences).map_err(compute)?;
+        let width = self.model.hidden();
+        let mut start = 0;
         Ok(chunk
             .iter()
-            .enumerate()
-            .map(|(row, item)| {
+            .map(|item| {
+                let rows = &hidden[start * width..(start + item.ids.len()) * width];
+                start += item.ids.len();
                 let mut v = match item.pooling {
-                    Pooling::Mean => mean[row].clone(),
-                    Pooling::Cls => cls[row].clone(),
+                    Pooling::Cls => rows[..width.min(rows.len())].to_vec(),
+                    Pooling::Mean => {
+                        let mut mean = vec![0f32; width];
+                        for row in rows.chunks_exact(width) {
+                            mean.iter_mut().zip(row).for_each(|(m, x)| *m += x);
+                        }
+                        let n = item.ids.len().max(1) as f32;
+                        mean.iter_mut().for_each(|m| *m /= n);
+                        mean
+                    }
                 };
+                v.resize(width, 0.0);
                 if self.normalize {
                     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                     v.iter_mut().for_each(|x| *x /= norm);

@@ -5,13 +5,16 @@
 //!   thread per loaded model that runs continuous batching over llama.cpp
 //!   sequences, fed by a bounded channel; each request carries its own reply
 //!   channel, and dropping it frees the sequence.
-//! - [`embed`]: text embeddings with BERT-family encoders on candle, with
-//!   dynamic batching of concurrent requests.
+//! - `encoder`: the BERT-family transformer encoder (BERT, MiniLM, bge,
+//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers and `gemm`, f32 or
+//!   weight-only int8 ([`Precision`]), behind the next three.
+//! - [`embed`]: text embeddings, with dynamic batching of concurrent
+//!   requests.
+//! - [`classify`]: DistilBERT text classification.
+//! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
+//!   classification).
 //! - [`bart`]: summarization with BART (Hugging Face layout, transformers'
 //!   beam search) on candle.
-//! - [`classify`]: DistilBERT text classification on candle.
-//! - [`rerank`]: cross-encoder reranking (XLM-RoBERTa sequence
-//!   classification) on candle.
 //! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
 //!   PyTorch format) on candle.
 //! - [`describe`]: image-to-text (LLaVA 1.5: CLIP vision tower, projector,
@@ -39,6 +42,7 @@ pub mod describe;
 pub mod detect;
 pub mod diffusion;
 pub mod embed;
+mod encoder;
 pub mod flux;
 mod hf;
 mod matvec;
@@ -51,6 +55,7 @@ pub mod vision;
 
 pub use classify::Classifier;
 pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};
+pub use encoder::Precision;
 pub use rerank::Reranker;
 pub use store::{ModelStore, PullProgress, StoreError};
 pub use textgen::{

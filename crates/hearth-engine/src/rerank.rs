@@ -1,52 +1,51 @@
 //! Cross-encoder reranking (`@cf/baai/bge-reranker-base`): XLM-RoBERTa
-//! sequence classification on candle, loaded from the Hugging Face layout
-//! (`config.json`, `model.safetensors`, `tokenizer.json`).
+//! sequence classification, loaded from the Hugging Face layout
+//! (`config.json`, `model.safetensors`, `tokenizer.json`): the shared
+//! encoder (`crate::encoder`), then the classification head on the first
+//! token (`classifier.dense`, tanh, `classifier.out_proj`).
 //!
-//! Each (query, context) pair is encoded together and the classifier's first
-//! logit is its score, as the Workers AI contract returns it (a raw logit;
-//! apply a sigmoid for [0, 1]).
+//! Each (query, context) pair is encoded together, all pairs of a request in
+//! one packed forward pass, and the classifier's first logit is its score, as
+//! the Workers AI contract returns it (a raw logit; apply a sigmoid for
+//! [0, 1]).
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use candle_transformers::models::xlm_roberta::{Config, XLMRobertaForSequenceClassification};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
+use crate::encoder::{Dense, Encoder, Precision};
 
 pub struct Reranker {
-    model: XLMRobertaForSequenceClassification,
+    encoder: Encoder,
+    dense: Dense,
+    out_proj: Dense,
     tokenizer: Tokenizer,
-    pad_id: u32,
-    device: Device,
-}
-
-fn compute(e: candle_core::Error) -> EmbedError {
-    EmbedError::Compute(e.to_string())
 }
 
 impl Reranker {
-    pub fn load(dir: &Path) -> Result<Self, EmbedError> {
+    pub fn load(dir: &Path, precision: Precision) -> Result<Self, EmbedError> {
         let load_err = |reason: String| crate::hf::load_error(dir, reason);
-        let (config, value): (Config, serde_json::Value) = crate::hf::read_config(dir)?;
-        let num_labels = value["id2label"].as_object().map_or(1, |m| m.len().max(1));
-        // Positions start after the padding index in RoBERTa models.
-        let max_len = config
-            .max_position_embeddings
-            .saturating_sub(config.pad_token_id as usize + 1)
-            .max(8);
-        let tokenizer = crate::hf::tokenizer(dir, max_len)?;
-        let device = Device::Cpu;
+        let (_, config): (serde_json::Value, serde_json::Value) = crate::hf::read_config(dir)?;
+        let num_labels = config["id2label"].as_object().map_or(1, |m| m.len().max(1));
         let vb = crate::hf::weights(dir)?;
-        let model = XLMRobertaForSequenceClassification::new(num_labels, &config, vb)
+        let encoder =
+            Encoder::load(&vb, &config, precision).map_err(|e| load_err(e.to_string()))?;
+        let h = encoder.hidden();
+        let head = vb.pp("classifier");
+        let dense = Dense::load(&head.pp("dense"), h, h).map_err(|e| load_err(e.to_string()))?;
+        let out_proj = Dense::load(&head.pp("out_proj"), h, num_labels)
             .map_err(|e| load_err(e.to_string()))?;
+        let tokenizer = crate::hf::tokenizer(dir, encoder.max_tokens().max(8))?;
         Ok(Self {
-            model,
+            encoder,
+            dense,
+            out_proj,
             tokenizer,
-            pad_id: config.pad_token_id,
-            device,
         })
     }
 
@@ -63,28 +62,25 @@ impl Reranker {
                     .map_err(|e| EmbedError::Tokenize(e.to_string()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let len = encodings
+        let sequences: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        let hidden = self
+            .encoder
+            .forward(&sequences)
+            .map_err(|e| EmbedError::Compute(e.to_string()))?;
+        let h = self.encoder.hidden();
+        let none = vec![0f32; h];
+        let mut start = 0;
+        Ok(sequences
             .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let mut ids = Vec::with_capacity(contexts.len() * len);
-        let mut mask = Vec::with_capacity(contexts.len() * len);
-        for enc in &encodings {
-            let n = enc.get_ids().len();
-            ids.extend_from_slice(enc.get_ids());
-            ids.extend(std::iter::repeat_n(self.pad_id, len - n));
-            mask.extend(std::iter::repeat_n(1u32, n));
-            mask.extend(std::iter::repeat_n(0u32, len - n));
-        }
-        let shape = (contexts.len(), len);
-        let ids = Tensor::from_vec(ids, shape, &self.device).map_err(compute)?;
-        let mask = Tensor::from_vec(mask, shape, &self.device).map_err(compute)?;
-        let types = ids.zeros_like().map_err(compute)?;
-        let logits = self.model.forward(&ids, &mask, &types).map_err(compute)?;
-        let logits = logits.to_vec2::<f32>().map_err(compute)?;
-        Ok(logits.iter().map(|row| row[0]).collect())
+            .map(|s| {
+                // Pairs always carry special tokens; `none` only guards the index.
+                let first = hidden.get(start * h..(start + 1) * h).unwrap_or(&none);
+                start += s.len();
+                let mut x = self.dense.apply(first);
+                x.iter_mut().for_each(|v| *v = v.tanh());
+                self.out_proj.apply(&x)[0]
+            })
+            .collect())
     }
 }
 
@@ -103,7 +99,7 @@ pub fn write_tiny_model(dir: &std::path::Path) -> Result<(), EmbedError> {
         reason: e.to_string(),
     };
     let config = json!({
-        "architectures": ["XLMRobertaForSequenceClassification"],
+        "architectures": ["XLMRobertaForSequenceClassification"], "model_type": "xlm-roberta",
         "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2, "intermediate_size": 64,
         "hidden_act": "gelu", "layer_norm_eps": 1e-5, "attention_probs_dropout_prob": 0.0,
         "hidden_dropout_prob": 0.0, "position_embedding_type": "absolute",
@@ -143,4 +139,65 @@ pub fn write_tiny_model(dir: &std::path::Path) -> Result<(), EmbedError> {
     });
     std::fs::write(dir.join("tokenizer.json"), tokenizer.to_string()).map_err(|e| fail(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+
+    use super::*;
+
+    /// candle's own XLM-RoBERTa (padded batch, attention mask) is an
+    /// independent implementation of the same architecture: the packed
+    /// encoder must agree with it on every pair of a mixed-length batch.
+    #[test]
+    fn scores_match_candles_xlm_roberta_on_the_same_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        write_tiny_model(dir.path()).unwrap();
+        let reranker = Reranker::load(dir.path(), Precision::F32).unwrap();
+        let query = "what is the capital of France";
+        let contexts: Vec<String> = [
+            "Paris is the capital of France",
+            "cheese",
+            "Berlin is the capital of Germany and Paris is the capital of France",
+        ]
+        .map(String::from)
+        .to_vec();
+        let ours = reranker.score(query, &contexts).unwrap();
+
+        let (config, _): (Config, serde_json::Value) = crate::hf::read_config(dir.path()).unwrap();
+        let vb = crate::hf::weights(dir.path()).unwrap();
+        let reference = XLMRobertaForSequenceClassification::new(1, &config, vb).unwrap();
+        let encodings: Vec<_> = contexts
+            .iter()
+            .map(|c| {
+                reranker
+                    .tokenizer
+                    .encode((query, c.as_str()), true)
+                    .unwrap()
+            })
+            .collect();
+        let len = encodings.iter().map(|e| e.get_ids().len()).max().unwrap();
+        let (mut ids, mut mask) = (Vec::new(), Vec::new());
+        for e in &encodings {
+            let n = e.get_ids().len();
+            ids.extend_from_slice(e.get_ids());
+            ids.extend(std::iter::repeat_n(config.pad_token_id, len - n));
+            mask.extend((0..len).map(|i| u32::from(i < n)));
+        }
+        let shape = (contexts.len(), len);
+        let ids = Tensor::from_vec(ids, shape, &Device::Cpu).unwrap();
+        let mask = Tensor::from_vec(mask, shape, &Device::Cpu).unwrap();
+        let types = ids.zeros_like().unwrap();
+        let logits = reference.forward(&ids, &mask, &types).unwrap();
+        let expected: Vec<f32> = logits
+            .to_vec2::<f32>()
+            .unwrap()
+            .iter()
+            .map(|r| r[0])
+            .collect();
+        for (a, b) in ours.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-4, "{ours:?} vs {expected:?}");
+        }
+    }
 }

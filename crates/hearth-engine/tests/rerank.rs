@@ -3,14 +3,14 @@
 //! reranker weights): proves loading, pair encoding, padding and the score
 //! contract, not ranking quality.
 
-use hearth_engine::Reranker;
 use hearth_engine::rerank::write_tiny_model;
+use hearth_engine::{Precision, Reranker};
 
 #[test]
 fn tiny_xlm_roberta_scores_every_context_deterministically() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path()).unwrap();
-    let reranker = Reranker::load(dir.path()).unwrap();
+    let reranker = Reranker::load(dir.path(), Precision::F32).unwrap();
     let contexts: Vec<String> = [
         "Paris is the capital of France",
         "Berlin is the capital of Germany",
@@ -49,6 +49,8 @@ fn a_folder_without_weights_is_a_load_error() {
     let dir = tempfile::tempdir().unwrap();
     write_tiny_model(dir.path()).unwrap();
     std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
-    let err = Reranker::load(dir.path()).err().expect("load must fail");
+    let err = Reranker::load(dir.path(), Precision::F32)
+        .err()
+        .expect("load must fail");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }

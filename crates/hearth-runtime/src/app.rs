@@ -14,7 +14,7 @@ use hearth_engine::textgen::constrain;
 use hearth_engine::textgen::{Priority, TextGenOptions};
 use hearth_engine::{
     Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
-    Pooling, Reranker, TextGenError, TextGenerator,
+    Pooling, Precision, Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
 use hearth_types::tools::OutputShape;
@@ -220,6 +220,9 @@ pub struct Resolved {
     pub weights_file: PathBuf,
     /// What the `x-hearth-weights` header reports.
     pub weights_label: String,
+    /// `Int8` for the catalog's `-int8` ids (encoder tasks quantize their
+    /// weights; text generation's GGUF files carry their own).
+    pub precision: Precision,
 }
 
 /// What text generation continues.
@@ -251,9 +254,10 @@ pub struct Generation {
 
 type LoadCell<T> = Arc<OnceCell<Arc<T>>>;
 
-/// Models loaded on first use, keyed by weights path, loaded once even when
-/// the first requests arrive together.
-struct Loaded<T>(Mutex<HashMap<PathBuf, LoadCell<T>>>);
+/// Models loaded on first use, keyed by weights path and precision (an
+/// `-int8` id and a full-precision id may share one folder), loaded once even
+/// when the first requests arrive together.
+struct Loaded<T>(Mutex<HashMap<(PathBuf, Precision), LoadCell<T>>>);
 
 impl<T> Loaded<T> {
     fn new() -> Self {
@@ -263,6 +267,7 @@ impl<T> Loaded<T> {
     async fn get(
         &self,
         path: &std::path::Path,
+        precision: Precision,
         load: impl FnOnce(PathBuf) -> Result<T, AppError> + Send + 'static,
     ) -> Result<Arc<T>, AppError>
     where
@@ -270,7 +275,7 @@ impl<T> Loaded<T> {
     {
         let cell = {
             let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
-            Arc::clone(map.entry(path.to_path_buf()).or_default())
+            Arc::clone(map.entry((path.to_path_buf(), precision)).or_default())
         };
         let path = path.to_path_buf();
         let loaded = cell
@@ -495,11 +500,16 @@ impl App {
                     })?
             }
         };
+        let precision = Precision::for_model(entry.map_or(model, |e| e.name.as_str()));
         Ok(Resolved {
             requested: model.to_string(),
             task,
             weights_file: found.0,
-            weights_label: found.1,
+            weights_label: match precision {
+                Precision::F32 => found.1,
+                Precision::Int8 => format!("{} (int8)", found.1),
+            },
+            precision,
         })
     }
 
@@ -527,7 +537,7 @@ impl App {
         }
         let options = self.textgen_options();
         self.textgen
-            .get(&resolved.weights_file, move |path| {
+            .get(&resolved.weights_file, Precision::F32, move |path| {
                 TextGenerator::load(&path, options).map_err(AppError::from)
             })
             .await
@@ -537,10 +547,15 @@ impl App {
     /// The loaded embedding model behind `model` (loaded on first use).
     pub async fn embedder(&self, model: &str) -> Result<(Arc<Embedder>, Resolved), AppError> {
         let (resolved, dir) = self.resolve_folder(model, TEXT_EMBEDDINGS)?;
+        let precision = resolved.precision;
         let embedder = self
             .embedders
-            .get(&dir, move |dir| {
-                Embedder::load(&dir, EmbedOptions::default()).map_err(AppError::from)
+            .get(&dir, precision, move |dir| {
+                let options = EmbedOptions {
+                    precision,
+                    ..EmbedOptions::default()
+                };
+                Embedder::load(&dir, options).map_err(AppError::from)
             })
             .await?;
         Ok((embedder, resolved))
@@ -586,7 +601,8 @@ impl App {
         T: Send + 'static,
     {
         let (resolved, dir) = self.resolve_folder(model, task)?;
-        let out = Self::run_in(&dir, cache, load, work).await?;
+        // These tasks' loaders take no precision: they run as their files are.
+        let out = Self::run_in(&dir, Precision::F32, cache, load, work).await?;
         Ok((out, resolved))
     }
 
@@ -594,6 +610,7 @@ impl App {
     /// model on a blocking thread.
     async fn run_in<M, T>(
         dir: &std::path::Path,
+        precision: Precision,
         cache: &Loaded<M>,
         load: impl FnOnce(PathBuf) -> Result<M, AppError> + Send + 'static,
         work: impl FnOnce(&M) -> Result<T, AppError> + Send + 'static,
@@ -602,7 +619,7 @@ impl App {
         M: Send + Sync + 'static,
         T: Send + 'static,
     {
-        let loaded = cache.get(dir, load).await?;
+        let loaded = cache.get(dir, precision, load).await?;
         tokio::task::spawn_blocking(move || work(&loaded))
             .await
             .map_err(|e| AppError::Join(e.to_string()))?
@@ -615,14 +632,17 @@ impl App {
         query: String,
         contexts: Vec<String>,
     ) -> Result<(Vec<f32>, Resolved), AppError> {
-        self.run_loaded(
-            model,
-            TEXT_CLASSIFICATION,
+        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
+        let precision = resolved.precision;
+        let scores = Self::run_in(
+            &dir,
+            precision,
             &self.rerankers,
-            |dir| Ok(Reranker::load(&dir)?),
+            move |dir| Ok(Reranker::load(&dir, precision)?),
             move |reranker| Ok(reranker.score(&query, &contexts)?),
         )
-        .await
+        .await?;
+        Ok((scores, resolved))
     }
 
     /// Label probabilities of `text`, most likely first.
@@ -631,14 +651,17 @@ impl App {
         model: &str,
         text: String,
     ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
-        self.run_loaded(
-            model,
-            TEXT_CLASSIFICATION,
+        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
+        let precision = resolved.precision;
+        let labels = Self::run_in(
+            &dir,
+            precision,
             &self.classifiers,
-            |dir| Ok(Classifier::load(&dir)?),
+            move |dir| Ok(Classifier::load(&dir, precision)?),
             move |classifier| Ok(classifier.classify(&text)?),
         )
-        .await
+        .await?;
+        Ok((labels, resolved))
     }
 
     /// The `top` most likely labels of an encoded image, best first.
@@ -749,6 +772,7 @@ impl App {
         }
         let out = Self::run_in(
             &dir,
+            Precision::F32,
             &self.describers,
             |dir| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
             move |describer| Ok(describer.describe(&image, &prompt, true, &params)?),

@@ -227,3 +227,39 @@ async fn bad_embedding_inputs_name_the_field() {
             .contains("input")
     );
 }
+
+/// An `-int8` id runs MiniLM on int8 weights: the reference similarity still
+/// holds, every vector stays within quantization error of the f32 one, and
+/// the numbers are not the f32 ones (the int8 path really ran).
+#[tokio::test]
+async fn an_int8_id_runs_on_int8_weights_close_to_f32() {
+    let texts = json!({"text": [
+        "A man is eating food.",
+        "A man is eating a piece of bread.",
+        "The quarterly report shows revenue grew by twelve percent.",
+        "How do I reset my password?"
+    ]});
+    let (status, headers, v) = post_json(&run_url(MINILM_INT8), &texts).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap()
+            .ends_with("(int8)")
+    );
+    let int8 = vectors(&v);
+    let full = vectors(&embed(MINILM, texts).await);
+    let close = cosine(&int8[0], &int8[1]);
+    assert!((close - 0.755).abs() <= 0.01, "cos = {close}");
+    let mut largest = 0f64;
+    for (a, b) in int8.iter().zip(&full) {
+        let agreement = cosine(a, b);
+        assert!(agreement > 0.995, "int8 vs f32 cos = {agreement}");
+        largest = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(largest, f64::max);
+    }
+    assert!(largest > 1e-6, "int8 gave the f32 numbers exactly");
+}

@@ -84,7 +84,7 @@ async fn classification_returns_both_labels_with_probabilities() {
         headers["x-hearth-weights"]
             .to_str()
             .unwrap()
-            .contains("tiny-classifier")
+            .contains("tiny-classifier (int8)")
     );
     let labels = v["result"].as_array().unwrap();
     assert_eq!(labels.len(), 2);

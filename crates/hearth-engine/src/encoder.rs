@@ -1,0 +1,873 @@
+//! The BERT-family transformer encoder behind embeddings (BERT, MiniLM, bge)
+//! and reranking (XLM-RoBERTa), run on plain f32 buffers.
+//!
+//! candle's `BertModel` spends most of a short-sentence batch outside its
+//! matrix products: every element-wise step allocates a tensor, attention
+//! transposes through copies, and a padded batch computes every padding
+//! token. Here the sequences of a batch are packed end to end (no padding, so
+//! no mask), Q, K and V come from one product over a fused weight, bias,
+//! residual, activation and layer norm are fused into one pass over each
+//! product's output, and the products call `gemm` (the kernel candle itself
+//! uses) directly.
+
+use candle_core::DType;
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncoderError {
+    #[error("{0}")]
+    Load(String),
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    Token { id: u32, vocab: usize },
+    #[error("a sequence of {len} tokens is longer than the model's {max} positions")]
+    TooLong { len: usize, max: usize },
+}
+
+fn load(e: candle_core::Error) -> EncoderError {
+    EncoderError::Load(e.to_string())
+}
+
+/// The feed-forward activation named by `hidden_act`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The exact, erf-based GELU (`gelu`).
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu" => Some(Self::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
+            "relu" => Some(Self::Relu),
+            _ => None,
+        }
+    }
+}
+
+/// Shape and flavour of an encoder, read from its `config.json`.
+#[derive(Debug, Clone)]
+pub struct EncoderConfig {
+    pub hidden: usize,
+    pub heads: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub eps: f32,
+    pub activation: Activation,
+    /// Where the position table starts: 0 for BERT, `pad_token_id + 1` for
+    /// RoBERTa and XLM-RoBERTa (their positions count from past the padding
+    /// index).
+    pub position_offset: usize,
+    names: &'static Names,
+}
+
+/// Where each layer's tensors live in a checkpoint.
+#[derive(Debug)]
+struct Names {
+    layers: &'static str,
+    query: &'static str,
+    key: &'static str,
+    value: &'static str,
+    attention_out: &'static str,
+    attention_norm: &'static str,
+    up: &'static str,
+    down: &'static str,
+    output_norm: &'static str,
+}
+
+const BERT: Names = Names {
+    layers: "encoder.layer",
+    query: "attention.self.query",
+    key: "attention.self.key",
+    value: "attention.self.value",
+    attention_out: "attention.output.dense",
+    attention_norm: "attention.output.LayerNorm",
+    up: "intermediate.dense",
+    down: "output.dense",
+    output_norm: "output.LayerNorm",
+};
+
+const DISTILBERT: Names = Names {
+    layers: "transformer.layer",
+    query: "attention.q_lin",
+    key: "attention.k_lin",
+    value: "attention.v_lin",
+    attention_out: "attention.out_lin",
+    attention_norm: "sa_layer_norm",
+    up: "ffn.lin1",
+    down: "ffn.lin2",
+    output_norm: "output_layer_norm",
+};
+
+impl EncoderConfig {
+    /// From a Hugging Face `config.json` of a BERT or (XLM-)RoBERTa model.
+    pub fn from_json(config: &serde_json::Value) -> Result<Self, EncoderError> {
+        let whole = |key: &str| -> Result<usize, EncoderError> {
+            config[key]
+                .as_u64()
+                .filter(|&v| v > 0)
+                .map(|v| v as usize)
+                .ok_or_else(|| EncoderError::Load(format!("config.json has no positive `{key}`")))
+        };
+        // DistilBERT names the same quantities differently.
+        let distil = config["model_type"].as_str() == Some("distilbert")
+            || (config.get("dim").is_some() && config.get("n_layers").is_some());
+        let key = |bert: &'static str, distilbert: &'static str| {
+            if distil { distilbert } else { bert }
+        };
+        let hidden = whole(key("hidden_size", "dim"))?;
+        let heads = whole(key("num_attention_heads", "n_heads"))?;
+        if hidden % heads != 0 {
+            return Err(EncoderError::Load(format!(
+                "hidden_size {hidden} is not a multiple of num_attention_heads {heads}"
+            )));
+        }
+        let act = config[key("hidden_act", "activation")]
+            .as_str()
+            .unwrap_or("gelu");
+        let activation = Activation::from_name(act)
+            .ok_or_else(|| EncoderError::Load(format!("unsupported hidden_act `{act}`")))?;
+        let roberta = config["model_type"]
+            .as_str()
+            .is_some_and(|t| t.contains("roberta"))
+            || config["architectures"].as_array().is_some_and(|a| {
+                a.iter()
+                    .any(|n| n.as_str().is_some_and(|n| n.contains("Roberta")))
+            });
+        let position_offset = if roberta {
+            config["pad_token_id"].as_u64().unwrap_or(1) as usize + 1
+        } else {
+            0
+        };
+        Ok(Self {
+            hidden,
+            heads,
+            intermediate: whole(key("intermediate_size", "hidden_dim"))?,
+            layers: whole(key("num_hidden_layers", "n_layers"))?,
+            eps: config["layer_norm_eps"].as_f64().unwrap_or(1e-12) as f32,
+            activation,
+            position_offset,
+            names: if distil { &DISTILBERT } else { &BERT },
+        })
+    }
+}
+
+/// `y = x W^T + b`. The checkpoint stores `W` as `[outputs, inputs]`; it is
+/// kept as panels of `PANEL` outputs, each `[inputs, PANEL]` (column-major),
+/// so a product reads each panel as one contiguous block and reuses it across
+/// a run of tokens from cache. Letting `gemm` see the whole row-major weight
+/// instead meant either packing the activations on every call (a third of the
+/// encoder's time) or streaming the whole weight once per six tokens (three
+/// times slower at batch 1).
+struct Linear {
+    panels: Panels,
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+}
+
+/// The weight panels, in full precision or quantized.
+enum Panels {
+    F32(Vec<f32>),
+    /// Weight-only int8: each output's weights are `q * scale` with one
+    /// symmetric scale per output (`scales`, padded to whole panels); a work
+    /// item widens its panel to f32 in a per-thread buffer (a quarter of the
+    /// memory traffic, the same kernel).
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+        /// This layer's key in the widened-panel cache.
+        id: u64,
+    },
+}
+
+/// Outputs per weight panel: a multiple of every `gemm` microkernel's rows.
+const PANEL: usize = 64;
+
+/// How the encoder keeps its matrix weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// Weight-only int8 with a scale per output (embeddings, norms and
+    /// activations stay f32): what the catalog's `-int8` models run in.
+    Int8,
+}
+
+impl Precision {
+    /// `Int8` for the catalog's `-int8` ids.
+    pub fn for_model(name: &str) -> Self {
+        if name.ends_with("-int8") {
+            Self::Int8
+        } else {
+            Self::F32
+        }
+    }
+}
+
+thread_local! {
+    /// A work item's int8 panel, widened, and which (layer, panel) it is:
+    /// consecutive items of one thread mostly share a panel.
+    static WIDENED: std::cell::RefCell<(Option<PanelKey>, Vec<f32>)> =
+        const { std::cell::RefCell::new((None, Vec::new())) };
+}
+
+/// A panel in the widened-panel cache: (layer id, panel index).
+type PanelKey = (u64, usize);
+
+/// Tells int8 layers apart in the widened-panel cache.
+static NEXT_LINEAR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Linear {
+    fn new(
+        weight: &[f32],
+        bias: Vec<f32>,
+        inputs: usize,
+        outputs: usize,
+        precision: Precision,
+    ) -> Self {
+        let padded = outputs.div_ceil(PANEL) * PANEL;
+        let mut panels = vec![0f32; padded * inputs];
+        for (o, row) in weight.chunks_exact(inputs).enumerate() {
+            let panel = &mut panels[o / PANEL * PANEL * inputs..];
+            for (i, &w) in row.iter().enumerate() {
+                panel[i * PANEL + o % PANEL] = w;
+            }
+        }
+        let panels = match precision {
+            Precision::F32 => Panels::F32(panels),
+            Precision::Int8 => {
+                let mut scales = vec![0f32; padded];
+                for (o, row) in weight.chunks_exact(inputs).enumerate() {
+                    scales[o] = row.iter().fold(0f32, |m, w| m.max(w.abs())) / 127.0;
+                }
+                let values = panels
+                    .chunks_exact(PANEL)
+                    .enumerate()
+                    .flat_map(|(at, column)| {
+                        let scales = &scales[at / inputs * PANEL..][..PANEL];
+                        column.iter().zip(scales).map(|(w, s)| {
+                            if *s > 0.0 {
+                                (w / s).round().clamp(-127.0, 127.0) as i8
+                            } else {
+                                0
+                            }
+                        })
+                    })
+                    .collect();
+                Panels::Int8 {
+                    values,
+                    scales,
+                    id: NEXT_LINEAR_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+                }
+            }
+        };
+        Self {
+            panels,
+            bias,
+            inputs,
+            outputs,
+        }
+    }
+
+    /// Runs `f` on panel `panel` as f32 (`[inputs, PANEL]`), widening it
+    /// first when the weights are int8.
+    fn with_panel<R>(&self, panel: usize, f: impl FnOnce(&[f32]) -> R) -> R {
+        let size = PANEL * self.inputs;
+        match &self.panels {
+            Panels::F32(all) => f(&all[panel * size..][..size]),
+            Panels::Int8 { values, scales, id } => WIDENED.with_borrow_mut(|(held, buffer)| {
+                if *held == Some((*id, panel)) {
+                    return f(buffer);
+                }
+                *held = Some((*id, panel));
+                buffer.resize(size, 0.0);
+                let scales = &scales[panel * PANEL..][..PANEL];
+                for (out, q) in buffer
+                    .chunks_exact_mut(PANEL)
+                    .zip(values[panel * size..][..size].chunks_exact(PANEL))
+                {
+                    for ((o, &q), s) in out.iter_mut().zip(q).zip(scales) {
+                        *o = f32::from(q) * s;
+                    }
+                }
+                f(buffer)
+            }),
+        }
+    }
+}
+
+struct Norm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+struct Layer {
+    /// Query, key and value weights stacked into one `[3 hidden, hidden]`.
+    qkv: Linear,
+    attention_out: Linear,
+    attention_norm: Norm,
+    up: Linear,
+    down: Linear,
+    output_norm: Norm,
+}
+
+pub struct Encoder {
+    config: EncoderConfig,
+    words: Vec<f32>,
+    positions: Vec<f32>,
+    max_positions: usize,
+    /// Row 0 of the token-type table (single-segment input), if the model has one.
+    token_type: Option<Vec<f32>>,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+}
+
+fn values(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, EncoderError> {
+    vb.get(shape, name)
+        .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
+        .map_err(load)
+}
+
+fn linear(
+    vb: &VarBuilder,
+    inputs: usize,
+    outputs: usize,
+    precision: Precision,
+) -> Result<Linear, EncoderError> {
+    let weight = values(vb, &[outputs, inputs], "weight")?;
+    let bias = values(vb, &[outputs], "bias")?;
+    Ok(Linear::new(&weight, bias, inputs, outputs, precision))
+}
+
+/// A small fully connected layer applied to one vector at a time, as
+/// classification heads are (a few rows per request: no `gemm` needed).
+pub struct Dense {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    inputs: usize,
+}
+
+impl Dense {
+    pub fn load(vb: &VarBuilder, inputs: usize, outputs: usize) -> Result<Self, EncoderError> {
+        Ok(Self {
+            weight: values(vb, &[outputs, inputs], "weight")?,
+            bias: values(vb, &[outputs], "bias")?,
+            inputs,
+        })
+    }
+
+    /// `W x + b`; `x` has `inputs` values.
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        self.weight
+            .chunks_exact(self.inputs)
+            .zip(&self.bias)
+            .map(|(row, b)| b + dot(row, x))
+            .collect()
+    }
+}
+
+/// Layer norms are `weight`/`bias`, or `gamma`/`beta` in older checkpoints.
+fn norm(vb: &VarBuilder, size: usize) -> Result<Norm, EncoderError> {
+    let (w, b) = if vb.contains_tensor("gamma") {
+        ("gamma", "beta")
+    } else {
+        ("weight", "bias")
+    };
+    Ok(Norm {
+        weight: values(vb, &[size], w)?,
+        bias: values(vb, &[size], b)?,
+    })
+}
+
+impl Encoder {
+    /// The encoder of a BERT or (XLM-)RoBERTa checkpoint; `vb` may point at
+    /// the model's root or at its `bert.`/`roberta.` prefix.
+    pub fn load(
+        vb: &VarBuilder,
+        config: &serde_json::Value,
+        precision: Precision,
+    ) -> Result<Self, EncoderError> {
+        let cfg = EncoderConfig::from_json(config)?;
+        let vb = ["", "bert", "roberta", "distilbert", "model"]
+            .iter()
+            .map(|p| if p.is_empty() { vb.clone() } else { vb.pp(*p) })
+            .find(|v| v.contains_tensor("embeddings.word_embeddings.weight"))
+            .ok_or_else(|| {
+                EncoderError::Load("no embeddings.word_embeddings.weight in the weights".into())
+            })?;
+        let h = cfg.hidden;
+        let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
+        let max_positions = config["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
+        let emb = vb.pp("embeddings");
+        let words = values(&emb, &[vocab, h], "word_embeddings.weight")?;
+        let positions = values(&emb, &[max_positions, h], "position_embeddings.weight")?;
+        let token_type = if emb.contains_tensor("token_type_embeddings.weight") {
+            let types = config["type_vocab_size"].as_u64().unwrap_or(2) as usize;
+            let table = values(&emb, &[types, h], "token_type_embeddings.weight")?;
+            Some(table[..h].to_vec())
+        } else {
+            None
+        };
+        let embedding_norm = norm(&emb.pp("LayerNorm"), h)?;
+        let mut layers = Vec::with_capacity(cfg.layers);
+        let names = cfg.names;
+        for i in 0..cfg.layers {
+            let l = vb.pp(format!("{}.{i}", names.layers));
+            let [q, k, v] = [names.query, names.key, names.value].map(|name| {
+                Ok::<_, EncoderError>((
+                    values(&l.pp(name), &[h, h], "weight")?,
+                    values(&l.pp(name), &[h], "bias")?,
+                ))
+            });
+            let (q, k, v) = (q?, k?, v?);
+            let qkv = Linear::new(
+                &[q.0, k.0, v.0].concat(),
+                [q.1, k.1, v.1].concat(),
+                h,
+                3 * h,
+                precision,
+            );
+            layers.push(Layer {
+                qkv,
+                attention_out: linear(&l.pp(names.attention_out), h, h, precision)?,
+                attention_norm: norm(&l.pp(names.attention_norm), h)?,
+                up: linear(&l.pp(names.up), h, cfg.intermediate, precision)?,
+                down: linear(&l.pp(names.down), cfg.intermediate, h, precision)?,
+                output_norm: norm(&l.pp(names.output_norm), h)?,
+            });
+        }
+        Ok(Self {
+            config: cfg,
+            words,
+            positions,
+            max_positions,
+            token_type,
+            embedding_norm,
+            layers,
+        })
+    }
+
+    pub fn hidden(&self) -> usize {
+        self.config.hidden
+    }
+
+    /// Most tokens one sequence may have.
+    pub fn max_tokens(&self) -> usize {
+        self.max_positions
+            .saturating_sub(self.config.position_offset)
+    }
+
+    /// Final hidden states of every token of every sequence, packed end to
+    /// end: `[sum of lengths, hidden]`, sequence after sequence.
+    pub fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>, EncoderError> {
+        let h = self.config.hidden;
+        let vocab = self.words.len() / h;
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+        if let Some(&len) = lengths.iter().find(|&&l| l > self.max_tokens()) {
+            return Err(EncoderError::TooLong {
+                len,
+                max: self.max_tokens(),
+            });
+        }
+        let tokens: usize = lengths.iter().sum();
+        let mut x = vec![0f32; tokens * h];
+        let mut rows = x.chunks_exact_mut(h);
+        for sequence in sequences {
+            for (position, (&id, row)) in sequence.iter().zip(&mut rows).enumerate() {
+                let word = self
+                    .words
+                    .get(id as usize * h..(id as usize + 1) * h)
+                    .ok_or(EncoderError::Token { id, vocab })?;
+                let at = (position + self.config.position_offset) * h;
+                let place = &self.positions[at..at + h];
+                for ((o, w), p) in row.iter_mut().zip(word).zip(place) {
+                    *o = w + p;
+                }
+                if let Some(types) = &self.token_type {
+                    row.iter_mut().zip(types).for_each(|(o, t)| *o += t);
+                }
+            }
+        }
+        let eps = self.config.eps;
+        for_rows(&mut x, h, |row| layer_norm(row, &self.embedding_norm, eps));
+
+        let mut qkv = vec![0f32; tokens * 3 * h];
+        let mut context = vec![0f32; tokens * h];
+        let mut up = vec![0f32; tokens * self.config.intermediate];
+        let mut next = vec![0f32; tokens * h];
+        for layer in &self.layers {
+            layer.qkv.apply(&x, tokens, &mut qkv, None);
+            self.attention(&qkv, &lengths, &mut context);
+            layer
+                .attention_out
+                .apply(&context, tokens, &mut next, Some(&x));
+            for_rows(&mut next, h, |row| {
+                layer_norm(row, &layer.attention_norm, eps)
+            });
+            std::mem::swap(&mut x, &mut next);
+            layer
+                .up
+                .apply_then(&x, tokens, &mut up, None, Some(self.config.activation));
+            layer.down.apply(&up, tokens, &mut next, Some(&x));
+            for_rows(&mut next, h, |row| layer_norm(row, &layer.output_norm, eps));
+            std::mem::swap(&mut x, &mut next);
+        }
+        Ok(x)
+    }
+
+    /// Scaled dot-product attention of every head over its own sequence,
+    /// sequences in parallel.
+    fn attention(&self, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
+        let h = self.config.hidden;
+        let heads = self.config.heads;
+        let head = h / heads;
+        let scale = 1.0 / (head as f32).sqrt();
+        let mut parts = Vec::with_capacity(lengths.len());
+        let (mut rest, mut start) = (context, 0);
+        for &len in lengths {
+            let (part, tail) = rest.split_at_mut(len * h);
+            parts.push((start, len, part));
+            rest = tail;
+            start += len;
+        }
+        parts.into_par_iter().for_each(|(start, len, out)| {
+            let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
+            let mut scores = vec![0f32; len];
+            for hd in 0..heads {
+                let (q_at, k_at, v_at) = (hd * head, h + hd * head, 2 * h + hd * head);
+                for i in 0..len {
+                    let q = &rows[i * 3 * h + q_at..i * 3 * h + q_at + head];
+                    for (j, s) in scores.iter_mut().enumerate() {
+                        *s = scale * dot(q, &rows[j * 3 * h + k_at..j * 3 * h + k_at + head]);
+                    }
+                    softmax(&mut scores);
+                    let o = &mut out[i * h + hd * head..i * h + (hd + 1) * head];
+                    o.fill(0.0);
+                    for (j, &p) in scores.iter().enumerate() {
+                        let v = &rows[j * 3 * h + v_at..j * 3 * h + v_at + head];
+                        o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Linear {
+    /// `out = x W^T + b (+ residual)` for `rows` rows of `x`.
+    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
+        self.apply_then(x, rows, out, residual, None);
+    }
+
+    /// `apply`, then `activation` on each work item's block while it is
+    /// still in cache (a separate pass re-read the whole output from memory).
+    fn apply_then(
+        &self,
+        x: &[f32],
+        rows: usize,
+        out: &mut [f32],
+        residual: Option<&[f32]>,
+        activation: Option<Activation>,
+    ) {
+        let (k, n) = (self.inputs, self.outputs);
+        let out = &mut out[..rows * n];
+        let x = &x[..rows * k];
+        let residual = residual.map(|r| &r[..rows * n]);
+        if rows == 0 {
+            return;
+        }
+        // Work items are (panel, run of tokens); runs shrink until both
+        // threads of a small batch have several items each.
+        let panels = n.div_ceil(PANEL);
+        let threads = rayon::current_num_threads();
+        let mut run = 120;
+        while panels * rows.div_ceil(run) < 2 * threads && run > 30 {
+            run /= 2;
+        }
+        let runs = rows.div_ceil(run);
+        let dst = SharedOut(out.as_mut_ptr());
+        (0..panels * runs).into_par_iter().for_each(|item| {
+            let (panel, first) = (item / runs, item % runs * run);
+            let outputs = PANEL.min(n - panel * PANEL);
+            let tokens = run.min(rows - first);
+            let columns = panel * PANEL..panel * PANEL + outputs;
+            // The product accumulates onto bias (+ residual), written here
+            // rather than in a pass of its own over the whole output.
+            for r in first..first + tokens {
+                // SAFETY: row r's columns of this panel lie inside `out`
+                // (r < rows, columns < n) and belong to this item alone.
+                let row = unsafe {
+                    std::slice::from_raw_parts_mut(dst.at(r * n + columns.start), outputs)
+                };
+                let bias = &self.bias[columns.clone()];
+                match residual {
+                    Some(res) => {
+                        let res = &res[r * n + columns.start..r * n + columns.end];
+                        for ((o, b), x) in row.iter_mut().zip(bias).zip(res) {
+                            *o = b + x;
+                        }
+                    }
+                    None => row.copy_from_slice(bias),
+                }
+            }
+            // Computed as out^T = W x^T: the panel (column-major) on the
+            // left, each token's row of `x` as a column on the right.
+            self.with_panel(panel, |weights| {
+                // SAFETY: `out` holds rows x n values, `x` rows x k and
+                // `weights` k x PANEL; this item reads and writes
+                // out^T[c][r] at r*n + c for c in its panel's outputs and r in
+                // its tokens (no other item touches them), reads W[c][i] at
+                // i*PANEL + c % PANEL and x^T[i][r] at r*k + i. Strides are
+                // given column stride first, as `gemm` takes them.
+                unsafe {
+                    gemm::gemm(
+                        outputs,
+                        tokens,
+                        k,
+                        dst.at(first * n + panel * PANEL),
+                        n as isize,
+                        1,
+                        true,
+                        weights.as_ptr(),
+                        PANEL as isize,
+                        1,
+                        x.as_ptr().add(first * k),
+                        k as isize,
+                        1,
+                        1.0f32,
+                        1.0f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+            if let Some(activation) = activation {
+                for r in first..first + tokens {
+                    // SAFETY: as for the bias above: this item's own block.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(dst.at(r * n + columns.start), outputs)
+                    };
+                    activate(row, activation);
+                }
+            }
+        });
+    }
+}
+
+/// The output of a product, written by work items on disjoint elements.
+struct SharedOut(*mut f32);
+
+// SAFETY: each work item writes only its own (panel, tokens) block.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// # Safety
+    /// `offset` must be inside the output buffer.
+    unsafe fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY: promised by the caller.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Runs `f` on each `width`-long row, rows in parallel.
+fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+    x.par_chunks_mut(width * 16)
+        .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
+}
+
+/// Sixteen independent accumulators so the sum vectorizes.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a16
+        .remainder()
+        .iter()
+        .zip(b16.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a16.zip(b16) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let chunks = a.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for l in 0..16 {
+            acc[l] += x[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
+    let n = row.len() as f32;
+    let mean = sum(row) / n;
+    row.iter_mut().for_each(|x| *x -= mean);
+    let variance = dot(row, row) / n;
+    let inv = 1.0 / (variance + eps).sqrt();
+    for ((x, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
+        *x = *x * inv * w + b;
+    }
+}
+
+fn softmax(x: &mut [f32]) {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    x.iter_mut().for_each(|v| *v = exp(*v - max));
+    let total = sum(x);
+    x.iter_mut().for_each(|v| *v /= total);
+}
+
+fn activate(x: &mut [f32], activation: Activation) {
+    match activation {
+        Activation::Gelu => x
+            .iter_mut()
+            .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
+        Activation::GeluTanh => x.iter_mut().for_each(|v| {
+            let inner = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+            *v = 0.5 * *v * (1.0 + tanh(inner));
+        }),
+        Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+    }
+}
+
+/// `e^x` to within a few ulp, in plain arithmetic so loops over it
+/// vectorize (libm's `expf` is a call per element): `x = n ln2 + r` with
+/// `|r| <= ln2 / 2`, a degree-6 polynomial for `e^r` (Cephes' `expf`
+/// coefficients) and `2^n` put straight into the exponent bits.
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.3, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_2e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` as a rational function of `x` (Eigen's float `erf`
+/// coefficients), exact to float precision past |x| = 4.
+fn erf(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_6e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    x * p / q
+}
+
+fn tanh(x: f32) -> f32 {
+    // tanh(x) = 1 - 2 / (e^{2x} + 1), saturating cleanly at both ends.
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Odd sizes: a partial last panel, token runs that are not a multiple
+    /// of the kernel's width, and a residual.
+    #[test]
+    fn products_match_a_plain_triple_loop() {
+        for (inputs, outputs, rows) in [(7, 70, 13), (32, 96, 5), (40, 64, 300), (3, 1, 1)] {
+            let value = |i: usize| ((i * 7919 % 101) as f32 - 50.0) / 50.0;
+            let weight: Vec<f32> = (0..inputs * outputs).map(value).collect();
+            let bias: Vec<f32> = (0..outputs).map(|i| value(i + 3)).collect();
+            let x: Vec<f32> = (0..rows * inputs).map(|i| value(i + 11)).collect();
+            let residual: Vec<f32> = (0..rows * outputs).map(|i| value(i + 17)).collect();
+            // int8 is checked against the product of its own quantized weights.
+            for precision in [Precision::F32, Precision::Int8] {
+                let linear = Linear::new(&weight, bias.clone(), inputs, outputs, precision);
+                let effective = |c: usize, i: usize| match &linear.panels {
+                    Panels::F32(_) => weight[c * inputs + i],
+                    Panels::Int8 { values, scales, .. } => {
+                        f32::from(values[(c / PANEL * inputs + i) * PANEL + c % PANEL]) * scales[c]
+                    }
+                };
+                let mut out = vec![f32::NAN; rows * outputs];
+                linear.apply(&x, rows, &mut out, Some(&residual));
+                for r in 0..rows {
+                    for c in 0..outputs {
+                        let expected = residual[r * outputs + c]
+                            + bias[c]
+                            + (0..inputs)
+                                .map(|i| x[r * inputs + i] * effective(c, i))
+                                .sum::<f32>();
+                        let quantized = effective(c, 0);
+                        assert!((quantized - weight[c * inputs]).abs() <= 0.5 / 127.0 + 1e-6);
+                        let got = out[r * outputs + c];
+                        assert!(
+                            (got - expected).abs() < 1e-4,
+                            "{inputs}x{outputs}x{rows} at ({r},{c}): {got} vs {expected}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn exp_erf_and_tanh_match_the_standard_library() {
+        let mut worst = (0f32, 0f32, 0f32);
+        for i in -2000..=2000 {
+            let x = i as f32 / 100.0;
+            let e = (exp(x) - x.exp()).abs() / x.exp();
+            worst.0 = worst.0.max(e);
+            let erf_ref = libm_erf(x as f64) as f32;
+            worst.1 = worst.1.max((erf(x) - erf_ref).abs());
+            worst.2 = worst.2.max((tanh(x) - x.tanh()).abs());
+        }
+        assert!(worst.0 < 4e-7, "exp relative error {}", worst.0);
+        assert!(worst.1 < 1e-6, "erf error {}", worst.1);
+        assert!(worst.2 < 1e-6, "tanh error {}", worst.2);
+        assert!(exp(-200.0) >= 0.0 && exp(-200.0) < 1e-37);
+        assert!(exp(200.0).is_finite());
+    }
+
+    /// erf by its Taylor series (|x| < 3) or continued fraction, in f64:
+    /// a reference independent of the rational approximation under test.
+    fn libm_erf(x: f64) -> f64 {
+        if x.abs() < 3.0 {
+            let mut term = x;
+            let mut total = x;
+            for n in 1..200 {
+                term *= -x * x / n as f64;
+                total += term / (2 * n + 1) as f64;
+            }
+            total * 2.0 / std::f64::consts::PI.sqrt()
+        } else {
+            let mut f = 0.0;
+            for n in (1..60).rev() {
+                f = n as f64 / 2.0 / (x.abs() + f);
+            }
+            let tail = (-x * x).exp() / std::f64::consts::PI.sqrt() / (x.abs() + f);
+            (1.0 - tail) * x.signum()
+        }
+    }
+}
