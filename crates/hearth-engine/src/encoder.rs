@@ -527,34 +527,56 @@ impl Encoder {
         let heads = self.config.heads;
         let head = h / heads;
         let scale = 1.0 / (head as f32).sqrt();
-        let mut parts = Vec::with_capacity(lengths.len());
-        let (mut rest, mut start) = (context, 0);
-        for &len in lengths {
-            let (part, tail) = rest.split_at_mut(len * h);
-            parts.push((start, len, part));
-            rest = tail;
-            start += len;
-        }
-        parts.into_par_iter().for_each(|(start, len, out)| {
-            let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
-            let mut scores = vec![0f32; len];
-            for hd in 0..heads {
+        let starts: Vec<usize> = lengths
+            .iter()
+            .scan(0, |at, &len| {
+                let start = *at;
+                *at += len;
+                Some(start)
+            })
+            .collect();
+        let dst = SharedOut(context.as_mut_ptr());
+        // One work item per (sequence, head), so a lone sequence still uses
+        // every thread; K is transposed per item so each query's scores
+        // accumulate across keys in vector lanes instead of ending every
+        // short dot product in a horizontal sum.
+        (0..lengths.len() * heads).into_par_iter().for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), item| {
+                let (sequence, hd) = (item / heads, item % heads);
+                let (start, len) = (starts[sequence], lengths[sequence]);
+                let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
                 let (q_at, k_at, v_at) = (hd * head, h + hd * head, 2 * h + hd * head);
-                for i in 0..len {
-                    let q = &rows[i * 3 * h + q_at..i * 3 * h + q_at + head];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        *s = scale * dot(q, &rows[j * 3 * h + k_at..j * 3 * h + k_at + head]);
+                keys_t.resize(head * len, 0.0);
+                for (j, row) in rows.chunks_exact(3 * h).enumerate() {
+                    for (d, &k) in row[k_at..k_at + head].iter().enumerate() {
+                        keys_t[d * len + j] = k;
                     }
-                    softmax(&mut scores);
-                    let o = &mut out[i * h + hd * head..i * h + (hd + 1) * head];
+                }
+                scores.resize(len, 0.0);
+                for (i, row) in rows.chunks_exact(3 * h).enumerate() {
+                    scores.fill(0.0);
+                    for (d, &q) in row[q_at..q_at + head].iter().enumerate() {
+                        let q = q * scale;
+                        for (s, k) in scores.iter_mut().zip(&keys_t[d * len..(d + 1) * len]) {
+                            *s += q * k;
+                        }
+                    }
+                    softmax(scores);
+                    // SAFETY: token start + i's columns of head hd lie inside
+                    // `context` (start + i < total tokens, columns < h) and
+                    // belong to this item alone.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(dst.at((start + i) * h + hd * head), head)
+                    };
                     o.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        let v = &rows[j * 3 * h + v_at..j * 3 * h + v_at + head];
+                    for (&p, value_row) in scores.iter().zip(rows.chunks_exact(3 * h)) {
+                        let v = &value_row[v_at..v_at + head];
                         o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
                     }
                 }
-            }
-        });
+            },
+        );
     }
 }
 
