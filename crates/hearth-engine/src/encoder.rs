@@ -14,6 +14,8 @@ use candle_core::DType;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::matvec::dot;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
     #[error("{0}")]
@@ -703,24 +705,6 @@ impl SharedOut {
 fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     x.par_chunks_mut(width * 16)
         .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
-}
-
-/// Sixteen independent accumulators so the sum vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (a16, b16) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = a16
-        .remainder()
-        .iter()
-        .zip(b16.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a16.zip(b16) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 fn sum(a: &[f32]) -> f32 {

@@ -56,6 +56,36 @@ pub mod vision;
 pub use classify::Classifier;
 pub use embed::{EmbedError, EmbedInfo, EmbedOptions, Embedder, Embeddings, Pooling};
 pub use encoder::Precision;
+
+/// What a caller must be told about an engine's error: the request's own
+/// mistake (answered 400 with the engine's message), or the engine's failure.
+pub trait EngineError: std::error::Error {
+    /// The message naming what is wrong with the input; `None` when the
+    /// engine itself failed (load or compute).
+    fn bad_input(&self) -> Option<&str>;
+}
+
+/// `EngineError` for an error enum whose listed variants carry the
+/// caller's mistake as their one `String`.
+macro_rules! bad_input_variants {
+    ($ty:ty: $($variant:ident),+) => {
+        impl EngineError for $ty {
+            fn bad_input(&self) -> Option<&str> {
+                match self {
+                    $(Self::$variant(m))|+ => Some(m),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+bad_input_variants!(vision::VisionError: BadImage);
+bad_input_variants!(diffusion::DiffusionError: BadInput);
+bad_input_variants!(bart::SummarizeError: BadInput);
+bad_input_variants!(describe::DescribeError: BadInput);
+bad_input_variants!(translate::TranslateError: BadInput);
+bad_input_variants!(speech::SpeechError: BadAudio, BadOption);
 pub use rerank::Reranker;
 pub use store::{ModelStore, PullProgress, StoreError};
 pub use textgen::{

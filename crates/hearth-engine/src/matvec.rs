@@ -51,7 +51,7 @@ pub fn against_rows(x: &Tensor, table: &Tensor) -> Result<Tensor> {
 }
 
 /// Eight independent accumulators so the loop vectorizes.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8

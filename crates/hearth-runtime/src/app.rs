@@ -13,8 +13,8 @@ use hearth_catalog::{Catalog, ModelEntry, Weights};
 use hearth_engine::textgen::constrain;
 use hearth_engine::textgen::{Priority, TextGenOptions};
 use hearth_engine::{
-    Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, GenerationStream, ModelStore,
-    Pooling, Precision, Reranker, TextGenError, TextGenerator,
+    Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, EngineError, GenerationStream,
+    ModelStore, Pooling, Precision, Reranker, TextGenError, TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
 use hearth_types::tools::OutputShape;
@@ -116,55 +116,12 @@ impl From<AppError> for ApiError {
                     ApiError::plain(ErrorCode::Internal)
                 }
             },
-            AppError::Vision(e) => match e {
-                hearth_engine::vision::VisionError::BadImage(m) => ApiError::invalid_input(m),
-                hearth_engine::vision::VisionError::Load { .. }
-                | hearth_engine::vision::VisionError::Compute(_) => {
-                    tracing::error!(error = %e, "image engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
-            AppError::Diffusion(e) => match e {
-                hearth_engine::diffusion::DiffusionError::BadInput(m) => ApiError::invalid_input(m),
-                hearth_engine::diffusion::DiffusionError::Load { .. }
-                | hearth_engine::diffusion::DiffusionError::Compute(_) => {
-                    tracing::error!(error = %e, "diffusion engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
-            AppError::Summarize(e) => match e {
-                hearth_engine::bart::SummarizeError::BadInput(m) => ApiError::invalid_input(m),
-                hearth_engine::bart::SummarizeError::Load { .. }
-                | hearth_engine::bart::SummarizeError::Compute(_) => {
-                    tracing::error!(error = %e, "summarization engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
-            AppError::Describe(e) => match e {
-                hearth_engine::describe::DescribeError::BadInput(m) => ApiError::invalid_input(m),
-                hearth_engine::describe::DescribeError::Load { .. }
-                | hearth_engine::describe::DescribeError::Compute(_) => {
-                    tracing::error!(error = %e, "image-to-text engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
-            AppError::Speech(e) => match e {
-                hearth_engine::speech::SpeechError::BadAudio(m)
-                | hearth_engine::speech::SpeechError::BadOption(m) => ApiError::invalid_input(m),
-                hearth_engine::speech::SpeechError::Load { .. }
-                | hearth_engine::speech::SpeechError::Compute(_) => {
-                    tracing::error!(error = %e, "speech engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
-            AppError::Translate(e) => match e {
-                hearth_engine::translate::TranslateError::BadInput(m) => ApiError::invalid_input(m),
-                hearth_engine::translate::TranslateError::Load { .. }
-                | hearth_engine::translate::TranslateError::Compute(_) => {
-                    tracing::error!(error = %e, "translation engine failure");
-                    ApiError::plain(ErrorCode::Internal)
-                }
-            },
+            AppError::Vision(e) => engine_error(&e, "image"),
+            AppError::Diffusion(e) => engine_error(&e, "diffusion"),
+            AppError::Summarize(e) => engine_error(&e, "summarization"),
+            AppError::Describe(e) => engine_error(&e, "image-to-text"),
+            AppError::Speech(e) => engine_error(&e, "speech"),
+            AppError::Translate(e) => engine_error(&e, "translation"),
             AppError::Accounts(_)
             | AppError::Catalog(_)
             | AppError::Join(_)
@@ -172,6 +129,18 @@ impl From<AppError> for ApiError {
                 tracing::error!(error = %e, "internal failure");
                 ApiError::plain(ErrorCode::Internal)
             }
+        }
+    }
+}
+
+/// A 400 naming the input for the caller's mistake; otherwise the failure
+/// is logged and answered as an internal error.
+fn engine_error(e: &dyn EngineError, engine: &str) -> ApiError {
+    match e.bad_input() {
+        Some(message) => ApiError::invalid_input(message),
+        None => {
+            tracing::error!(error = %e, "{engine} engine failure");
+            ApiError::plain(ErrorCode::Internal)
         }
     }
 }
