@@ -50,16 +50,18 @@ pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, EmbedEr
 
 /// `model.safetensors`, memory-mapped, as F32 on the CPU.
 pub(crate) fn weights(dir: &Path) -> Result<VarBuilder<'static>, EmbedError> {
+    let safetensors = dir.join("model.safetensors");
+    let pickle = dir.join("pytorch_model.bin");
+    // Some hub repos (BAAI/bge-m3 among them) ship only PyTorch's zip/pickle
+    // checkpoint; it is read as it is, tensor by tensor.
+    if !safetensors.is_file() && pickle.is_file() {
+        return VarBuilder::from_pth(&pickle, DType::F32, &Device::Cpu)
+            .map_err(|e| load_error(dir, format!("pytorch_model.bin: {e}")));
+    }
     // SAFETY: the weights are memory-mapped read-only and Hearth never writes
     // into the models dir while a model is loaded.
-    unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-    }
-    .map_err(|e| load_error(dir, format!("model.safetensors: {e}")))
+    unsafe { VarBuilder::from_mmaped_safetensors(&[safetensors], DType::F32, &Device::Cpu) }
+        .map_err(|e| load_error(dir, format!("model.safetensors: {e}")))
 }
 
 /// A JSON file of a model folder: `None` when the folder has none, an

@@ -400,9 +400,10 @@ impl App {
         if target.ends_with(".gguf") || target.starts_with('/') {
             let path = PathBuf::from(target);
             // A folder in the Hugging Face layout is served by its
-            // safetensors; a diffusers pipeline folder by its index.
+            // safetensors (or PyTorch checkpoint); a diffusers pipeline
+            // folder by its index.
             let file = if path.is_dir() {
-                ["model.safetensors", "model_index.json"]
+                ["model.safetensors", "pytorch_model.bin", "model_index.json"]
                     .iter()
                     .map(|name| path.join(name))
                     .find(|file| file.is_file())
