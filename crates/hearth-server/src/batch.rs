@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use hearth_runtime::PromptInput;
 use hearth_runtime::app::{Resolved, TEXT_EMBEDDINGS, TEXT_GENERATION};
 use hearth_store::{BatchItem, BatchJob};
-use hearth_types::embeddings::{EmbeddingsInput, EmbeddingsOutput, PoolingChoice};
+use hearth_types::embeddings::EmbeddingsInput;
 use hearth_types::textgen::{TextGenerationInput, TextGenerationOutput};
 use hearth_types::{ApiError, Envelope, ErrorCode};
 use serde_json::{Value, json};
@@ -233,23 +233,10 @@ async fn run_item(state: &AppState, job: &BatchJob, mut item: Value) -> BatchIte
             TEXT_EMBEDDINGS => {
                 let input: EmbeddingsInput = serde_json::from_value(item).map_err(parse_error)?;
                 let valid = input.validate()?;
-                let pooling = match valid.pooling {
-                    PoolingChoice::Mean => hearth_engine::Pooling::Mean,
-                    PoolingChoice::Cls => hearth_engine::Pooling::Cls,
-                };
-                let (out, dims, _) = state
-                    .app
-                    .embed(&job.model, valid.texts, pooling)
-                    .await
-                    .map_err(ApiError::from)?;
-                admission.charge(out.tokens as u64, 0);
-                let value = serde_json::to_value(EmbeddingsOutput {
-                    shape: [out.vectors.len(), dims],
-                    data: out.vectors,
-                    pooling: valid.pooling,
-                })
-                .unwrap_or(Value::Null);
-                Ok((value, out.tokens as u64, 0))
+                let (value, tokens, _) =
+                    crate::embeddings::answer(state, &job.model, valid).await?;
+                admission.charge(tokens, 0);
+                Ok((value, tokens, 0))
             }
             other => Err(ApiError::new(
                 ErrorCode::ModelNotInstalled,

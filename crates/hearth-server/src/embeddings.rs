@@ -5,10 +5,12 @@ use axum::Json;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use hearth_engine::Pooling;
+use hearth_runtime::app::Resolved;
 use hearth_types::ApiError;
 use hearth_types::embeddings::{
-    ClassificationInput, EmbeddingsInput, EmbeddingsOutput, EncodingFormat, LabelScore,
-    OpenAiEmbeddingsRequest, PoolingChoice, RankedContext, RerankInput, RerankOutput,
+    ClassificationInput, ContextEmbeddingsOutput, EmbeddingsForm, EmbeddingsInput,
+    EmbeddingsOutput, EncodingFormat, LabelScore, OpenAiEmbeddingsRequest, PoolingChoice,
+    RankedContext, RerankInput, RerankOutput, ValidEmbeddings,
 };
 use serde_json::{Value, json};
 
@@ -32,19 +34,70 @@ pub async fn run(
 ) -> Result<Response, Failure> {
     let input: EmbeddingsInput = body::parse_json(bytes)?;
     let valid = input.validate()?;
+    let (result, tokens, resolved) = answer(state, model, valid).await?;
+    admission.charge(tokens, 0);
+    Ok(enveloped(result, &resolved))
+}
+
+/// The `result` of a validated embeddings request in its form (`text`,
+/// bge-m3's `contexts`, or `contexts` ranked against `query`), the tokens
+/// it read, and the model that served it. Shared with the batch queue.
+pub(crate) async fn answer(
+    state: &AppState,
+    model: &str,
+    valid: ValidEmbeddings,
+) -> Result<(Value, u64, Resolved), ApiError> {
+    if valid.form != EmbeddingsForm::Text && !model.ends_with("/bge-m3") {
+        return Err(ApiError::invalid_input(format!(
+            "`contexts` and `query` are accepted by @cf/baai/bge-m3 only, not {model}"
+        )));
+    }
+    let mut texts = valid.texts;
+    if let EmbeddingsForm::Ranked { query } = &valid.form {
+        texts.insert(0, query.clone());
+    }
     let (out, dims, resolved) = state
         .app
-        .embed(model, valid.texts, pooling(valid.pooling))
+        .embed(model, texts, pooling(valid.pooling))
         .await?;
-    admission.charge(out.tokens as u64, 0);
-    Ok(enveloped(
-        EmbeddingsOutput {
-            shape: [out.vectors.len(), dims],
-            data: out.vectors,
+    let tokens = out.tokens as u64;
+    let mut vectors = out.vectors;
+    let result = match valid.form {
+        EmbeddingsForm::Text => serde_json::to_value(EmbeddingsOutput {
+            shape: [vectors.len(), dims],
+            data: vectors,
             pooling: valid.pooling,
-        },
-        &resolved,
-    ))
+        }),
+        EmbeddingsForm::Contexts => serde_json::to_value(ContextEmbeddingsOutput {
+            shape: [vectors.len(), dims],
+            response: vectors,
+            pooling: valid.pooling,
+        }),
+        EmbeddingsForm::Ranked { .. } => {
+            let query = vectors.remove(0);
+            let mut ranked: Vec<RankedContext> = vectors
+                .iter()
+                .enumerate()
+                .map(|(id, v)| RankedContext {
+                    id,
+                    score: cosine(&query, v),
+                })
+                .collect();
+            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+            serde_json::to_value(RerankOutput { response: ranked })
+        }
+    }
+    .map_err(|e| {
+        tracing::error!(error = %e, "embeddings result not serializable");
+        ApiError::plain(hearth_types::ErrorCode::Internal)
+    })?;
+    Ok((result, tokens, resolved))
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (norm(a) * norm(b)).max(1e-12)
 }
 
 /// `POST /ai/run/@cf/baai/bge-reranker-base`: contexts ranked best first.

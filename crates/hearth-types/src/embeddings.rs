@@ -20,8 +20,23 @@ pub struct EmbeddingsInput {
     pub pooling: Option<String>,
     /// bge-m3's flag; truncation is what every model here does.
     pub truncate_inputs: Option<bool>,
+    /// bge-m3's other forms: `contexts` with a `query` rank the contexts,
+    /// `contexts` alone embed them.
+    pub query: Option<String>,
+    pub contexts: Option<Vec<RerankContext>>,
     pub options: Option<RunOptions>,
     pub requests: Option<Vec<Value>>,
+}
+
+/// Which of bge-m3's input forms a request used.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EmbeddingsForm {
+    /// `text`: `{shape, data, pooling}`.
+    Text,
+    /// `contexts` without `query`: `{response: vectors, shape, pooling}`.
+    Contexts,
+    /// `contexts` with `query`: `{response: [{id, score}]}` best first.
+    Ranked { query: String },
 }
 
 /// Requested pooling, as Workers AI names it.
@@ -34,8 +49,10 @@ pub enum PoolingChoice {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidEmbeddings {
+    /// `text`, or the contexts' texts.
     pub texts: Vec<String>,
     pub pooling: PoolingChoice,
+    pub form: EmbeddingsForm,
 }
 
 /// `text` (or OpenAI's `input`): a string or 1–100 non-empty strings.
@@ -88,7 +105,33 @@ impl EmbeddingsInput {
                 "`requests` (async batch) is only accepted with `?queueRequest=true`",
             ));
         }
-        let texts = validate_texts("text", self.text.as_ref())?;
+        let (texts, form) = match (self.text, self.contexts) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid_input(
+                    "give either `text` or `contexts`, not both",
+                ));
+            }
+            (_, Some(contexts)) => {
+                let texts = validate_contexts(contexts)?;
+                match self.query {
+                    Some(query) if query.is_empty() => {
+                        return Err(ApiError::invalid_input(
+                            "`query` must NOT have fewer than 1 characters",
+                        ));
+                    }
+                    Some(query) => (texts, EmbeddingsForm::Ranked { query }),
+                    None => (texts, EmbeddingsForm::Contexts),
+                }
+            }
+            (text, None) => {
+                if self.query.is_some() {
+                    return Err(ApiError::invalid_input(
+                        "`query` is only accepted together with `contexts`",
+                    ));
+                }
+                (validate_texts("text", text.as_ref())?, EmbeddingsForm::Text)
+            }
+        };
         let pooling = match self.pooling.as_deref() {
             None | Some("mean") => PoolingChoice::Mean,
             Some("cls") => PoolingChoice::Cls,
@@ -98,7 +141,11 @@ impl EmbeddingsInput {
                 )));
             }
         };
-        Ok(ValidEmbeddings { texts, pooling })
+        Ok(ValidEmbeddings {
+            texts,
+            pooling,
+            form,
+        })
     }
 }
 
@@ -199,22 +246,10 @@ impl RerankInput {
                 "`query` must NOT have fewer than 1 characters",
             ));
         }
-        let contexts = self
-            .contexts
-            .ok_or_else(|| ApiError::invalid_input("`contexts` is required"))?;
-        if contexts.is_empty() || contexts.len() > MAX_CONTEXTS {
-            return Err(ApiError::invalid_input(format!(
-                "`contexts` must have between 1 and {MAX_CONTEXTS} items, got {}",
-                contexts.len()
-            )));
-        }
-        for (i, c) in contexts.iter().enumerate() {
-            if c.text.is_empty() || c.text.chars().count() > MAX_TEXT_CHARS {
-                return Err(ApiError::invalid_input(format!(
-                    "`contexts[{i}].text` must have between 1 and {MAX_TEXT_CHARS} characters"
-                )));
-            }
-        }
+        let contexts = validate_contexts(
+            self.contexts
+                .ok_or_else(|| ApiError::invalid_input("`contexts` is required"))?,
+        )?;
         let top_k = match self.top_k {
             None => None,
             Some(k) if k >= 1 => Some(k as usize),
@@ -226,10 +261,36 @@ impl RerankInput {
         };
         Ok(ValidRerank {
             query,
-            contexts: contexts.into_iter().map(|c| c.text).collect(),
+            contexts,
             top_k,
         })
     }
+}
+
+/// `contexts: [{text}]`: 1 to `MAX_CONTEXTS` items of non-empty text.
+fn validate_contexts(contexts: Vec<RerankContext>) -> Result<Vec<String>, ApiError> {
+    if contexts.is_empty() || contexts.len() > MAX_CONTEXTS {
+        return Err(ApiError::invalid_input(format!(
+            "`contexts` must have between 1 and {MAX_CONTEXTS} items, got {}",
+            contexts.len()
+        )));
+    }
+    for (i, c) in contexts.iter().enumerate() {
+        if c.text.is_empty() || c.text.chars().count() > MAX_TEXT_CHARS {
+            return Err(ApiError::invalid_input(format!(
+                "`contexts[{i}].text` must have between 1 and {MAX_TEXT_CHARS} characters"
+            )));
+        }
+    }
+    Ok(contexts.into_iter().map(|c| c.text).collect())
+}
+
+/// bge-m3's `contexts` without `query`: the contexts' vectors.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContextEmbeddingsOutput {
+    pub response: Vec<Vec<f32>>,
+    pub shape: [usize; 2],
+    pub pooling: PoolingChoice,
 }
 
 /// One ranked context: its index in the request and its raw score.

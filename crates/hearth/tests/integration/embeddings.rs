@@ -263,3 +263,56 @@ async fn an_int8_id_runs_on_int8_weights_close_to_f32() {
     }
     assert!(largest > 1e-6, "int8 gave the f32 numbers exactly");
 }
+
+/// bge-m3's other forms: `contexts` with `query` ranks the contexts by
+/// embedding similarity, `contexts` alone embeds them; other models and
+/// mixed forms are refused by field.
+#[tokio::test]
+async fn bge_m3_ranks_contexts_against_a_query_and_embeds_contexts() {
+    let contexts = json!([
+        {"text": "The quarterly report shows revenue grew by twelve percent."},
+        {"text": "A man is eating a piece of bread."}
+    ]);
+    let v = embed(
+        BGE_M3_ALIAS,
+        json!({"query": "A man is eating food.", "contexts": contexts}),
+    )
+    .await;
+    let ranked = v["result"]["response"].as_array().unwrap();
+    assert_eq!(ranked.len(), 2);
+    assert_eq!(ranked[0]["id"], 1, "{v}");
+    let best = ranked[0]["score"].as_f64().unwrap();
+    assert!((best - 0.755).abs() <= 0.005, "score {best}");
+    assert!(ranked[1]["score"].as_f64().unwrap() < 0.15);
+
+    let v = embed(BGE_M3_ALIAS, json!({"contexts": contexts})).await;
+    assert_eq!(v["result"]["shape"], json!([2, 384]));
+    assert_eq!(v["result"]["pooling"], "mean");
+    let plain = embed(
+        BGE_M3_ALIAS,
+        json!({"text": ["The quarterly report shows revenue grew by twelve percent.", "A man is eating a piece of bread."]}),
+    )
+    .await;
+    assert_eq!(v["result"]["response"], plain["result"]["data"]);
+
+    for (model, body, field) in [
+        (
+            BGE_M3_ALIAS,
+            json!({"text": "a", "contexts": contexts}),
+            "contexts",
+        ),
+        (BGE_M3_ALIAS, json!({"query": "a", "text": "b"}), "query"),
+        (
+            BGE_M3_ALIAS,
+            json!({"query": "", "contexts": contexts}),
+            "query",
+        ),
+        (BGE_M3_ALIAS, json!({"contexts": []}), "contexts"),
+        (BGE_ALIAS, json!({"contexts": contexts}), "bge-m3"),
+    ] {
+        let (status, _, v) = post_json(&run_url(model), &body).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        let message = v["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains(field), "{body}: {message}");
+    }
+}

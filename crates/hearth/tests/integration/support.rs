@@ -23,6 +23,8 @@ pub const BATCH_LLM: &str = "@cf/meta/llama-3.3-70b-instruct-fp8-fast";
 pub const TERMS_LLM: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
 /// A bge id served by MiniLM through an alias.
 pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
+/// bge-m3's id (its query/contexts forms) served by MiniLM through an alias.
+pub const BGE_M3_ALIAS: &str = "@cf/baai/bge-m3";
 /// A local `-int8` name for MiniLM: served with int8 weights.
 pub const MINILM_INT8: &str = "@hearth/all-minilm-l6-v2-int8";
 /// The genuine registry image classifier, and Workers AI's id served by it.
@@ -120,6 +122,7 @@ pub fn server() -> &'static Server {
         config.aliases.insert(ALIASED.into(), SMOLLM.into());
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
         config.aliases.insert(MINILM_INT8.into(), MINILM.into());
+        config.aliases.insert(BGE_M3_ALIAS.into(), MINILM.into());
         config.aliases.insert(BATCH_LLM.into(), SMOLLM.into());
         config.aliases.insert(TERMS_LLM.into(), SMOLLM.into());
         // No genuine reranker weights ship in a registry package: serve the
