@@ -14,7 +14,7 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
-use crate::encoder::{Dense, Encoder, Precision};
+use crate::encoder::{Dense, Encoder, Precision, softmax};
 
 pub struct Classifier {
     encoder: Encoder,
@@ -65,27 +65,15 @@ impl Classifier {
             .tokenizer
             .encode(text, true)
             .map_err(|e| EmbedError::Tokenize(e.to_string()))?;
-        let hidden = self
+        let first = self
             .encoder
-            .forward(&[enc.get_ids()])
+            .forward_first(&[enc.get_ids()])
             .map_err(|e| EmbedError::Compute(e.to_string()))?;
-        let mut first = hidden
-            .get(..self.encoder.hidden())
-            .unwrap_or_default()
-            .to_vec();
-        first.resize(self.encoder.hidden(), 0.0);
-        let mut x = self.pre_classifier.apply(&first);
+        let mut x = self.pre_classifier.apply(&first[0]);
         x.iter_mut().for_each(|v| *v = v.max(0.0));
-        let logits = self.classifier.apply(&x);
-        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exps: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-        let total: f32 = exps.iter().sum();
-        let mut out: Vec<(String, f32)> = self
-            .labels
-            .iter()
-            .cloned()
-            .zip(exps.iter().map(|e| e / total))
-            .collect();
+        let mut probabilities = self.classifier.apply(&x);
+        softmax(&mut probabilities);
+        let mut out: Vec<(String, f32)> = self.labels.iter().cloned().zip(probabilities).collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }

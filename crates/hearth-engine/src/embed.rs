@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::encoder::{Encoder, EncoderError, Precision};
+use crate::encoder::{Encoder, EncoderError, Precision, first_row};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -296,14 +296,12 @@ impl Worker {
         let sequences: Vec<&[u32]> = chunk.iter().map(|i| i.ids.as_slice()).collect();
         let hidden = self.model.forward(&sequences).map_err(compute)?;
         let width = self.model.hidden();
-        let mut start = 0;
         Ok(chunk
             .iter()
-            .map(|item| {
-                let rows = &hidden[start * width..(start + item.ids.len()) * width];
-                start += item.ids.len();
+            .zip(self.model.split(&hidden, &sequences))
+            .map(|(item, rows)| {
                 let mut v = match item.pooling {
-                    Pooling::Cls => rows[..width.min(rows.len())].to_vec(),
+                    Pooling::Cls => first_row(rows, width),
                     Pooling::Mean => {
                         let mut mean = vec![0f32; width];
                         for row in rows.chunks_exact(width) {
@@ -314,7 +312,6 @@ impl Worker {
                         mean
                     }
                 };
-                v.resize(width, 0.0);
                 if self.normalize {
                     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                     v.iter_mut().for_each(|x| *x /= norm);

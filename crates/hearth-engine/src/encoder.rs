@@ -1,13 +1,14 @@
-//! The BERT-family transformer encoder behind embeddings (BERT, MiniLM, bge)
-//! and reranking (XLM-RoBERTa), run on plain f32 buffers.
+//! The BERT-family transformer encoder behind embeddings (BERT, MiniLM, bge,
+//! XLM-RoBERTa), reranking (XLM-RoBERTa) and classification (DistilBERT), run
+//! on plain f32 buffers.
 //!
 //! candle's `BertModel` spends most of a short-sentence batch outside its
 //! matrix products: every element-wise step allocates a tensor, attention
 //! transposes through copies, and a padded batch computes every padding
 //! token. Here the sequences of a batch are packed end to end (no padding, so
 //! no mask), Q, K and V come from one product over a fused weight, bias,
-//! residual, activation and layer norm are fused into one pass over each
-//! product's output, and the products call `gemm` (the kernel candle itself
+//! residual and activation are applied to each block of a product's output
+//! as it is computed, and the products call `gemm` (the kernel candle itself
 //! uses) directly.
 
 use candle_core::DType;
@@ -106,7 +107,8 @@ const DISTILBERT: Names = Names {
 };
 
 impl EncoderConfig {
-    /// From a Hugging Face `config.json` of a BERT or (XLM-)RoBERTa model.
+    /// From a Hugging Face `config.json` of a BERT, (XLM-)RoBERTa or
+    /// DistilBERT model.
     pub fn from_json(config: &serde_json::Value) -> Result<Self, EncoderError> {
         let whole = |key: &str| -> Result<usize, EncoderError> {
             config[key]
@@ -335,14 +337,25 @@ fn values(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, Enco
         .map_err(load)
 }
 
+/// A fully connected layer's `weight` (`[outputs, inputs]`) and `bias`.
+fn weight_and_bias(
+    vb: &VarBuilder,
+    inputs: usize,
+    outputs: usize,
+) -> Result<(Vec<f32>, Vec<f32>), EncoderError> {
+    Ok((
+        values(vb, &[outputs, inputs], "weight")?,
+        values(vb, &[outputs], "bias")?,
+    ))
+}
+
 fn linear(
     vb: &VarBuilder,
     inputs: usize,
     outputs: usize,
     precision: Precision,
 ) -> Result<Linear, EncoderError> {
-    let weight = values(vb, &[outputs, inputs], "weight")?;
-    let bias = values(vb, &[outputs], "bias")?;
+    let (weight, bias) = weight_and_bias(vb, inputs, outputs)?;
     Ok(Linear::new(&weight, bias, inputs, outputs, precision))
 }
 
@@ -356,9 +369,10 @@ pub struct Dense {
 
 impl Dense {
     pub fn load(vb: &VarBuilder, inputs: usize, outputs: usize) -> Result<Self, EncoderError> {
+        let (weight, bias) = weight_and_bias(vb, inputs, outputs)?;
         Ok(Self {
-            weight: values(vb, &[outputs, inputs], "weight")?,
-            bias: values(vb, &[outputs], "bias")?,
+            weight,
+            bias,
             inputs,
         })
     }
@@ -387,8 +401,9 @@ fn norm(vb: &VarBuilder, size: usize) -> Result<Norm, EncoderError> {
 }
 
 impl Encoder {
-    /// The encoder of a BERT or (XLM-)RoBERTa checkpoint; `vb` may point at
-    /// the model's root or at its `bert.`/`roberta.` prefix.
+    /// The encoder of a BERT, (XLM-)RoBERTa or DistilBERT checkpoint; `vb`
+    /// may point at the model's root or at its `bert.`/`roberta.`/
+    /// `distilbert.` prefix.
     pub fn load(
         vb: &VarBuilder,
         config: &serde_json::Value,
@@ -420,12 +435,8 @@ impl Encoder {
         let names = cfg.names;
         for i in 0..cfg.layers {
             let l = vb.pp(format!("{}.{i}", names.layers));
-            let [q, k, v] = [names.query, names.key, names.value].map(|name| {
-                Ok::<_, EncoderError>((
-                    values(&l.pp(name), &[h, h], "weight")?,
-                    values(&l.pp(name), &[h], "bias")?,
-                ))
-            });
+            let [q, k, v] = [names.query, names.key, names.value]
+                .map(|name| weight_and_bias(&l.pp(name), h, h));
             let (q, k, v) = (q?, k?, v?);
             let qkv = Linear::new(
                 &[q.0, k.0, v.0].concat(),
@@ -462,6 +473,30 @@ impl Encoder {
     pub fn max_tokens(&self) -> usize {
         self.max_positions
             .saturating_sub(self.config.position_offset)
+    }
+
+    /// The first token's final hidden state of each sequence (zeros for an
+    /// empty one): what classification heads read.
+    pub fn forward_first(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EncoderError> {
+        let hidden = self.forward(sequences)?;
+        Ok(self
+            .split(&hidden, sequences)
+            .map(|rows| first_row(rows, self.hidden()))
+            .collect())
+    }
+
+    /// Each sequence's rows of a packed `forward` output, in order.
+    pub fn split<'a>(
+        &self,
+        hidden: &'a [f32],
+        sequences: &'a [&[u32]],
+    ) -> impl Iterator<Item = &'a [f32]> {
+        let width = self.hidden();
+        sequences.iter().scan(0, move |start, s| {
+            let rows = &hidden[*start * width..(*start + s.len()) * width];
+            *start += s.len();
+            Some(rows)
+        })
     }
 
     /// Final hidden states of every token of every sequence, packed end to
@@ -730,7 +765,14 @@ fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
     }
 }
 
-fn softmax(x: &mut [f32]) {
+/// The first `width` values of a sequence's rows, zeros when it has none.
+pub fn first_row(rows: &[f32], width: usize) -> Vec<f32> {
+    let mut first = rows[..width.min(rows.len())].to_vec();
+    first.resize(width, 0.0);
+    first
+}
+
+pub fn softmax(x: &mut [f32]) {
     let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     x.iter_mut().for_each(|v| *v = exp(*v - max));
     let total = sum(x);

@@ -48,7 +48,8 @@ pub(crate) fn tokenizer(dir: &Path, max_len: usize) -> Result<Tokenizer, EmbedEr
     Ok(tokenizer)
 }
 
-/// `model.safetensors`, memory-mapped, as F32 on the CPU.
+/// `model.safetensors`, memory-mapped (or `pytorch_model.bin` when the
+/// folder has no safetensors), as F32 on the CPU.
 pub(crate) fn weights(dir: &Path) -> Result<VarBuilder<'static>, EmbedError> {
     let safetensors = dir.join("model.safetensors");
     let pickle = dir.join("pytorch_model.bin");

@@ -63,19 +63,13 @@ impl Reranker {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let sequences: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
-        let hidden = self
+        let firsts = self
             .encoder
-            .forward(&sequences)
+            .forward_first(&sequences)
             .map_err(|e| EmbedError::Compute(e.to_string()))?;
-        let h = self.encoder.hidden();
-        let none = vec![0f32; h];
-        let mut start = 0;
-        Ok(sequences
+        Ok(firsts
             .iter()
-            .map(|s| {
-                // Pairs always carry special tokens; `none` only guards the index.
-                let first = hidden.get(start * h..(start + 1) * h).unwrap_or(&none);
-                start += s.len();
+            .map(|first| {
                 let mut x = self.dense.apply(first);
                 x.iter_mut().for_each(|v| *v = v.tanh());
                 self.out_proj.apply(&x)[0]

@@ -237,7 +237,7 @@ impl<T> Loaded<T> {
         &self,
         path: &std::path::Path,
         precision: Precision,
-        load: impl FnOnce(PathBuf) -> Result<T, AppError> + Send + 'static,
+        load: impl FnOnce(PathBuf, Precision) -> Result<T, AppError> + Send + 'static,
     ) -> Result<Arc<T>, AppError>
     where
         T: Send + Sync + 'static,
@@ -249,7 +249,7 @@ impl<T> Loaded<T> {
         let path = path.to_path_buf();
         let loaded = cell
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || load(path))
+                tokio::task::spawn_blocking(move || load(path, precision))
                     .await
                     .map_err(|e| AppError::Join(e.to_string()))?
                     .map(Arc::new)
@@ -507,7 +507,7 @@ impl App {
         }
         let options = self.textgen_options();
         self.textgen
-            .get(&resolved.weights_file, Precision::F32, move |path| {
+            .get(&resolved.weights_file, Precision::F32, move |path, _| {
                 TextGenerator::load(&path, options).map_err(AppError::from)
             })
             .await
@@ -517,10 +517,9 @@ impl App {
     /// The loaded embedding model behind `model` (loaded on first use).
     pub async fn embedder(&self, model: &str) -> Result<(Arc<Embedder>, Resolved), AppError> {
         let (resolved, dir) = self.resolve_folder(model, TEXT_EMBEDDINGS)?;
-        let precision = resolved.precision;
         let embedder = self
             .embedders
-            .get(&dir, precision, move |dir| {
+            .get(&dir, resolved.precision, move |dir, precision| {
                 let options = EmbedOptions {
                     precision,
                     ..EmbedOptions::default()
@@ -556,14 +555,15 @@ impl App {
     }
 
     /// Resolves `model` as a `task` model, loads its folder once into
-    /// `cache` and runs `work` on it on a blocking thread: the path of every
-    /// candle task.
+    /// `cache` (at the id's precision, which loaders of tasks without an
+    /// int8 form ignore) and runs `work` on it on a blocking thread: the path
+    /// of every candle task.
     async fn run_loaded<M, T>(
         &self,
         model: &str,
         task: &str,
         cache: &Loaded<M>,
-        load: impl FnOnce(PathBuf) -> Result<M, AppError> + Send + 'static,
+        load: impl FnOnce(PathBuf, Precision) -> Result<M, AppError> + Send + 'static,
         work: impl FnOnce(&M) -> Result<T, AppError> + Send + 'static,
     ) -> Result<(T, Resolved), AppError>
     where
@@ -571,8 +571,7 @@ impl App {
         T: Send + 'static,
     {
         let (resolved, dir) = self.resolve_folder(model, task)?;
-        // These tasks' loaders take no precision: they run as their files are.
-        let out = Self::run_in(&dir, Precision::F32, cache, load, work).await?;
+        let out = Self::run_in(&dir, resolved.precision, cache, load, work).await?;
         Ok((out, resolved))
     }
 
@@ -582,7 +581,7 @@ impl App {
         dir: &std::path::Path,
         precision: Precision,
         cache: &Loaded<M>,
-        load: impl FnOnce(PathBuf) -> Result<M, AppError> + Send + 'static,
+        load: impl FnOnce(PathBuf, Precision) -> Result<M, AppError> + Send + 'static,
         work: impl FnOnce(&M) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, AppError>
     where
@@ -602,17 +601,14 @@ impl App {
         query: String,
         contexts: Vec<String>,
     ) -> Result<(Vec<f32>, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
-        let precision = resolved.precision;
-        let scores = Self::run_in(
-            &dir,
-            precision,
+        self.run_loaded(
+            model,
+            TEXT_CLASSIFICATION,
             &self.rerankers,
-            move |dir| Ok(Reranker::load(&dir, precision)?),
+            |dir, precision| Ok(Reranker::load(&dir, precision)?),
             move |reranker| Ok(reranker.score(&query, &contexts)?),
         )
-        .await?;
-        Ok((scores, resolved))
+        .await
     }
 
     /// Label probabilities of `text`, most likely first.
@@ -621,17 +617,14 @@ impl App {
         model: &str,
         text: String,
     ) -> Result<(Vec<(String, f32)>, Resolved), AppError> {
-        let (resolved, dir) = self.resolve_folder(model, TEXT_CLASSIFICATION)?;
-        let precision = resolved.precision;
-        let labels = Self::run_in(
-            &dir,
-            precision,
+        self.run_loaded(
+            model,
+            TEXT_CLASSIFICATION,
             &self.classifiers,
-            move |dir| Ok(Classifier::load(&dir, precision)?),
+            |dir, precision| Ok(Classifier::load(&dir, precision)?),
             move |classifier| Ok(classifier.classify(&text)?),
         )
-        .await?;
-        Ok((labels, resolved))
+        .await
     }
 
     /// The `top` most likely labels of an encoded image, best first.
@@ -645,7 +638,7 @@ impl App {
             model,
             IMAGE_CLASSIFICATION,
             &self.image_classifiers,
-            |dir| Ok(hearth_engine::vision::ImageClassifier::load(&dir)?),
+            |dir, _| Ok(hearth_engine::vision::ImageClassifier::load(&dir)?),
             move |classifier| Ok(classifier.classify(&image, top)?),
         )
         .await
@@ -662,7 +655,7 @@ impl App {
             model,
             OBJECT_DETECTION,
             &self.detectors,
-            |dir| Ok(hearth_engine::detect::ObjectDetector::load(&dir)?),
+            |dir, _| Ok(hearth_engine::detect::ObjectDetector::load(&dir)?),
             move |detector| Ok(detector.detect(&image, threshold)?),
         )
         .await
@@ -678,7 +671,7 @@ impl App {
             model,
             TEXT_TO_IMAGE,
             &self.diffusers,
-            |dir| Ok(hearth_engine::diffusion::Diffuser::load(&dir)?),
+            |dir, _| Ok(hearth_engine::diffusion::Diffuser::load(&dir)?),
             move |diffuser| Ok(diffuser.generate(&request)?),
         )
         .await
@@ -697,7 +690,7 @@ impl App {
             model,
             SUMMARIZATION,
             &self.summarizers,
-            |dir| Ok(hearth_engine::bart::Summarizer::load(&dir)?),
+            |dir, _| Ok(hearth_engine::bart::Summarizer::load(&dir)?),
             move |summarizer| Ok(summarizer.summarize(&text, max_length)?),
         )
         .await
@@ -717,7 +710,7 @@ impl App {
             model,
             IMAGE_TO_TEXT,
             &self.describers,
-            |dir| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
+            |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
             move |describer| Ok(describer.describe(&image, &prompt, raw, &params)?),
         )
         .await
@@ -744,7 +737,7 @@ impl App {
             &dir,
             Precision::F32,
             &self.describers,
-            |dir| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
+            |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
             move |describer| Ok(describer.describe(&image, &prompt, true, &params)?),
         )
         .await?;
@@ -764,7 +757,7 @@ impl App {
             model,
             SPEECH_RECOGNITION,
             &self.speech,
-            |dir| Ok(hearth_engine::speech::SpeechRecognizer::load(&dir)?),
+            |dir, _| Ok(hearth_engine::speech::SpeechRecognizer::load(&dir)?),
             move |recognizer| {
                 let pcm = hearth_engine::speech::audio::decode(&audio, max_seconds)?;
                 Ok(recognizer.transcribe(&pcm, &options)?)
@@ -796,7 +789,7 @@ impl App {
             model,
             TRANSLATION,
             &self.translators,
-            |dir| Ok(hearth_engine::translate::Translator::load(&dir)?),
+            |dir, _| Ok(hearth_engine::translate::Translator::load(&dir)?),
             move |translator| Ok(translator.translate(&text)?),
         )
         .await

@@ -95,9 +95,8 @@ pub(crate) async fn answer(
 }
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (norm(a) * norm(b)).max(1e-12)
+    use hearth_vector::distance::dot;
+    dot(a, b) / (dot(a, a) * dot(b, b)).sqrt().max(1e-12)
 }
 
 /// `POST /ai/run/@cf/baai/bge-reranker-base`: contexts ranked best first.
