@@ -73,6 +73,8 @@ def hearth():
     (Path(data) / "hearth.toml").write_text(
         '[aliases]\n"@cf/baai/bge-small-en-v1.5" = "@cf/sentence-transformers/all-minilm-l6-v2"\n'
         f'"{BATCH_LLM}" = "{SMOLLM}"\n'
+        # EmbeddingGemma's contract on the committed tiny fixture (no genuine weights ship).
+        f'"@cf/google/embeddinggemma-300m" = "{ROOT / "tests/fixtures/tiny-embeddinggemma"}"\n'
         + "".join(f'"{model}" = "{folder}"\n' for model, folder in tiny.items()))
     log = open(Path(data) / "server.log", "w")
     proc = subprocess.Popen(

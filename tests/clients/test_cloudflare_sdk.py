@@ -64,6 +64,20 @@ def test_embeddings_through_a_bge_alias(cf, hearth):
     assert abs(cos - 0.755) < 0.005
 
 
+def test_embeddinggemma_through_the_sdk(cf, hearth):
+    import json
+
+    from conftest import ROOT
+
+    reference = json.loads((ROOT / "tests/fixtures/tiny-embeddinggemma/reference.json").read_text())
+    result = cf.ai.run("@cf/google/embeddinggemma-300m", account_id=hearth["account"],
+                       text=reference["sentences"])
+    assert sorted(result) == ["data", "shape"]
+    assert result["shape"] == [len(reference["sentences"]), 12]
+    for got, want in zip(result["data"], reference["vectors"]):
+        assert max(abs(g - w) for g, w in zip(got, want)) < 1e-4
+
+
 def test_speech_recognition_with_the_genuine_whisper_tiny_en(cf, hearth, tmp_path):
     import subprocess
 

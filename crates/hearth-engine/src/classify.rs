@@ -14,7 +14,7 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
-use crate::encoder::{Dense, Encoder, Precision, softmax};
+use crate::encoder::{Dense, Encoder, Precision, TokenEncoder, softmax};
 
 pub struct Classifier {
     encoder: Encoder,

@@ -1,6 +1,8 @@
-//! Text embeddings: BERT-family encoders (`crate::encoder`) from the Hugging
-//! Face layout (`config.json`, `model.safetensors`, `tokenizer.json`, and the
-//! sentence-transformers `1_Pooling/config.json` and `modules.json`).
+//! Text embeddings: BERT-family encoders (`crate::encoder`) and
+//! EmbeddingGemma (`crate::gemma_encoder`) from the Hugging Face layout
+//! (`config.json`, `model.safetensors`, `tokenizer.json`) with the
+//! sentence-transformers pipeline around them (`modules.json`: pooling,
+//! `Dense` projections, normalization).
 //!
 //! One worker thread per loaded model merges concurrent requests into shared
 //! forward passes (dynamic batching): it takes what is queued and, when
@@ -15,7 +17,10 @@ use std::time::{Duration, Instant};
 use tokenizers::Tokenizer;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::encoder::{Encoder, EncoderError, Precision, first_row};
+use crate::encoder::{
+    Activation, Dense, Encoder, EncoderError, Precision, TokenEncoder, first_row, split,
+};
+use crate::gemma_encoder::{GemmaEncoder, is_gemma};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbedError {
@@ -118,32 +123,69 @@ impl Embedder {
         let load_err = |reason: String| crate::hf::load_error(dir, reason);
         let (_, raw_config): (serde_json::Value, serde_json::Value) = crate::hf::read_config(dir)?;
         let vb = crate::hf::weights(dir)?;
-        let model = Encoder::load(&vb, &raw_config, options.precision)
-            .map_err(|e| load_err(e.to_string()))?;
-        let hidden = model.hidden();
+        let model: Box<dyn TokenEncoder> = if is_gemma(&raw_config) {
+            Box::new(
+                GemmaEncoder::load(&vb, &raw_config, options.precision)
+                    .map_err(|e| load_err(e.to_string()))?,
+            )
+        } else {
+            Box::new(
+                Encoder::load(&vb, &raw_config, options.precision)
+                    .map_err(|e| load_err(e.to_string()))?,
+            )
+        };
         let max_positions = model.max_tokens();
         let max_tokens = read_json(&dir.join("sentence_bert_config.json"))
             .and_then(|v| v["max_seq_length"].as_u64())
             .map_or(max_positions, |m| m as usize)
             .min(max_positions);
-        let pooling_cfg = read_json(&dir.join("1_Pooling/config.json"));
+        let modules = read_json(&dir.join("modules.json"));
+        let modules = modules
+            .as_ref()
+            .and_then(|m| m.as_array())
+            .map_or(&[][..], Vec::as_slice);
+        let module_dir = |kind: &str| {
+            modules.iter().find_map(|m| {
+                m["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(kind))
+                    .then(|| dir.join(m["path"].as_str().unwrap_or("")))
+            })
+        };
+        let pooling_cfg = read_json(
+            &module_dir("Pooling")
+                .unwrap_or_else(|| dir.join("1_Pooling"))
+                .join("config.json"),
+        );
         let native_pooling = match pooling_cfg {
-            Some(p) if p["pooling_mode_cls_token"].as_bool() == Some(true) => Pooling::Cls,
+            // sentence-transformers before 6 wrote one flag per mode, 6 one name.
+            Some(p)
+                if p["pooling_mode_cls_token"].as_bool() == Some(true)
+                    || p["pooling_mode"].as_str() == Some("cls") =>
+            {
+                Pooling::Cls
+            }
             _ => Pooling::Mean,
         };
-        let normalize = read_json(&dir.join("modules.json")).is_some_and(|m| {
-            m.as_array().is_some_and(|mods| {
-                mods.iter()
-                    .any(|x| x["type"].as_str().is_some_and(|t| t.ends_with("Normalize")))
-            })
-        });
+        let normalize = module_dir("Normalize").is_some();
+        let mut projections = Vec::new();
+        let mut dimensions = model.hidden();
+        for m in modules {
+            if m["type"].as_str().is_some_and(|t| t.ends_with("Dense")) {
+                let path = dir.join(m["path"].as_str().unwrap_or(""));
+                let dense = Projection::load(&path, dimensions)
+                    .map_err(|e| load_err(format!("{}: {e}", path.display())))?;
+                dimensions = dense.outputs;
+                projections.push(dense);
+            }
+        }
         let tokenizer = crate::hf::tokenizer(dir, max_tokens)?;
         let mut counter = tokenizer.clone();
         counter
             .with_truncation(None)
             .map_err(|e| load_err(e.to_string()))?;
         let info = EmbedInfo {
-            dimensions: hidden,
+            dimensions,
             max_tokens,
             native_pooling,
             normalize,
@@ -151,6 +193,7 @@ impl Embedder {
         let (jobs, rx) = mpsc::channel(options.queue.max(1));
         let worker = Worker {
             model,
+            projections,
             tokenizer: Arc::new(tokenizer),
             normalize,
             options,
@@ -199,8 +242,59 @@ impl Embedder {
     }
 }
 
+/// A sentence-transformers `Dense` module: a projection of the pooled
+/// vector (EmbeddingGemma maps 768 -> 3072 -> 768 with two of them).
+struct Projection {
+    dense: Dense,
+    activation: Option<Activation>,
+    outputs: usize,
+}
+
+impl Projection {
+    fn load(dir: &Path, inputs: usize) -> Result<Self, String> {
+        let config = read_json(&dir.join("config.json")).ok_or("no readable config.json")?;
+        let features = |key: &str| config[key].as_u64().map(|v| v as usize);
+        let (Some(declared), Some(outputs)) = (features("in_features"), features("out_features"))
+        else {
+            return Err("config.json lacks in_features/out_features".into());
+        };
+        if declared != inputs {
+            return Err(format!(
+                "in_features {declared} does not follow the previous module's {inputs} values"
+            ));
+        }
+        let name = config["activation_function"]
+            .as_str()
+            .unwrap_or("torch.nn.modules.activation.Tanh");
+        let activation = match name.rsplit('.').next().unwrap_or(name) {
+            "Identity" => None,
+            "Tanh" => Some(Activation::Tanh),
+            "ReLU" => Some(Activation::Relu),
+            "GELU" => Some(Activation::Gelu),
+            _ => return Err(format!("unsupported activation_function `{name}`")),
+        };
+        let vb = crate::hf::weights(dir).map_err(|e| e.to_string())?;
+        let dense = Dense::load(&vb.pp("linear"), inputs, outputs).map_err(|e| e.to_string())?;
+        Ok(Self {
+            dense,
+            activation,
+            outputs,
+        })
+    }
+
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let mut y = self.dense.apply(x);
+        if let Some(activation) = self.activation {
+            crate::encoder::activate(&mut y, activation);
+        }
+        y
+    }
+}
+
 struct Worker {
-    model: Encoder,
+    model: Box<dyn TokenEncoder>,
+    /// `Dense` modules applied after pooling, in order.
+    projections: Vec<Projection>,
     tokenizer: Arc<Tokenizer>,
     normalize: bool,
     options: EmbedOptions,
@@ -298,7 +392,7 @@ impl Worker {
         let width = self.model.hidden();
         Ok(chunk
             .iter()
-            .zip(self.model.split(&hidden, &sequences))
+            .zip(split(&hidden, width, &sequences))
             .map(|(item, rows)| {
                 let mut v = match item.pooling {
                     Pooling::Cls => first_row(rows, width),
@@ -312,6 +406,9 @@ impl Worker {
                         mean
                     }
                 };
+                for projection in &self.projections {
+                    v = projection.apply(&v);
+                }
                 if self.normalize {
                     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                     v.iter_mut().for_each(|x| *x /= norm);

@@ -39,6 +39,7 @@ pub enum Activation {
     /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
     GeluTanh,
     Relu,
+    Tanh,
 }
 
 impl Activation {
@@ -47,6 +48,7 @@ impl Activation {
             "gelu" => Some(Self::Gelu),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Self::GeluTanh),
             "relu" => Some(Self::Relu),
+            "tanh" => Some(Self::Tanh),
             _ => None,
         }
     }
@@ -167,7 +169,7 @@ impl EncoderConfig {
 /// instead meant either packing the activations on every call (a third of the
 /// encoder's time) or streaming the whole weight once per six tokens (three
 /// times slower at batch 1).
-struct Linear {
+pub(crate) struct Linear {
     panels: Panels,
     bias: Vec<f32>,
     inputs: usize,
@@ -227,7 +229,7 @@ type PanelKey = (u64, usize);
 static NEXT_LINEAR_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Linear {
-    fn new(
+    pub(crate) fn new(
         weight: &[f32],
         bias: Vec<f32>,
         inputs: usize,
@@ -331,7 +333,11 @@ pub struct Encoder {
     layers: Vec<Layer>,
 }
 
-fn values(vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Vec<f32>, EncoderError> {
+pub(crate) fn values(
+    vb: &VarBuilder,
+    shape: &[usize],
+    name: &str,
+) -> Result<Vec<f32>, EncoderError> {
     vb.get(shape, name)
         .and_then(|t| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>())
         .map_err(load)
@@ -368,8 +374,16 @@ pub struct Dense {
 }
 
 impl Dense {
+    /// `weight` and `bias` under `vb`; a layer saved without bias adds zeros.
     pub fn load(vb: &VarBuilder, inputs: usize, outputs: usize) -> Result<Self, EncoderError> {
-        let (weight, bias) = weight_and_bias(vb, inputs, outputs)?;
+        let (weight, bias) = if vb.contains_tensor("bias") {
+            weight_and_bias(vb, inputs, outputs)?
+        } else {
+            (
+                values(vb, &[outputs, inputs], "weight")?,
+                vec![0.0; outputs],
+            )
+        };
         Ok(Self {
             weight,
             bias,
@@ -465,61 +479,93 @@ impl Encoder {
         })
     }
 
-    pub fn hidden(&self) -> usize {
-        self.config.hidden
-    }
-
-    /// Most tokens one sequence may have.
-    pub fn max_tokens(&self) -> usize {
-        self.max_positions
-            .saturating_sub(self.config.position_offset)
+    fn heads(&self) -> Heads {
+        let heads = self.config.heads;
+        let size = self.config.hidden / heads;
+        Heads {
+            query: heads,
+            key_value: heads,
+            size,
+            scale: 1.0 / (size as f32).sqrt(),
+            window: None,
+        }
     }
 
     /// The first token's final hidden state of each sequence (zeros for an
     /// empty one): what classification heads read.
     pub fn forward_first(&self, sequences: &[&[u32]]) -> Result<Vec<Vec<f32>>, EncoderError> {
         let hidden = self.forward(sequences)?;
-        Ok(self
-            .split(&hidden, sequences)
+        Ok(split(&hidden, self.hidden(), sequences)
             .map(|rows| first_row(rows, self.hidden()))
             .collect())
     }
+}
 
-    /// Each sequence's rows of a packed `forward` output, in order.
-    pub fn split<'a>(
-        &self,
-        hidden: &'a [f32],
-        sequences: &'a [&[u32]],
-    ) -> impl Iterator<Item = &'a [f32]> {
-        let width = self.hidden();
-        sequences.iter().scan(0, move |start, s| {
-            let rows = &hidden[*start * width..(*start + s.len()) * width];
-            *start += s.len();
-            Some(rows)
-        })
-    }
+/// What pooling needs of an encoder: every token's final hidden state.
+pub trait TokenEncoder: Send + Sync {
+    /// Width of a hidden state.
+    fn hidden(&self) -> usize;
+
+    /// Most tokens one sequence may have.
+    fn max_tokens(&self) -> usize;
 
     /// Final hidden states of every token of every sequence, packed end to
     /// end: `[sum of lengths, hidden]`, sequence after sequence.
-    pub fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>, EncoderError> {
+    fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>, EncoderError>;
+}
+
+/// Each sequence's rows of a packed `forward` output (`width` values per
+/// token), in order.
+pub fn split<'a>(
+    hidden: &'a [f32],
+    width: usize,
+    sequences: &'a [&[u32]],
+) -> impl Iterator<Item = &'a [f32]> {
+    sequences.iter().scan(0, move |start, s| {
+        let rows = &hidden[*start * width..(*start + s.len()) * width];
+        *start += s.len();
+        Some(rows)
+    })
+}
+
+/// The sequences' lengths, refused when one is longer than `max`.
+pub(crate) fn lengths(sequences: &[&[u32]], max: usize) -> Result<Vec<usize>, EncoderError> {
+    let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
+    match lengths.iter().find(|&&l| l > max) {
+        Some(&len) => Err(EncoderError::TooLong { len, max }),
+        None => Ok(lengths),
+    }
+}
+
+/// Row `id` of a `[vocab, width]` embedding table.
+pub(crate) fn table_row(table: &[f32], width: usize, id: u32) -> Result<&[f32], EncoderError> {
+    table
+        .get(id as usize * width..(id as usize + 1) * width)
+        .ok_or(EncoderError::Token {
+            id,
+            vocab: table.len() / width,
+        })
+}
+
+impl TokenEncoder for Encoder {
+    fn hidden(&self) -> usize {
+        self.config.hidden
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.max_positions
+            .saturating_sub(self.config.position_offset)
+    }
+
+    fn forward(&self, sequences: &[&[u32]]) -> Result<Vec<f32>, EncoderError> {
         let h = self.config.hidden;
-        let vocab = self.words.len() / h;
-        let lengths: Vec<usize> = sequences.iter().map(|s| s.len()).collect();
-        if let Some(&len) = lengths.iter().find(|&&l| l > self.max_tokens()) {
-            return Err(EncoderError::TooLong {
-                len,
-                max: self.max_tokens(),
-            });
-        }
+        let lengths = lengths(sequences, self.max_tokens())?;
         let tokens: usize = lengths.iter().sum();
         let mut x = vec![0f32; tokens * h];
         let mut rows = x.chunks_exact_mut(h);
         for sequence in sequences {
             for (position, (&id, row)) in sequence.iter().zip(&mut rows).enumerate() {
-                let word = self
-                    .words
-                    .get(id as usize * h..(id as usize + 1) * h)
-                    .ok_or(EncoderError::Token { id, vocab })?;
+                let word = table_row(&self.words, h, id)?;
                 let at = (position + self.config.position_offset) * h;
                 let place = &self.positions[at..at + h];
                 for ((o, w), p) in row.iter_mut().zip(word).zip(place) {
@@ -539,7 +585,7 @@ impl Encoder {
         let mut next = vec![0f32; tokens * h];
         for layer in &self.layers {
             layer.qkv.apply(&x, tokens, &mut qkv, None);
-            self.attention(&qkv, &lengths, &mut context);
+            attention(&self.heads(), &qkv, &lengths, &mut context);
             layer
                 .attention_out
                 .apply(&context, tokens, &mut next, Some(&x));
@@ -556,70 +602,11 @@ impl Encoder {
         }
         Ok(x)
     }
-
-    /// Scaled dot-product attention of every head over its own sequence,
-    /// sequences in parallel.
-    fn attention(&self, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
-        let h = self.config.hidden;
-        let heads = self.config.heads;
-        let head = h / heads;
-        let scale = 1.0 / (head as f32).sqrt();
-        let starts: Vec<usize> = lengths
-            .iter()
-            .scan(0, |at, &len| {
-                let start = *at;
-                *at += len;
-                Some(start)
-            })
-            .collect();
-        let dst = SharedOut(context.as_mut_ptr());
-        // One work item per (sequence, head), so a lone sequence still uses
-        // every thread; K is transposed per item so each query's scores
-        // accumulate across keys in vector lanes instead of ending every
-        // short dot product in a horizontal sum.
-        (0..lengths.len() * heads).into_par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), item| {
-                let (sequence, hd) = (item / heads, item % heads);
-                let (start, len) = (starts[sequence], lengths[sequence]);
-                let rows = &qkv[start * 3 * h..(start + len) * 3 * h];
-                let (q_at, k_at, v_at) = (hd * head, h + hd * head, 2 * h + hd * head);
-                keys_t.resize(head * len, 0.0);
-                for (j, row) in rows.chunks_exact(3 * h).enumerate() {
-                    for (d, &k) in row[k_at..k_at + head].iter().enumerate() {
-                        keys_t[d * len + j] = k;
-                    }
-                }
-                scores.resize(len, 0.0);
-                for (i, row) in rows.chunks_exact(3 * h).enumerate() {
-                    scores.fill(0.0);
-                    for (d, &q) in row[q_at..q_at + head].iter().enumerate() {
-                        let q = q * scale;
-                        for (s, k) in scores.iter_mut().zip(&keys_t[d * len..(d + 1) * len]) {
-                            *s += q * k;
-                        }
-                    }
-                    softmax(scores);
-                    // SAFETY: token start + i's columns of head hd lie inside
-                    // `context` (start + i < total tokens, columns < h) and
-                    // belong to this item alone.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(dst.at((start + i) * h + hd * head), head)
-                    };
-                    o.fill(0.0);
-                    for (&p, value_row) in scores.iter().zip(rows.chunks_exact(3 * h)) {
-                        let v = &value_row[v_at..v_at + head];
-                        o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-                    }
-                }
-            },
-        );
-    }
 }
 
 impl Linear {
     /// `out = x W^T + b (+ residual)` for `rows` rows of `x`.
-    fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
+    pub(crate) fn apply(&self, x: &[f32], rows: usize, out: &mut [f32], residual: Option<&[f32]>) {
         self.apply_then(x, rows, out, residual, None);
     }
 
@@ -736,13 +723,103 @@ impl SharedOut {
     }
 }
 
+/// Where a layer's heads sit in its packed rows: each row of the product is
+/// all query heads, then the key heads, then the value heads, `size` values
+/// each; query head `i` reads key/value head `i / (query / key_value)`
+/// (grouped-query attention when `key_value < query`).
+pub(crate) struct Heads {
+    pub query: usize,
+    pub key_value: usize,
+    pub size: usize,
+    pub scale: f32,
+    /// Sliding-window layers attend only to keys closer than this to the
+    /// query, on either side.
+    pub window: Option<usize>,
+}
+
+/// Scaled dot-product attention of every head over its own sequence;
+/// `context` gets `[tokens, query heads * size]`.
+pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
+    let size = heads.size;
+    let width = (heads.query + 2 * heads.key_value) * size;
+    let out_width = heads.query * size;
+    let group = heads.query / heads.key_value.max(1);
+    let starts: Vec<usize> = lengths
+        .iter()
+        .scan(0, |at, &len| {
+            let start = *at;
+            *at += len;
+            Some(start)
+        })
+        .collect();
+    let dst = SharedOut(context.as_mut_ptr());
+    // One work item per (sequence, head), so a lone sequence still uses
+    // every thread; K is transposed per item so each query's scores
+    // accumulate across keys in vector lanes instead of ending every
+    // short dot product in a horizontal sum.
+    (0..lengths.len() * heads.query)
+        .into_par_iter()
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), item| {
+                let (sequence, hd) = (item / heads.query, item % heads.query);
+                let (start, len) = (starts[sequence], lengths[sequence]);
+                let rows = &qkv[start * width..(start + len) * width];
+                let kv = hd / group;
+                let q_at = hd * size;
+                let k_at = heads.query * size + kv * size;
+                let v_at = (heads.query + heads.key_value) * size + kv * size;
+                keys_t.resize(size * len, 0.0);
+                for (j, row) in rows.chunks_exact(width).enumerate() {
+                    for (d, &k) in row[k_at..k_at + size].iter().enumerate() {
+                        keys_t[d * len + j] = k;
+                    }
+                }
+                scores.resize(len, 0.0);
+                for (i, row) in rows.chunks_exact(width).enumerate() {
+                    let keys = match heads.window {
+                        Some(w) => i.saturating_sub(w.saturating_sub(1))..len.min(i + w),
+                        None => 0..len,
+                    };
+                    let scores = &mut scores[keys.clone()];
+                    scores.fill(0.0);
+                    for (d, &q) in row[q_at..q_at + size].iter().enumerate() {
+                        let q = q * heads.scale;
+                        let column = &keys_t[d * len..(d + 1) * len];
+                        for (s, k) in scores.iter_mut().zip(&column[keys.clone()]) {
+                            *s += q * k;
+                        }
+                    }
+                    softmax(scores);
+                    // SAFETY: token start + i's columns of head hd lie inside
+                    // `context` (start + i < total tokens, columns < out_width)
+                    // and belong to this item alone.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            dst.at((start + i) * out_width + hd * size),
+                            size,
+                        )
+                    };
+                    o.fill(0.0);
+                    for (&p, value_row) in scores
+                        .iter()
+                        .zip(rows[keys.start * width..].chunks_exact(width))
+                    {
+                        let v = &value_row[v_at..v_at + size];
+                        o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                    }
+                }
+            },
+        );
+}
+
 /// Runs `f` on each `width`-long row, rows in parallel.
-fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     x.par_chunks_mut(width * 16)
         .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
 }
 
-fn sum(a: &[f32]) -> f32 {
+pub(crate) fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.chunks_exact(16);
     let tail: f32 = chunks.remainder().iter().sum();
@@ -779,7 +856,7 @@ pub fn softmax(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v /= total);
 }
 
-fn activate(x: &mut [f32], activation: Activation) {
+pub(crate) fn activate(x: &mut [f32], activation: Activation) {
     match activation {
         Activation::Gelu => x
             .iter_mut()
@@ -789,6 +866,7 @@ fn activate(x: &mut [f32], activation: Activation) {
             *v = 0.5 * *v * (1.0 + tanh(inner));
         }),
         Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Tanh => x.iter_mut().for_each(|v| *v = tanh(*v)),
     }
 }
 

@@ -44,6 +44,7 @@ pub mod diffusion;
 pub mod embed;
 mod encoder;
 pub mod flux;
+mod gemma_encoder;
 mod hf;
 mod matvec;
 pub mod rerank;

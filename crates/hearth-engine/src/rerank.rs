@@ -18,7 +18,7 @@ use serde_json::json;
 use tokenizers::Tokenizer;
 
 use crate::embed::EmbedError;
-use crate::encoder::{Dense, Encoder, Precision};
+use crate::encoder::{Dense, Encoder, Precision, TokenEncoder};
 
 pub struct Reranker {
     encoder: Encoder,

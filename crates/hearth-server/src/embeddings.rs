@@ -52,26 +52,33 @@ pub(crate) async fn answer(
             "`contexts` and `query` are accepted by @cf/baai/bge-m3 only, not {model}"
         )));
     }
+    // EmbeddingGemma's schema has no pooling: it always mean-pools, and its
+    // output carries no `pooling` field.
+    let fixed_pooling = model.ends_with("/embeddinggemma-300m");
+    if fixed_pooling && valid.pooling.is_some() {
+        return Err(ApiError::invalid_input(format!(
+            "`pooling` is not accepted by {model}: it always uses mean pooling"
+        )));
+    }
+    let chosen = valid.pooling.unwrap_or(PoolingChoice::Mean);
+    let reported = (!fixed_pooling).then_some(chosen);
     let mut texts = valid.texts;
     if let EmbeddingsForm::Ranked { query } = &valid.form {
         texts.insert(0, query.clone());
     }
-    let (out, dims, resolved) = state
-        .app
-        .embed(model, texts, pooling(valid.pooling))
-        .await?;
+    let (out, dims, resolved) = state.app.embed(model, texts, pooling(chosen)).await?;
     let tokens = out.tokens as u64;
     let mut vectors = out.vectors;
     let result = match valid.form {
         EmbeddingsForm::Text => serde_json::to_value(EmbeddingsOutput {
             shape: [vectors.len(), dims],
             data: vectors,
-            pooling: valid.pooling,
+            pooling: reported,
         }),
         EmbeddingsForm::Contexts => serde_json::to_value(ContextEmbeddingsOutput {
             shape: [vectors.len(), dims],
             response: vectors,
-            pooling: valid.pooling,
+            pooling: chosen,
         }),
         EmbeddingsForm::Ranked { .. } => {
             let query = vectors.remove(0);

@@ -51,7 +51,8 @@ pub enum PoolingChoice {
 pub struct ValidEmbeddings {
     /// `text`, or the contexts' texts.
     pub texts: Vec<String>,
-    pub pooling: PoolingChoice,
+    /// `None` when the request did not say (Workers AI then mean-pools).
+    pub pooling: Option<PoolingChoice>,
     pub form: EmbeddingsForm,
 }
 
@@ -133,8 +134,9 @@ impl EmbeddingsInput {
             }
         };
         let pooling = match self.pooling.as_deref() {
-            None | Some("mean") => PoolingChoice::Mean,
-            Some("cls") => PoolingChoice::Cls,
+            None => None,
+            Some("mean") => Some(PoolingChoice::Mean),
+            Some("cls") => Some(PoolingChoice::Cls),
             Some(other) => {
                 return Err(ApiError::invalid_input(format!(
                     "`pooling` must be one of mean, cls; got `{other}`"
@@ -154,7 +156,9 @@ impl EmbeddingsInput {
 pub struct EmbeddingsOutput {
     pub shape: [usize; 2],
     pub data: Vec<Vec<f32>>,
-    pub pooling: PoolingChoice,
+    /// Absent for models whose schema has no pooling (embeddinggemma).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pooling: Option<PoolingChoice>,
 }
 
 /// OpenAI `POST /v1/embeddings`.

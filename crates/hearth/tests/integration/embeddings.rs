@@ -12,8 +12,12 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn vectors(v: &Value) -> Vec<Vec<f64>> {
-    v["result"]["data"]
-        .as_array()
+    rows(&v["result"]["data"])
+}
+
+/// A JSON array of arrays of numbers.
+fn rows(v: &Value) -> Vec<Vec<f64>> {
+    v.as_array()
         .unwrap()
         .iter()
         .map(|row| {
@@ -61,18 +65,7 @@ async fn minilm_matches_sentence_transformers_on_every_dimension() {
     let sentences = fixture["sentences"].clone();
     let v = embed(MINILM, json!({"text": sentences})).await;
     let got = vectors(&v);
-    let want: Vec<Vec<f64>> = fixture["vectors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap())
-                .collect()
-        })
-        .collect();
+    let want = rows(&fixture["vectors"]);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let worst = g
@@ -315,4 +308,37 @@ async fn bge_m3_ranks_contexts_against_a_query_and_embeds_contexts() {
         let message = v["errors"][0]["message"].as_str().unwrap();
         assert!(message.contains(field), "{body}: {message}");
     }
+}
+
+/// EmbeddingGemma's contract (`{data, shape}`, no `pooling` either way) on
+/// the tiny fixture sentence-transformers saved, whose vectors it must give.
+#[tokio::test]
+async fn embeddinggemma_answers_without_pooling_and_matches_sentence_transformers() {
+    let reference: Value = serde_json::from_str(include_str!(
+        "../../../../tests/fixtures/tiny-embeddinggemma/reference.json"
+    ))
+    .unwrap();
+    let v = embed(EMBEDDINGGEMMA, json!({"text": reference["sentences"]})).await;
+    let result = v["result"].as_object().unwrap();
+    let mut keys: Vec<&str> = result.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["data", "shape"], "{v}");
+    assert_eq!(v["result"]["shape"], json!([6, 12]));
+    for (g, w) in vectors(&v).iter().zip(rows(&reference["vectors"])) {
+        let worst = g
+            .iter()
+            .zip(&w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(worst < 1e-4, "max |diff| {worst}");
+    }
+
+    let (status, _, v) = post_json(
+        &run_url(EMBEDDINGGEMMA),
+        &json!({"text": "cheese", "pooling": "cls"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let message = v["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("`pooling`"), "{message}");
 }

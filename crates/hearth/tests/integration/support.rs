@@ -25,6 +25,16 @@ pub const TERMS_LLM: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
 pub const BGE_ALIAS: &str = "@cf/baai/bge-small-en-v1.5";
 /// bge-m3's id (its query/contexts forms) served by MiniLM through an alias.
 pub const BGE_M3_ALIAS: &str = "@cf/baai/bge-m3";
+/// EmbeddingGemma's id, served by the committed tiny EmbeddingGemma fixture
+/// (`tests/fixtures/tiny-embeddinggemma`, with sentence-transformers' vectors).
+pub const EMBEDDINGGEMMA: &str = "@cf/google/embeddinggemma-300m";
+
+/// A folder of `tests/fixtures/`.
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
 /// A local `-int8` name for MiniLM: served with int8 weights.
 pub const MINILM_INT8: &str = "@hearth/all-minilm-l6-v2-int8";
 /// The genuine registry image classifier, and Workers AI's id served by it.
@@ -123,6 +133,10 @@ pub fn server() -> &'static Server {
         config.aliases.insert(BGE_ALIAS.into(), MINILM.into());
         config.aliases.insert(MINILM_INT8.into(), MINILM.into());
         config.aliases.insert(BGE_M3_ALIAS.into(), MINILM.into());
+        config.aliases.insert(
+            EMBEDDINGGEMMA.into(),
+            fixture("tiny-embeddinggemma").display().to_string(),
+        );
         config.aliases.insert(BATCH_LLM.into(), SMOLLM.into());
         config.aliases.insert(TERMS_LLM.into(), SMOLLM.into());
         // No genuine reranker weights ship in a registry package: serve the
