@@ -8,13 +8,13 @@
 //! token. Here the sequences of a batch are packed end to end (no padding, so
 //! no mask), Q, K and V come from one product over a fused weight, bias,
 //! residual and activation are applied to each block of a product's output
-//! as it is computed, and the products call `gemm` (the kernel candle itself
-//! uses) directly.
+//! as it is computed, and the products call OpenBLAS's `sgemm` (`crate::blas`).
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::blas::{Operand, sgemm};
 use crate::matvec::dot;
 
 #[derive(Debug, thiserror::Error)]
@@ -163,10 +163,10 @@ impl EncoderConfig {
 }
 
 /// `y = x W^T + b`. The checkpoint stores `W` as `[outputs, inputs]`; it is
-/// kept as panels of `PANEL` outputs, each `[inputs, PANEL]` (column-major),
+/// kept as panels of `PANEL` outputs, each `[inputs, PANEL]` (row-major),
 /// so a product reads each panel as one contiguous block and reuses it across
-/// a run of tokens from cache. Letting `gemm` see the whole row-major weight
-/// instead meant either packing the activations on every call (a third of the
+/// a run of tokens from cache. Letting the `gemm` crate see the whole
+/// row-major weight instead meant either packing the activations on every call (a third of the
 /// encoder's time) or streaming the whole weight once per six tokens (three
 /// times slower at batch 1).
 pub(crate) struct Linear {
@@ -191,7 +191,7 @@ enum Panels {
     },
 }
 
-/// Outputs per weight panel: a multiple of every `gemm` microkernel's rows.
+/// Outputs per weight panel: a multiple of the `sgemm` kernels' rows.
 const PANEL: usize = 64;
 
 /// How the encoder keeps its matrix weights.
@@ -280,6 +280,10 @@ impl Linear {
         }
     }
 
+    pub(crate) fn outputs(&self) -> usize {
+        self.outputs
+    }
+
     /// Runs `f` on panel `panel` as f32 (`[inputs, PANEL]`), widening it
     /// first when the weights are int8.
     fn with_panel<R>(&self, panel: usize, f: impl FnOnce(&[f32]) -> R) -> R {
@@ -307,7 +311,7 @@ impl Linear {
     }
 }
 
-struct Norm {
+pub(crate) struct Norm {
     weight: Vec<f32>,
     bias: Vec<f32>,
 }
@@ -344,7 +348,7 @@ pub(crate) fn values(
 }
 
 /// A fully connected layer's `weight` (`[outputs, inputs]`) and `bias`.
-fn weight_and_bias(
+pub(crate) fn weight_and_bias(
     vb: &VarBuilder,
     inputs: usize,
     outputs: usize,
@@ -355,7 +359,7 @@ fn weight_and_bias(
     ))
 }
 
-fn linear(
+pub(crate) fn linear(
     vb: &VarBuilder,
     inputs: usize,
     outputs: usize,
@@ -366,7 +370,7 @@ fn linear(
 }
 
 /// A small fully connected layer applied to one vector at a time, as
-/// classification heads are (a few rows per request: no `gemm` needed).
+/// classification heads are (a few rows per request: no `sgemm` needed).
 pub struct Dense {
     weight: Vec<f32>,
     bias: Vec<f32>,
@@ -402,7 +406,7 @@ impl Dense {
 }
 
 /// Layer norms are `weight`/`bias`, or `gamma`/`beta` in older checkpoints.
-fn norm(vb: &VarBuilder, size: usize) -> Result<Norm, EncoderError> {
+pub(crate) fn norm(vb: &VarBuilder, size: usize) -> Result<Norm, EncoderError> {
     let (w, b) = if vb.contains_tensor("gamma") {
         ("gamma", "beta")
     } else {
@@ -612,7 +616,7 @@ impl Linear {
 
     /// `apply`, then `activation` on each work item's block while it is
     /// still in cache (a separate pass re-read the whole output from memory).
-    fn apply_then(
+    pub(crate) fn apply_then(
         &self,
         x: &[f32],
         rows: usize,
@@ -661,36 +665,33 @@ impl Linear {
                     None => row.copy_from_slice(bias),
                 }
             }
-            // Computed as out^T = W x^T: the panel (column-major) on the
-            // left, each token's row of `x` as a column on the right.
             self.with_panel(panel, |weights| {
-                // SAFETY: `out` holds rows x n values, `x` rows x k and
-                // `weights` k x PANEL; this item reads and writes
-                // out^T[c][r] at r*n + c for c in its panel's outputs and r in
-                // its tokens (no other item touches them), reads W[c][i] at
-                // i*PANEL + c % PANEL and x^T[i][r] at r*k + i. Strides are
-                // given column stride first, as `gemm` takes them.
+                if tokens <= FEW_TOKENS {
+                    for r in first..first + tokens {
+                        // SAFETY: as for the bias above: this item's own block.
+                        let row = unsafe {
+                            std::slice::from_raw_parts_mut(dst.at(r * n + columns.start), outputs)
+                        };
+                        accumulate_panel(&x[r * k..(r + 1) * k], weights, row);
+                    }
+                    return;
+                }
+                // SAFETY: `x` holds rows x k values and `weights` k x PANEL
+                // (row-major); this item reads its tokens' rows of `x` and
+                // writes (and accumulates onto) out[r][c] at r*n + c for its
+                // tokens r and its panel's outputs c, which no other item
+                // touches.
                 unsafe {
-                    gemm::gemm(
-                        outputs,
+                    sgemm(
                         tokens,
+                        outputs,
                         k,
+                        1.0,
+                        Operand::plain(x.as_ptr().add(first * k), k),
+                        Operand::plain(weights.as_ptr(), PANEL),
+                        1.0,
                         dst.at(first * n + panel * PANEL),
-                        n as isize,
-                        1,
-                        true,
-                        weights.as_ptr(),
-                        PANEL as isize,
-                        1,
-                        x.as_ptr().add(first * k),
-                        k as isize,
-                        1,
-                        1.0f32,
-                        1.0f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
+                        n,
                     );
                 }
             });
@@ -705,6 +706,25 @@ impl Linear {
             }
         });
     }
+}
+
+/// Runs of at most this many tokens (decoding steps) skip `sgemm`: a
+/// product that small costs less as plain loops than as a library call.
+const FEW_TOKENS: usize = 2;
+
+/// `out[c] += sum_i x[i] * weights[i][c]` over one `[inputs, PANEL]`
+/// panel: each input adds a scaled panel row to a `PANEL`-wide accumulator,
+/// which stays in vector registers.
+fn accumulate_panel(x: &[f32], weights: &[f32], out: &mut [f32]) {
+    let mut acc = [0f32; PANEL];
+    acc[..out.len()].copy_from_slice(out);
+    for (&xi, row) in x.iter().zip(weights.chunks_exact(PANEL)) {
+        for (a, w) in acc.iter_mut().zip(row) {
+            *a += xi * w;
+        }
+    }
+    let outputs = out.len();
+    out.copy_from_slice(&acc[..outputs]);
 }
 
 /// The output of a product, written by work items on disjoint elements.
@@ -737,13 +757,17 @@ pub(crate) struct Heads {
     pub window: Option<usize>,
 }
 
+/// Sequences at least this long run attention as `sgemm` products over
+/// blocks of queries; shorter ones (embedding inputs) accumulate scores
+/// key by key, which costs less than a product's setup.
+const LONG_SEQUENCE: usize = 64;
+
+/// Queries per work item of the long-sequence path.
+const QUERY_BLOCK: usize = 256;
+
 /// Scaled dot-product attention of every head over its own sequence;
 /// `context` gets `[tokens, query heads * size]`.
 pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: &mut [f32]) {
-    let size = heads.size;
-    let width = (heads.query + 2 * heads.key_value) * size;
-    let out_width = heads.query * size;
-    let group = heads.query / heads.key_value.max(1);
     let starts: Vec<usize> = lengths
         .iter()
         .scan(0, |at, &len| {
@@ -753,64 +777,175 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
         })
         .collect();
     let dst = SharedOut(context.as_mut_ptr());
-    // One work item per (sequence, head), so a lone sequence still uses
-    // every thread; K is transposed per item so each query's scores
-    // accumulate across keys in vector lanes instead of ending every
-    // short dot product in a horizontal sum.
-    (0..lengths.len() * heads.query)
+    let layout = Layout::of(heads);
+    let (short, long): (Vec<usize>, Vec<usize>) =
+        (0..lengths.len()).partition(|&s| lengths[s] < LONG_SEQUENCE || heads.window.is_some());
+    // Long sequences: one work item per (sequence, head, block of queries).
+    let blocks: Vec<(usize, usize, usize)> = long
+        .iter()
+        .flat_map(|&s| {
+            (0..heads.query).flat_map(move |hd| {
+                (0..lengths[s].div_ceil(QUERY_BLOCK)).map(move |b| (s, hd, b * QUERY_BLOCK))
+            })
+        })
+        .collect();
+    blocks
         .into_par_iter()
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), item| {
-                let (sequence, hd) = (item / heads.query, item % heads.query);
-                let (start, len) = (starts[sequence], lengths[sequence]);
-                let rows = &qkv[start * width..(start + len) * width];
-                let kv = hd / group;
-                let q_at = hd * size;
-                let k_at = heads.query * size + kv * size;
-                let v_at = (heads.query + heads.key_value) * size + kv * size;
-                keys_t.resize(size * len, 0.0);
-                for (j, row) in rows.chunks_exact(width).enumerate() {
-                    for (d, &k) in row[k_at..k_at + size].iter().enumerate() {
-                        keys_t[d * len + j] = k;
+        .for_each_init(Vec::new, |scores, (s, hd, first)| {
+            let (start, len) = (starts[s], lengths[s]);
+            let rows = &qkv[start * layout.width..(start + len) * layout.width];
+            attend_block(heads, &layout, rows, len, hd, first, scores, |i| {
+                // SAFETY: token start + i's columns of head hd lie inside
+                // `context` and belong to this item alone.
+                unsafe { dst.at((start + i) * layout.out_width + hd * heads.size) }
+            });
+        });
+    // Short sequences: one work item per (sequence, head), so a lone
+    // sequence still uses every thread; K is transposed per item so each
+    // query's scores accumulate across keys in vector lanes instead of
+    // ending every short dot product in a horizontal sum.
+    let items: Vec<(usize, usize)> = short
+        .iter()
+        .flat_map(|&s| (0..heads.query).map(move |hd| (s, hd)))
+        .collect();
+    let size = heads.size;
+    items.into_par_iter().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), (sequence, hd)| {
+            let (start, len) = (starts[sequence], lengths[sequence]);
+            let width = layout.width;
+            let rows = &qkv[start * width..(start + len) * width];
+            let (q_at, k_at, v_at) = layout.columns(hd);
+            keys_t.resize(size * len, 0.0);
+            for (j, row) in rows.chunks_exact(width).enumerate() {
+                for (d, &k) in row[k_at..k_at + size].iter().enumerate() {
+                    keys_t[d * len + j] = k;
+                }
+            }
+            scores.resize(len, 0.0);
+            for (i, row) in rows.chunks_exact(width).enumerate() {
+                let keys = match heads.window {
+                    Some(w) => i.saturating_sub(w.saturating_sub(1))..len.min(i + w),
+                    None => 0..len,
+                };
+                let scores = &mut scores[keys.clone()];
+                scores.fill(0.0);
+                for (d, &q) in row[q_at..q_at + size].iter().enumerate() {
+                    let q = q * heads.scale;
+                    let column = &keys_t[d * len..(d + 1) * len];
+                    for (s, k) in scores.iter_mut().zip(&column[keys.clone()]) {
+                        *s += q * k;
                     }
                 }
-                scores.resize(len, 0.0);
-                for (i, row) in rows.chunks_exact(width).enumerate() {
-                    let keys = match heads.window {
-                        Some(w) => i.saturating_sub(w.saturating_sub(1))..len.min(i + w),
-                        None => 0..len,
-                    };
-                    let scores = &mut scores[keys.clone()];
-                    scores.fill(0.0);
-                    for (d, &q) in row[q_at..q_at + size].iter().enumerate() {
-                        let q = q * heads.scale;
-                        let column = &keys_t[d * len..(d + 1) * len];
-                        for (s, k) in scores.iter_mut().zip(&column[keys.clone()]) {
-                            *s += q * k;
-                        }
-                    }
-                    softmax(scores);
-                    // SAFETY: token start + i's columns of head hd lie inside
-                    // `context` (start + i < total tokens, columns < out_width)
-                    // and belong to this item alone.
-                    let o = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            dst.at((start + i) * out_width + hd * size),
-                            size,
-                        )
-                    };
-                    o.fill(0.0);
-                    for (&p, value_row) in scores
-                        .iter()
-                        .zip(rows[keys.start * width..].chunks_exact(width))
-                    {
-                        let v = &value_row[v_at..v_at + size];
-                        o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-                    }
+                softmax(scores);
+                // SAFETY: token start + i's columns of head hd lie inside
+                // `context` (start + i < total tokens, columns < out_width)
+                // and belong to this item alone.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        dst.at((start + i) * layout.out_width + hd * size),
+                        size,
+                    )
+                };
+                o.fill(0.0);
+                for (&p, value_row) in scores
+                    .iter()
+                    .zip(rows[keys.start * width..].chunks_exact(width))
+                {
+                    let v = &value_row[v_at..v_at + size];
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
                 }
-            },
+            }
+        },
+    );
+}
+
+/// Row widths and head offsets of packed Q/K/V rows.
+struct Layout {
+    width: usize,
+    out_width: usize,
+    group: usize,
+    query: usize,
+    key_value: usize,
+    size: usize,
+}
+
+impl Layout {
+    fn of(heads: &Heads) -> Self {
+        Self {
+            width: (heads.query + 2 * heads.key_value) * heads.size,
+            out_width: heads.query * heads.size,
+            group: heads.query / heads.key_value.max(1),
+            query: heads.query,
+            key_value: heads.key_value,
+            size: heads.size,
+        }
+    }
+
+    /// Where query head `hd`, and the key and value head it reads, start in a row.
+    fn columns(&self, hd: usize) -> (usize, usize, usize) {
+        let kv = hd / self.group;
+        (
+            hd * self.size,
+            (self.query + kv) * self.size,
+            (self.query + self.key_value + kv) * self.size,
+        )
+    }
+}
+
+/// Queries `first..first + QUERY_BLOCK` of head `hd` over all `len` keys of
+/// one sequence's `rows`, as two `sgemm` products (scores = Q K^T, then
+/// context = softmax(scores) V) read straight from the packed rows; `out(i)`
+/// is where query `i`'s context goes.
+#[allow(clippy::too_many_arguments)]
+fn attend_block(
+    heads: &Heads,
+    layout: &Layout,
+    rows: &[f32],
+    len: usize,
+    hd: usize,
+    first: usize,
+    scores: &mut Vec<f32>,
+    out: impl Fn(usize) -> *mut f32,
+) {
+    let queries = QUERY_BLOCK.min(len - first);
+    let (q_at, k_at, v_at) = layout.columns(hd);
+    let size = heads.size;
+    scores.resize(queries * len, 0.0);
+    // SAFETY: every read stays inside `rows` (`len` rows of `width`: query
+    // rows first..first + queries, key and value rows 0..len, each at its
+    // head's `size` columns); `scores` holds queries x len values, written
+    // with row stride len.
+    unsafe {
+        sgemm(
+            queries,
+            len,
+            size,
+            heads.scale,
+            Operand::plain(rows.as_ptr().add(first * layout.width + q_at), layout.width),
+            Operand::transposed(rows.as_ptr().add(k_at), layout.width),
+            0.0,
+            scores.as_mut_ptr(),
+            len,
         );
+    }
+    scores.chunks_exact_mut(len).for_each(softmax);
+    // SAFETY: `out(first)` is query `first`'s context row for this head and
+    // the next rows follow at `out_width`; they belong to this item alone.
+    // Values are read from `rows` at stride `width`, `len` rows.
+    unsafe {
+        sgemm(
+            queries,
+            size,
+            len,
+            1.0,
+            Operand::plain(scores.as_ptr(), len),
+            Operand::plain(rows.as_ptr().add(v_at), layout.width),
+            0.0,
+            out(first),
+            layout.out_width,
+        );
+    }
 }
 
 /// Runs `f` on each `width`-long row, rows in parallel.
@@ -831,7 +966,24 @@ pub(crate) fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
+/// The largest value, in lanes that vectorize (`f32::max` folds one
+/// element at a time because of its NaN rule); `-inf` when empty.
+fn max(a: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = a.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| if x > m { x } else { m });
+    for x in chunks {
+        for l in 0..16 {
+            lanes[l] = if x[l] > lanes[l] { x[l] } else { lanes[l] };
+        }
+    }
+    lanes.iter().fold(tail, |m, &x| if x > m { x } else { m })
+}
+
+pub(crate) fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
     let n = row.len() as f32;
     let mean = sum(row) / n;
     row.iter_mut().for_each(|x| *x -= mean);
@@ -850,7 +1002,7 @@ pub fn first_row(rows: &[f32], width: usize) -> Vec<f32> {
 }
 
 pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let max = max(x);
     x.iter_mut().for_each(|v| *v = exp(*v - max));
     let total = sum(x);
     x.iter_mut().for_each(|v| *v /= total);
@@ -885,7 +1037,11 @@ fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // 2^n from float bits alone: adding 2^23 + 127 puts n + 127 (1..=254
+    // after the clamp) in the low mantissa bits. An integer cast here would
+    // be saturating and overflow-checked, and keep the loop scalar.
+    let biased = (n + 8_388_735.0).to_bits() & 0xff;
+    y * f32::from_bits(biased << 23)
 }
 
 /// `erf(x)` as a rational function of `x` (Eigen's float `erf`
@@ -954,6 +1110,64 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Both attention paths (key by key for short sequences, `sgemm` over
+    /// query blocks for long ones) against a direct computation, with
+    /// grouped-query heads and a window.
+    #[test]
+    fn attention_matches_a_direct_computation() {
+        let value = |i: usize| ((i * 7919 % 113) as f32 - 56.0) / 40.0;
+        let lengths = [3, LONG_SEQUENCE, 2 * QUERY_BLOCK + 5, 1];
+        for window in [None, Some(4)] {
+            let heads = Heads {
+                query: 4,
+                key_value: 2,
+                size: 8,
+                scale: 0.3,
+                window,
+            };
+            let width = (4 + 2 * 2) * 8;
+            let tokens: usize = lengths.iter().sum();
+            let qkv: Vec<f32> = (0..tokens * width).map(value).collect();
+            let mut context = vec![f32::NAN; tokens * 32];
+            attention(&heads, &qkv, &lengths, &mut context);
+            let mut start = 0;
+            for &len in &lengths {
+                for hd in 0..4 {
+                    let kv = hd / 2;
+                    for i in 0..len {
+                        let row = |t: usize| &qkv[(start + t) * width..(start + t + 1) * width];
+                        let keys: Vec<usize> = (0..len)
+                            .filter(|&j| window.is_none_or(|w| i.abs_diff(j) < w))
+                            .collect();
+                        let mut weights: Vec<f32> = keys
+                            .iter()
+                            .map(|&j| {
+                                (0..8)
+                                    .map(|d| row(i)[hd * 8 + d] * row(j)[32 + kv * 8 + d])
+                                    .sum::<f32>()
+                                    * 0.3
+                            })
+                            .collect();
+                        softmax(&mut weights);
+                        for d in 0..8 {
+                            let want: f32 = keys
+                                .iter()
+                                .zip(&weights)
+                                .map(|(&j, p)| p * row(j)[48 + kv * 8 + d])
+                                .sum();
+                            let got = context[(start + i) * 32 + hd * 8 + d];
+                            assert!(
+                                (got - want).abs() < 1e-5,
+                                "len {len} head {hd} query {i}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+                start += len;
             }
         }
     }

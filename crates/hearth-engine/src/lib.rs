@@ -6,7 +6,7 @@
 //!   sequences, fed by a bounded channel; each request carries its own reply
 //!   channel, and dropping it frees the sequence.
 //! - `encoder`: the BERT-family transformer encoder (BERT, MiniLM, bge,
-//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers and `gemm`, f32 or
+//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers and OpenBLAS `sgemm` ([`blas`]), f32 or
 //!   weight-only int8 ([`Precision`]), behind the next three.
 //! - [`embed`]: text embeddings, with dynamic batching of concurrent
 //!   requests.
@@ -37,6 +37,7 @@
 
 mod attention;
 pub mod bart;
+mod blas;
 pub mod classify;
 pub mod describe;
 pub mod detect;

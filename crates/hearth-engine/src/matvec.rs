@@ -26,28 +26,109 @@ pub fn against_rows(x: &Tensor, table: &Tensor) -> Result<Tensor> {
     };
     let all = cpu.as_slice::<f32>()?;
     let weights = &all[layout.start_offset()..layout.start_offset() + rows * d];
-    let vectors = hidden.len() / d;
-    let mut out = vec![0f32; vectors * rows];
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |t| t.get())
-        .min(8);
-    let rows_per_thread = rows.div_ceil(threads);
-    for (row, out) in hidden.chunks_exact(d).zip(out.chunks_exact_mut(rows)) {
-        std::thread::scope(|scope| {
-            for (part, out) in out.chunks_mut(rows_per_thread).enumerate() {
-                let first = part * rows_per_thread;
-                scope.spawn(move || {
-                    for (i, o) in out.iter_mut().enumerate() {
-                        *o = dot(row, &weights[(first + i) * d..(first + i + 1) * d]);
-                    }
-                });
-            }
-        });
-    }
+    let out = rows_dot(&hidden, weights, d);
     if let Some(last) = shape.last_mut() {
         *last = rows;
     }
     Tensor::from_vec(out, shape, x.device())
+}
+
+/// Each `d`-long vector of `hidden` against every row of `table`
+/// (`[rows, d]`): `[vectors, rows]`, table rows split across threads.
+pub(crate) fn rows_dot(hidden: &[f32], table: &[f32], d: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    let rows = table.len() / d.max(1);
+    let vectors = hidden.len() / d.max(1);
+    let mut out = vec![0f32; vectors * rows];
+    // Blocks of table rows are the work items: each block is read once for
+    // every vector while it is in cache.
+    const BLOCK: usize = 512;
+    let mut per_block: Vec<Vec<f32>> = table
+        .par_chunks(BLOCK * d)
+        .map(|block| {
+            let mut scores = Vec::with_capacity(vectors * block.len() / d);
+            for vector in hidden.chunks_exact(d) {
+                scores.extend(block.chunks_exact(d).map(|row| dot(vector, row)));
+            }
+            scores
+        })
+        .collect();
+    for (b, scores) in per_block.iter_mut().enumerate() {
+        let n = scores.len() / vectors.max(1);
+        for (v, chunk) in scores.chunks_exact(n.max(1)).enumerate() {
+            out[v * rows + b * BLOCK..][..n].copy_from_slice(chunk);
+        }
+    }
+    out
+}
+
+/// A `[rows, d]` table of weights, kept in half precision when every value
+/// is exactly a half-precision number (Whisper's CTranslate2 weights are
+/// FP16 on disk): the same values, half the bytes read per decoding step.
+pub(crate) enum Table {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl Table {
+    pub fn new(values: Vec<f32>) -> Self {
+        let exact = values
+            .iter()
+            .all(|&v| half::f16::from_f32(v).to_f32().to_bits() == v.to_bits());
+        if exact {
+            Self::F16(values.iter().map(|&v| half::f16::from_f32(v)).collect())
+        } else {
+            Self::F32(values)
+        }
+    }
+
+    /// Row `i` (`d` values) into `out`; `None` past the last row.
+    pub fn row(&self, i: usize, d: usize, out: &mut [f32]) -> Option<()> {
+        use half::slice::HalfFloatSliceExt;
+        match self {
+            Self::F32(v) => out.copy_from_slice(v.get(i * d..(i + 1) * d)?),
+            Self::F16(v) => v.get(i * d..(i + 1) * d)?.convert_to_f32_slice(out),
+        }
+        Some(())
+    }
+
+    /// As [`rows_dot`], against this table.
+    pub fn rows_dot(&self, hidden: &[f32], d: usize) -> Vec<f32> {
+        use half::slice::HalfFloatSliceExt;
+        use rayon::prelude::*;
+        let table = match self {
+            Self::F32(v) => return rows_dot(hidden, v, d),
+            Self::F16(v) => v,
+        };
+        const BLOCK: usize = 512;
+        let rows = table.len() / d.max(1);
+        let vectors = hidden.len() / d.max(1);
+        let per_block: Vec<Vec<f32>> = table
+            .par_chunks(BLOCK * d)
+            .map_init(Vec::new, |wide, block| {
+                // Widened a row at a time, so the row stays in L1 for the
+                // products with every vector.
+                wide.resize(d, 0.0);
+                let n = block.len() / d;
+                let mut scores = vec![0f32; vectors * n];
+                for (r, row) in block.chunks_exact(d).enumerate() {
+                    row.convert_to_f32_slice(wide);
+                    for (v, vector) in hidden.chunks_exact(d).enumerate() {
+                        scores[v * n + r] = dot(vector, wide);
+                    }
+                }
+                scores
+            })
+            .collect();
+        let mut out = vec![0f32; vectors * rows];
+        for (b, scores) in per_block.iter().enumerate() {
+            let n = scores.len() / vectors.max(1);
+            for (v, chunk) in scores.chunks_exact(n.max(1)).enumerate() {
+                out[v * rows + b * BLOCK..][..n].copy_from_slice(chunk);
+            }
+        }
+        out
+    }
 }
 
 /// Eight independent accumulators so the loop vectorizes.

@@ -109,7 +109,7 @@ pub fn decode(bytes: &[u8], max_seconds: f64) -> Result<Vec<f32>, SpeechError> {
 /// Band-limited resampling (a Hann-windowed sinc, cut off at the lower of
 /// the two Nyquist rates so downsampling does not alias).
 pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
-    if from == to || input.is_empty() {
+    if from == to || input.is_empty() || from == 0 || to == 0 {
         return input.to_vec();
     }
     const HALF_WIDTH: f64 = 16.0;
@@ -118,22 +118,46 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
     // The kernel spans HALF_WIDTH zero crossings of the cutoff on each side.
     let reach = HALF_WIDTH / cutoff;
     let out_len = (input.len() as f64 * ratio).round() as usize;
+    // Output n sits at input position n * from / to: its fractional part
+    // takes only `to / gcd` values, so each phase's kernel is computed once
+    // (a sin and a cos per tap per output sample were most of the time).
+    let step = gcd(from, to);
+    let phases = (to / step) as usize;
+    let taps_before = reach.ceil() as i64;
+    let kernels: Vec<Vec<f64>> = (0..phases)
+        .map(|p| {
+            let frac = p as f64 * f64::from(step) / f64::from(to);
+            (-taps_before..=taps_before)
+                .map(|j| {
+                    let t = j as f64 - frac;
+                    if t.abs() > reach {
+                        return 0.0;
+                    }
+                    let x = t * cutoff;
+                    let sinc = if x.abs() < 1e-9 {
+                        1.0
+                    } else {
+                        (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+                    };
+                    sinc * (0.5 + 0.5 * (std::f64::consts::PI * t / reach).cos())
+                })
+                .collect()
+        })
+        .collect();
     let mut output = Vec::with_capacity(out_len);
-    for n in 0..out_len {
-        let centre = n as f64 / ratio;
-        let first = (centre - reach).ceil().max(0.0) as usize;
-        let last = ((centre + reach).floor() as usize).min(input.len() - 1);
+    for n in 0..out_len as u64 {
+        let position = n * u64::from(from);
+        let base = (position / u64::from(to)) as i64;
+        let phase = ((position % u64::from(to)) / u64::from(step)) as usize;
         let (mut acc, mut norm) = (0.0f64, 0.0f64);
-        for (i, sample) in input.iter().enumerate().take(last + 1).skip(first) {
-            let t = i as f64 - centre;
-            let x = t * cutoff;
-            let sinc = if x.abs() < 1e-9 {
-                1.0
-            } else {
-                (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
+        for (j, weight) in (-taps_before..).zip(&kernels[phase]) {
+            let i = base + j;
+            if *weight == 0.0 || i < 0 {
+                continue;
+            }
+            let Some(sample) = input.get(i as usize) else {
+                break;
             };
-            let window = 0.5 + 0.5 * (std::f64::consts::PI * t / reach).cos();
-            let weight = sinc * window;
             acc += f64::from(*sample) * weight;
             norm += weight;
         }
@@ -144,6 +168,10 @@ pub fn resample(input: &[f32], from: u32, to: u32) -> Vec<f32> {
         });
     }
     output
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn hz_to_mel(hz: f64) -> f64 {

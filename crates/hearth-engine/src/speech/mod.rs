@@ -20,7 +20,7 @@ mod words;
 use std::io::Write;
 use std::path::Path;
 
-use candle_core::{DType, Device, IndexOp};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use rand::SeedableRng;
 use rand::distr::Distribution;
@@ -498,14 +498,11 @@ impl SpeechRecognizer {
             return Ok(("en".into(), 1.0));
         }
         let mut state = start.clone();
-        let (logits, _) = self
+        let step = self
             .model
-            .decode(&[self.specials.sot], &mut state, false)
+            .decode(&[self.specials.sot], &mut state, &[0], false)
             .map_err(compute)?;
-        let row: Vec<f32> = logits
-            .i((0, 0))
-            .and_then(|r| r.to_vec1())
-            .map_err(compute)?;
+        let row = step.logits(0);
         let scores: Vec<f32> = self
             .specials
             .languages
@@ -585,24 +582,19 @@ impl SpeechRecognizer {
         prompt.extend_from_slice(sot_sequence);
         prompt.extend_from_slice(prefix);
         let mut state = start.clone();
-        let (logits, _) = self
+        let step = self
             .model
-            .decode(&prompt, &mut state, false)
+            .decode(&prompt, &mut state, &[sot_index, prompt.len() - 1], false)
             .map_err(compute)?;
         let no_speech_prob = match s.no_speech {
             Some(id) => {
-                let row = logits.i((0, sot_index)).map_err(compute)?;
-                let probs: Vec<f32> = candle_nn::ops::softmax_last_dim(&row)
-                    .and_then(|p| p.to_vec1())
-                    .map_err(compute)?;
+                let mut probs = step.logits(0).to_vec();
+                crate::encoder::softmax(&mut probs);
                 probs.get(id as usize).copied().unwrap_or(0.0)
             }
             None => 0.0,
         };
-        let mut row: Vec<f32> = logits
-            .i((0, prompt.len() - 1))
-            .and_then(|r| r.to_vec1())
-            .map_err(compute)?;
+        let mut row: Vec<f32> = step.logits(1).to_vec();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seek as u64);
         let mut sampled: Vec<u32> = prefix.to_vec();
         let mut sum_logprob = 0f64;
@@ -634,14 +626,11 @@ impl SpeechRecognizer {
                 break;
             }
             sampled.push(token);
-            let (logits, _) = self
+            let step = self
                 .model
-                .decode(&[token], &mut state, false)
+                .decode(&[token], &mut state, &[0], false)
                 .map_err(compute)?;
-            row = logits
-                .i((0, 0))
-                .and_then(|r| r.to_vec1())
-                .map_err(compute)?;
+            row = step.logits(0).to_vec();
         }
         let generated = sampled.len() - prefix.len() + usize::from(finished);
         let text = self.text_of(&sampled);
@@ -815,22 +804,16 @@ impl SpeechRecognizer {
             return Ok(());
         }
         let mut state = start.clone();
-        let (_, scores) = self
+        let step = self
             .model
-            .decode(&full, &mut state, true)
+            .decode(&full, &mut state, &[], true)
             .map_err(compute)?;
         let frames = (segment_frames / 2).max(1);
-        let mut heads = Vec::new();
-        for (layer, head) in &self.alignment_heads {
-            if let Some(s) = scores.get(*layer) {
-                let h = s
-                    .i((0, *head))
-                    .and_then(|h| h.narrow(1, 0, frames.min(h.dim(1)?)))
-                    .and_then(|h| h.to_vec2::<f32>())
-                    .map_err(compute)?;
-                heads.push(h);
-            }
-        }
+        let heads: Vec<Vec<Vec<f32>>> = self
+            .alignment_heads
+            .iter()
+            .filter_map(|(layer, head)| step.head_scores(*layer, *head, frames))
+            .collect();
         let jump_times = words::align(&heads, sot_sequence.len(), text_tokens.len());
         if jump_times.len() < text_tokens.len() + 1 {
             return Ok(());
