@@ -15,6 +15,14 @@ fn vectors(v: &Value) -> Vec<Vec<f64>> {
     rows(&v["result"]["data"])
 }
 
+/// The largest absolute difference between two vectors' entries.
+fn largest_difference(a: &[f64], b: &[f64]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
+}
+
 /// A JSON array of arrays of numbers.
 fn rows(v: &Value) -> Vec<Vec<f64>> {
     v.as_array()
@@ -68,11 +76,7 @@ async fn minilm_matches_sentence_transformers_on_every_dimension() {
     let want = rows(&fixture["vectors"]);
     assert_eq!(got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        let worst = g
-            .iter()
-            .zip(w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = largest_difference(g, w);
         assert!(worst <= 1e-4, "sentence {i}: max |diff| = {worst}");
     }
 }
@@ -158,11 +162,7 @@ async fn openai_embeddings_float_and_base64_agree() {
         .map(|x| x.as_f64().unwrap())
         .collect();
     assert_eq!(floats.len(), 384);
-    let worst = floats
-        .iter()
-        .zip(&first)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
+    let worst = largest_difference(&floats, &first);
     assert!(worst < 1e-6, "{worst}");
 }
 
@@ -325,11 +325,7 @@ async fn embeddinggemma_answers_without_pooling_and_matches_sentence_transformer
     assert_eq!(keys, ["data", "shape"], "{v}");
     assert_eq!(v["result"]["shape"], json!([6, 12]));
     for (g, w) in vectors(&v).iter().zip(rows(&reference["vectors"])) {
-        let worst = g
-            .iter()
-            .zip(&w)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+        let worst = largest_difference(&g, &w);
         assert!(worst < 1e-4, "max |diff| {worst}");
     }
 
