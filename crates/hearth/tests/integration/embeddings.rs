@@ -325,7 +325,7 @@ async fn embeddinggemma_answers_without_pooling_and_matches_sentence_transformer
     assert_eq!(keys, ["data", "shape"], "{v}");
     assert_eq!(v["result"]["shape"], json!([6, 12]));
     for (g, w) in vectors(&v).iter().zip(rows(&reference["vectors"])) {
-        let worst = largest_difference(&g, &w);
+        let worst = largest_difference(g, &w);
         assert!(worst < 1e-4, "max |diff| {worst}");
     }
 
