@@ -144,16 +144,16 @@ impl Embedder {
             .as_ref()
             .and_then(|m| m.as_array())
             .map_or(&[][..], Vec::as_slice);
-        let module_dir = |kind: &str| {
-            modules.iter().find_map(|m| {
-                m["type"]
-                    .as_str()
-                    .is_some_and(|t| t.ends_with(kind))
-                    .then(|| dir.join(m["path"].as_str().unwrap_or("")))
-            })
+        // The folders of the pipeline's modules of one kind, in order.
+        let modules_of = |kind: &'static str| {
+            modules
+                .iter()
+                .filter(move |m| m["type"].as_str().is_some_and(|t| t.ends_with(kind)))
+                .map(|m| dir.join(m["path"].as_str().unwrap_or("")))
         };
         let pooling_cfg = read_json(
-            &module_dir("Pooling")
+            &modules_of("Pooling")
+                .next()
                 .unwrap_or_else(|| dir.join("1_Pooling"))
                 .join("config.json"),
         );
@@ -167,17 +167,14 @@ impl Embedder {
             }
             _ => Pooling::Mean,
         };
-        let normalize = module_dir("Normalize").is_some();
+        let normalize = modules_of("Normalize").next().is_some();
         let mut projections = Vec::new();
         let mut dimensions = model.hidden();
-        for m in modules {
-            if m["type"].as_str().is_some_and(|t| t.ends_with("Dense")) {
-                let path = dir.join(m["path"].as_str().unwrap_or(""));
-                let dense = Projection::load(&path, dimensions)
-                    .map_err(|e| load_err(format!("{}: {e}", path.display())))?;
-                dimensions = dense.outputs;
-                projections.push(dense);
-            }
+        for path in modules_of("Dense") {
+            let dense = Projection::load(&path, dimensions)
+                .map_err(|e| load_err(format!("{}: {e}", path.display())))?;
+            dimensions = dense.outputs;
+            projections.push(dense);
         }
         let tokenizer = crate::hf::tokenizer(dir, max_tokens)?;
         let mut counter = tokenizer.clone();

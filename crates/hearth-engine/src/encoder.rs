@@ -166,9 +166,9 @@ impl EncoderConfig {
 /// kept as panels of `PANEL` outputs, each `[inputs, PANEL]` (row-major),
 /// so a product reads each panel as one contiguous block and reuses it across
 /// a run of tokens from cache. Letting the `gemm` crate see the whole
-/// row-major weight instead meant either packing the activations on every call (a third of the
-/// encoder's time) or streaming the whole weight once per six tokens (three
-/// times slower at batch 1).
+/// row-major weight instead meant either packing the activations on every
+/// call (a third of the encoder's time) or streaming the whole weight once
+/// per six tokens (three times slower at batch 1).
 pub(crate) struct Linear {
     panels: Panels,
     bias: Vec<f32>,
@@ -428,13 +428,11 @@ impl Encoder {
         precision: Precision,
     ) -> Result<Self, EncoderError> {
         let cfg = EncoderConfig::from_json(config)?;
-        let vb = ["", "bert", "roberta", "distilbert", "model"]
-            .iter()
-            .map(|p| if p.is_empty() { vb.clone() } else { vb.pp(*p) })
-            .find(|v| v.contains_tensor("embeddings.word_embeddings.weight"))
-            .ok_or_else(|| {
-                EncoderError::Load("no embeddings.word_embeddings.weight in the weights".into())
-            })?;
+        let vb = under_prefix(
+            vb,
+            &["bert", "roberta", "distilbert", "model"],
+            "embeddings.word_embeddings.weight",
+        )?;
         let h = cfg.hidden;
         let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
         let max_positions = config["max_position_embeddings"].as_u64().unwrap_or(512) as usize;
@@ -530,6 +528,19 @@ pub fn split<'a>(
         *start += s.len();
         Some(rows)
     })
+}
+
+/// `vb` itself or `vb` under the first of `prefixes` (a task head's
+/// checkpoint nests the encoder under its model name) that holds `tensor`.
+pub(crate) fn under_prefix<'a>(
+    vb: &VarBuilder<'a>,
+    prefixes: &[&str],
+    tensor: &str,
+) -> Result<VarBuilder<'a>, EncoderError> {
+    std::iter::once(vb.clone())
+        .chain(prefixes.iter().map(|p| vb.pp(*p)))
+        .find(|v| v.contains_tensor(tensor))
+        .ok_or_else(|| EncoderError::Load(format!("no {tensor} in the weights")))
 }
 
 /// The sequences' lengths, refused when one is longer than `max`.
@@ -763,7 +774,7 @@ pub(crate) struct Heads {
 const LONG_SEQUENCE: usize = 64;
 
 /// Queries per work item of the long-sequence path.
-const QUERY_BLOCK: usize = 256;
+const QUERY_BLOCK: usize = 64;
 
 /// Scaled dot-product attention of every head over its own sequence;
 /// `context` gets `[tokens, query heads * size]`.
@@ -777,7 +788,7 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
         })
         .collect();
     let dst = SharedOut(context.as_mut_ptr());
-    let layout = Layout::of(heads);
+    let (width, out_width) = (heads.width(), heads.out_width());
     let (short, long): (Vec<usize>, Vec<usize>) =
         (0..lengths.len()).partition(|&s| lengths[s] < LONG_SEQUENCE || heads.window.is_some());
     // Long sequences: one work item per (sequence, head, block of queries).
@@ -793,11 +804,11 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
         .into_par_iter()
         .for_each_init(Vec::new, |scores, (s, hd, first)| {
             let (start, len) = (starts[s], lengths[s]);
-            let rows = &qkv[start * layout.width..(start + len) * layout.width];
-            attend_block(heads, &layout, rows, len, hd, first, scores, |i| {
+            let rows = &qkv[start * width..(start + len) * width];
+            attend_block(heads, rows, len, hd, first, scores, |i| {
                 // SAFETY: token start + i's columns of head hd lie inside
                 // `context` and belong to this item alone.
-                unsafe { dst.at((start + i) * layout.out_width + hd * heads.size) }
+                unsafe { dst.at((start + i) * out_width + hd * heads.size) }
             });
         });
     // Short sequences: one work item per (sequence, head), so a lone
@@ -813,9 +824,8 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
         || (Vec::new(), Vec::new()),
         |(keys_t, scores): &mut (Vec<f32>, Vec<f32>), (sequence, hd)| {
             let (start, len) = (starts[sequence], lengths[sequence]);
-            let width = layout.width;
             let rows = &qkv[start * width..(start + len) * width];
-            let (q_at, k_at, v_at) = layout.columns(hd);
+            let (q_at, k_at, v_at) = heads.columns(hd);
             keys_t.resize(size * len, 0.0);
             for (j, row) in rows.chunks_exact(width).enumerate() {
                 for (d, &k) in row[k_at..k_at + size].iter().enumerate() {
@@ -843,7 +853,7 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
                 // and belong to this item alone.
                 let o = unsafe {
                     std::slice::from_raw_parts_mut(
-                        dst.at((start + i) * layout.out_width + hd * size),
+                        dst.at((start + i) * out_width + hd * size),
                         size,
                     )
                 };
@@ -860,31 +870,20 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
     );
 }
 
-/// Row widths and head offsets of packed Q/K/V rows.
-struct Layout {
-    width: usize,
-    out_width: usize,
-    group: usize,
-    query: usize,
-    key_value: usize,
-    size: usize,
-}
+impl Heads {
+    /// Values in one packed row of queries, keys and values.
+    fn width(&self) -> usize {
+        (self.query + 2 * self.key_value) * self.size
+    }
 
-impl Layout {
-    fn of(heads: &Heads) -> Self {
-        Self {
-            width: (heads.query + 2 * heads.key_value) * heads.size,
-            out_width: heads.query * heads.size,
-            group: heads.query / heads.key_value.max(1),
-            query: heads.query,
-            key_value: heads.key_value,
-            size: heads.size,
-        }
+    /// Values in one row of the attention's output.
+    fn out_width(&self) -> usize {
+        self.query * self.size
     }
 
     /// Where query head `hd`, and the key and value head it reads, start in a row.
     fn columns(&self, hd: usize) -> (usize, usize, usize) {
-        let kv = hd / self.group;
+        let kv = hd / (self.query / self.key_value.max(1));
         (
             hd * self.size,
             (self.query + kv) * self.size,
@@ -897,10 +896,8 @@ impl Layout {
 /// one sequence's `rows`, as two `sgemm` products (scores = Q K^T, then
 /// context = softmax(scores) V) read straight from the packed rows; `out(i)`
 /// is where query `i`'s context goes.
-#[allow(clippy::too_many_arguments)]
 fn attend_block(
     heads: &Heads,
-    layout: &Layout,
     rows: &[f32],
     len: usize,
     hd: usize,
@@ -909,8 +906,8 @@ fn attend_block(
     out: impl Fn(usize) -> *mut f32,
 ) {
     let queries = QUERY_BLOCK.min(len - first);
-    let (q_at, k_at, v_at) = layout.columns(hd);
-    let size = heads.size;
+    let (q_at, k_at, v_at) = heads.columns(hd);
+    let (width, size) = (heads.width(), heads.size);
     scores.resize(queries * len, 0.0);
     // SAFETY: every read stays inside `rows` (`len` rows of `width`: query
     // rows first..first + queries, key and value rows 0..len, each at its
@@ -922,8 +919,8 @@ fn attend_block(
             len,
             size,
             heads.scale,
-            Operand::plain(rows.as_ptr().add(first * layout.width + q_at), layout.width),
-            Operand::transposed(rows.as_ptr().add(k_at), layout.width),
+            Operand::plain(rows.as_ptr().add(first * width + q_at), width),
+            Operand::transposed(rows.as_ptr().add(k_at), width),
             0.0,
             scores.as_mut_ptr(),
             len,
@@ -940,10 +937,10 @@ fn attend_block(
             len,
             1.0,
             Operand::plain(scores.as_ptr(), len),
-            Operand::plain(rows.as_ptr().add(v_at), layout.width),
+            Operand::plain(rows.as_ptr().add(v_at), width),
             0.0,
             out(first),
-            layout.out_width,
+            heads.out_width(),
         );
     }
 }
@@ -954,7 +951,7 @@ pub(crate) fn for_rows(x: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Syn
         .for_each(|block| block.chunks_exact_mut(width).for_each(&f));
 }
 
-pub(crate) fn sum(a: &[f32]) -> f32 {
+fn sum(a: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let chunks = a.chunks_exact(16);
     let tail: f32 = chunks.remainder().iter().sum();

@@ -16,7 +16,7 @@ use rayon::prelude::*;
 
 use crate::encoder::{
     Activation, EncoderError, Heads, Linear, Precision, TokenEncoder, activate, attention,
-    for_rows, lengths, table_row, values,
+    for_rows, lengths, table_row, under_prefix, values,
 };
 use crate::matvec::dot;
 
@@ -263,11 +263,7 @@ impl GemmaEncoder {
         precision: Precision,
     ) -> Result<Self, EncoderError> {
         let cfg = GemmaConfig::from_json(config)?;
-        let vb = ["", "model"]
-            .iter()
-            .map(|p| if p.is_empty() { vb.clone() } else { vb.pp(*p) })
-            .find(|v| v.contains_tensor("embed_tokens.weight"))
-            .ok_or_else(|| EncoderError::Load("no embed_tokens.weight in the weights".into()))?;
+        let vb = under_prefix(vb, &["model"], "embed_tokens.weight")?;
         let (h, size) = (cfg.hidden, cfg.head_size);
         let vocab = config["vocab_size"].as_u64().unwrap_or(0) as usize;
         let words = values(&vb, &[vocab, h], "embed_tokens.weight")?;

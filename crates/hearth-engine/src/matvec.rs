@@ -33,27 +33,52 @@ pub fn against_rows(x: &Tensor, table: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(out, shape, x.device())
 }
 
+/// A table weight type rows can be read as f32 from.
+pub(crate) trait Weight: Sync + Sized {
+    /// `row` as f32: itself, or widened into `wide` (`row.len()` values).
+    fn as_f32<'a>(row: &'a [Self], wide: &'a mut [f32]) -> &'a [f32];
+}
+
+impl Weight for f32 {
+    fn as_f32<'a>(row: &'a [f32], _wide: &'a mut [f32]) -> &'a [f32] {
+        row
+    }
+}
+
+impl Weight for half::f16 {
+    fn as_f32<'a>(row: &'a [half::f16], wide: &'a mut [f32]) -> &'a [f32] {
+        use half::slice::HalfFloatSliceExt;
+        row.convert_to_f32_slice(wide);
+        wide
+    }
+}
+
 /// Each `d`-long vector of `hidden` against every row of `table`
 /// (`[rows, d]`): `[vectors, rows]`, table rows split across threads.
-pub(crate) fn rows_dot(hidden: &[f32], table: &[f32], d: usize) -> Vec<f32> {
+pub(crate) fn rows_dot<T: Weight>(hidden: &[f32], table: &[T], d: usize) -> Vec<f32> {
     use rayon::prelude::*;
     let rows = table.len() / d.max(1);
     let vectors = hidden.len() / d.max(1);
-    let mut out = vec![0f32; vectors * rows];
-    // Blocks of table rows are the work items: each block is read once for
-    // every vector while it is in cache.
+    // Blocks of table rows are the work items; each row is read (and
+    // widened, for f16) once and multiplied by every vector while in L1.
     const BLOCK: usize = 512;
-    let mut per_block: Vec<Vec<f32>> = table
+    let per_block: Vec<Vec<f32>> = table
         .par_chunks(BLOCK * d)
-        .map(|block| {
-            let mut scores = Vec::with_capacity(vectors * block.len() / d);
-            for vector in hidden.chunks_exact(d) {
-                scores.extend(block.chunks_exact(d).map(|row| dot(vector, row)));
+        .map_init(Vec::new, |wide, block| {
+            wide.resize(d, 0.0);
+            let n = block.len() / d;
+            let mut scores = vec![0f32; vectors * n];
+            for (r, row) in block.chunks_exact(d).enumerate() {
+                let row = T::as_f32(row, wide);
+                for (v, vector) in hidden.chunks_exact(d).enumerate() {
+                    scores[v * n + r] = dot(vector, row);
+                }
             }
             scores
         })
         .collect();
-    for (b, scores) in per_block.iter_mut().enumerate() {
+    let mut out = vec![0f32; vectors * rows];
+    for (b, scores) in per_block.iter().enumerate() {
         let n = scores.len() / vectors.max(1);
         for (v, chunk) in scores.chunks_exact(n.max(1)).enumerate() {
             out[v * rows + b * BLOCK..][..n].copy_from_slice(chunk);
@@ -84,50 +109,21 @@ impl Table {
 
     /// Row `i` (`d` values) into `out`; `None` past the last row.
     pub fn row(&self, i: usize, d: usize, out: &mut [f32]) -> Option<()> {
-        use half::slice::HalfFloatSliceExt;
         match self {
             Self::F32(v) => out.copy_from_slice(v.get(i * d..(i + 1) * d)?),
-            Self::F16(v) => v.get(i * d..(i + 1) * d)?.convert_to_f32_slice(out),
+            Self::F16(v) => {
+                half::f16::as_f32(v.get(i * d..(i + 1) * d)?, out);
+            }
         }
         Some(())
     }
 
-    /// As [`rows_dot`], against this table.
+    /// [`rows_dot`] against this table.
     pub fn rows_dot(&self, hidden: &[f32], d: usize) -> Vec<f32> {
-        use half::slice::HalfFloatSliceExt;
-        use rayon::prelude::*;
-        let table = match self {
-            Self::F32(v) => return rows_dot(hidden, v, d),
-            Self::F16(v) => v,
-        };
-        const BLOCK: usize = 512;
-        let rows = table.len() / d.max(1);
-        let vectors = hidden.len() / d.max(1);
-        let per_block: Vec<Vec<f32>> = table
-            .par_chunks(BLOCK * d)
-            .map_init(Vec::new, |wide, block| {
-                // Widened a row at a time, so the row stays in L1 for the
-                // products with every vector.
-                wide.resize(d, 0.0);
-                let n = block.len() / d;
-                let mut scores = vec![0f32; vectors * n];
-                for (r, row) in block.chunks_exact(d).enumerate() {
-                    row.convert_to_f32_slice(wide);
-                    for (v, vector) in hidden.chunks_exact(d).enumerate() {
-                        scores[v * n + r] = dot(vector, wide);
-                    }
-                }
-                scores
-            })
-            .collect();
-        let mut out = vec![0f32; vectors * rows];
-        for (b, scores) in per_block.iter().enumerate() {
-            let n = scores.len() / vectors.max(1);
-            for (v, chunk) in scores.chunks_exact(n.max(1)).enumerate() {
-                out[v * rows + b * BLOCK..][..n].copy_from_slice(chunk);
-            }
+        match self {
+            Self::F32(v) => rows_dot(hidden, v, d),
+            Self::F16(v) => rows_dot(hidden, v, d),
         }
-        out
     }
 }
 

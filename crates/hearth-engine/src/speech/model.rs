@@ -240,7 +240,7 @@ pub struct Step {
     vocab: usize,
     /// When asked, each layer's pre-softmax cross-attention scores
     /// `[heads, fed tokens, frames]`.
-    pub scores: Vec<Vec<f32>>,
+    scores: Vec<Vec<f32>>,
     frames: usize,
     fed: usize,
 }
@@ -439,7 +439,7 @@ fn attend(heads: &Heads, queries: &[f32], keys_values: &[f32], past: usize) -> V
     let d = heads.query * size;
     let n = queries.len() / d;
     let len = keys_values.len() / (2 * d);
-    let per_head: Vec<(Vec<f32>, Vec<f32>)> = (0..heads.query)
+    let per_head: Vec<Vec<f32>> = (0..heads.query)
         .into_par_iter()
         .map(|hd| {
             let mut context = vec![0f32; n * size];
@@ -457,10 +457,10 @@ fn attend(heads: &Heads, queries: &[f32], keys_values: &[f32], past: usize) -> V
                     out.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
                 }
             }
-            (context, Vec::new())
+            context
         })
         .collect();
-    gather_heads(per_head, n, size, false).0
+    interleave_heads(&per_head, n, size)
 }
 
 /// A window's cross-attention keys and values for one layer, laid out so a
@@ -536,25 +536,20 @@ impl AudioKeys {
                 (context, raw)
             })
             .collect();
-        gather_heads(per_head, queries.len() / d, size, want_scores)
+        let (contexts, scores): (Vec<Vec<f32>>, Vec<Vec<f32>>) = per_head.into_iter().unzip();
+        let context = interleave_heads(&contexts, queries.len() / d, size);
+        (context, want_scores.then(|| scores.concat()))
     }
 }
 
-/// Each head's `[n, size]` context side by side as `[n, heads * size]`, and
-/// the heads' scores one after another.
-fn gather_heads(
-    per_head: Vec<(Vec<f32>, Vec<f32>)>,
-    n: usize,
-    size: usize,
-    want_scores: bool,
-) -> (Vec<f32>, Option<Vec<f32>>) {
+/// Each head's `[n, size]` context side by side as `[n, heads * size]`.
+fn interleave_heads(per_head: &[Vec<f32>], n: usize, size: usize) -> Vec<f32> {
     let d = per_head.len() * size;
     let mut context = vec![0f32; n * d];
-    for (hd, (head, _)) in per_head.iter().enumerate() {
+    for (hd, head) in per_head.iter().enumerate() {
         for (i, row) in head.chunks_exact(size).enumerate() {
             context[i * d + hd * size..][..size].copy_from_slice(row);
         }
     }
-    let scores = want_scores.then(|| per_head.into_iter().flat_map(|(_, s)| s).collect());
-    (context, scores)
+    context
 }
