@@ -3,7 +3,9 @@
 //! Measured on this project's 2-core AVX-512 machines, OpenBLAS runs the
 //! encoders' product shapes (a 64-output weight panel against 120 tokens,
 //! 1500 audio frames against a 384 x 1536 layer) at 65-80 GFLOP/s per core,
-//! where the `gemm` crate managed 22-26. OpenBLAS runs single-threaded here:
+//! where the `gemm` crate managed 22-26 (the weight-panel products now run on
+//! `crate::panel_kernel` where AVX-512 exists: OpenBLAS re-packs both
+//! operands on every call). OpenBLAS runs single-threaded here:
 //! the callers split their products into work items on rayon's pool, and a
 //! second pool of OpenBLAS threads would only compete with it.
 

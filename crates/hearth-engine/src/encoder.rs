@@ -8,7 +8,9 @@
 //! token. Here the sequences of a batch are packed end to end (no padding, so
 //! no mask), Q, K and V come from one product over a fused weight, bias,
 //! residual and activation are applied to each block of a product's output
-//! as it is computed, and the products call OpenBLAS's `sgemm` (`crate::blas`).
+//! as it is computed, and the products run on an AVX-512 kernel over the
+//! pre-packed weight panels (`crate::panel_kernel`), or OpenBLAS's `sgemm`
+//! (`crate::blas`) where AVX-512 is missing.
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
@@ -16,6 +18,7 @@ use rayon::prelude::*;
 
 use crate::blas::{Operand, sgemm};
 use crate::matvec::dot;
+use crate::panel_kernel::{Aligned, PANEL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EncoderError {
@@ -178,7 +181,7 @@ pub(crate) struct Linear {
 
 /// The weight panels, in full precision or quantized.
 enum Panels {
-    F32(Vec<f32>),
+    F32(Aligned),
     /// Weight-only int8: each output's weights are `q * scale` with one
     /// symmetric scale per output (`scales`, padded to whole panels); a work
     /// item widens its panel to f32 in a per-thread buffer (a quarter of the
@@ -190,9 +193,6 @@ enum Panels {
         id: u64,
     },
 }
-
-/// Outputs per weight panel: a multiple of the `sgemm` kernels' rows.
-const PANEL: usize = 64;
 
 /// How the encoder keeps its matrix weights.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -218,8 +218,8 @@ impl Precision {
 thread_local! {
     /// A work item's int8 panel, widened, and which (layer, panel) it is:
     /// consecutive items of one thread mostly share a panel.
-    static WIDENED: std::cell::RefCell<(Option<PanelKey>, Vec<f32>)> =
-        const { std::cell::RefCell::new((None, Vec::new())) };
+    static WIDENED: std::cell::RefCell<(Option<PanelKey>, Aligned)> =
+        const { std::cell::RefCell::new((None, Aligned::new())) };
 }
 
 /// A panel in the widened-panel cache: (layer id, panel index).
@@ -237,7 +237,7 @@ impl Linear {
         precision: Precision,
     ) -> Self {
         let padded = outputs.div_ceil(PANEL) * PANEL;
-        let mut panels = vec![0f32; padded * inputs];
+        let mut panels = Aligned::zeroed(padded * inputs);
         for (o, row) in weight.chunks_exact(inputs).enumerate() {
             let panel = &mut panels[o / PANEL * PANEL * inputs..];
             for (i, &w) in row.iter().enumerate() {
@@ -295,7 +295,9 @@ impl Linear {
                     return f(buffer);
                 }
                 *held = Some((*id, panel));
-                buffer.resize(size, 0.0);
+                if buffer.len() != size {
+                    *buffer = Aligned::zeroed(size);
+                }
                 let scales = &scales[panel * PANEL..][..PANEL];
                 for (out, q) in buffer
                     .chunks_exact_mut(PANEL)
@@ -677,6 +679,25 @@ impl Linear {
                 }
             }
             self.with_panel(panel, |weights| {
+                #[cfg(target_arch = "x86_64")]
+                if crate::panel_kernel::available() {
+                    // SAFETY: `x` holds rows x k values, `weights` k x PANEL,
+                    // and this item alone writes its tokens' outputs of this
+                    // panel (at r*n + c).
+                    unsafe {
+                        crate::panel_kernel::accumulate(
+                            x.as_ptr().add(first * k),
+                            k,
+                            k,
+                            weights.as_ptr(),
+                            dst.at(first * n + panel * PANEL),
+                            n,
+                            tokens,
+                            outputs,
+                        );
+                    }
+                    return;
+                }
                 if tokens <= FEW_TOKENS {
                     for r in first..first + tokens {
                         // SAFETY: as for the bias above: this item's own block.
@@ -719,8 +740,9 @@ impl Linear {
     }
 }
 
-/// Runs of at most this many tokens (decoding steps) skip `sgemm`: a
-/// product that small costs less as plain loops than as a library call.
+/// Without AVX-512, runs of at most this many tokens (decoding steps) skip
+/// `sgemm`: a product that small costs less as plain loops than as a
+/// library call.
 const FEW_TOKENS: usize = 2;
 
 /// `out[c] += sum_i x[i] * weights[i][c]` over one `[inputs, PANEL]`
@@ -772,6 +794,9 @@ pub(crate) struct Heads {
 /// blocks of queries; shorter ones (embedding inputs) accumulate scores
 /// key by key, which costs less than a product's setup.
 const LONG_SEQUENCE: usize = 64;
+
+/// Scores the short path computes at once: one AVX-512 vector.
+const KEY_LANES: usize = 16;
 
 /// Queries per work item of the long-sequence path.
 const QUERY_BLOCK: usize = 64;
@@ -826,27 +851,33 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
             let (start, len) = (starts[sequence], lengths[sequence]);
             let rows = &qkv[start * width..(start + len) * width];
             let (q_at, k_at, v_at) = heads.columns(hd);
-            keys_t.resize(size * len, 0.0);
+            // Keys padded with zeros to whole vectors: a 15-token sentence
+            // otherwise ends every score update in partial-vector and
+            // scalar tails.
+            let padded = len.next_multiple_of(KEY_LANES);
+            keys_t.clear();
+            keys_t.resize(size * padded, 0.0);
             for (j, row) in rows.chunks_exact(width).enumerate() {
                 for (d, &k) in row[k_at..k_at + size].iter().enumerate() {
-                    keys_t[d * len + j] = k;
+                    keys_t[d * padded + j] = k;
                 }
             }
-            scores.resize(len, 0.0);
+            scores.resize(padded, 0.0);
             for (i, row) in rows.chunks_exact(width).enumerate() {
                 let keys = match heads.window {
                     Some(w) => i.saturating_sub(w.saturating_sub(1))..len.min(i + w),
                     None => 0..len,
                 };
-                let scores = &mut scores[keys.clone()];
-                scores.fill(0.0);
+                // Whole vectors around the keys this query sees.
+                let lanes =
+                    keys.start / KEY_LANES * KEY_LANES..keys.end.next_multiple_of(KEY_LANES);
+                scores[lanes.clone()].fill(0.0);
                 for (d, &q) in row[q_at..q_at + size].iter().enumerate() {
                     let q = q * heads.scale;
-                    let column = &keys_t[d * len..(d + 1) * len];
-                    for (s, k) in scores.iter_mut().zip(&column[keys.clone()]) {
-                        *s += q * k;
-                    }
+                    let column = &keys_t[d * padded..(d + 1) * padded];
+                    add_scaled(&mut scores[lanes.clone()], q, &column[lanes.clone()]);
                 }
+                let scores = &mut scores[keys.clone()];
                 softmax(scores);
                 // SAFETY: token start + i's columns of head hd lie inside
                 // `context` (start + i < total tokens, columns < out_width)
@@ -862,12 +893,38 @@ pub(crate) fn attention(heads: &Heads, qkv: &[f32], lengths: &[usize], context: 
                     .iter()
                     .zip(rows[keys.start * width..].chunks_exact(width))
                 {
-                    let v = &value_row[v_at..v_at + size];
-                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                    add_scaled(o, p, &value_row[v_at..v_at + size]);
                 }
             }
         },
     );
+}
+
+/// `out += scale * x`, in whole vectors: the compiler kept the plain loop
+/// scalar for the short lengths attention runs it at (a head's 32 values).
+fn add_scaled(out: &mut [f32], scale: f32, x: &[f32]) {
+    let mut out_chunks = out.chunks_exact_mut(KEY_LANES);
+    let mut x_chunks = x.chunks_exact(KEY_LANES);
+    for (o, x) in (&mut out_chunks).zip(&mut x_chunks) {
+        // Copied into locals so that every load visibly precedes every
+        // store: inlined, the compiler could not tell `o` and `x` apart
+        // and kept the element-wise loop scalar.
+        let mut sums = [0f32; KEY_LANES];
+        sums.copy_from_slice(o);
+        let mut xs = [0f32; KEY_LANES];
+        xs.copy_from_slice(x);
+        for (s, x) in sums.iter_mut().zip(xs) {
+            *s += scale * x;
+        }
+        o.copy_from_slice(&sums);
+    }
+    for (o, x) in out_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(x_chunks.remainder())
+    {
+        *o += scale * x;
+    }
 }
 
 impl Heads {

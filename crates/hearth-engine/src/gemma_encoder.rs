@@ -1,6 +1,6 @@
 //! EmbeddingGemma's encoder: Gemma 3's transformer run with bidirectional
 //! attention (`use_bidirectional_attention` in `config.json`), on the same
-//! packed f32 buffers, `sgemm` weight panels and attention as the
+//! packed f32 buffers, weight panels and attention as the
 //! BERT-family encoder.
 //!
 //! What differs from BERT: word embeddings scaled by sqrt(hidden) and no

@@ -48,6 +48,7 @@ pub mod flux;
 mod gemma_encoder;
 mod hf;
 mod matvec;
+mod panel_kernel;
 pub mod rerank;
 pub mod speech;
 pub mod store;
