@@ -6,8 +6,9 @@
 //!   sequences, fed by a bounded channel; each request carries its own reply
 //!   channel, and dropping it frees the sequence.
 //! - `encoder`: the BERT-family transformer encoder (BERT, MiniLM, bge,
-//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers and OpenBLAS `sgemm` ([`blas`]), f32 or
-//!   weight-only int8 ([`Precision`]), behind the next three.
+//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers, its products on an AVX-512 kernel over
+//!   pre-packed weight panels (`panel_kernel`; OpenBLAS `sgemm` without AVX-512 and for
+//!   attention, [`blas`]), f32 or weight-only int8 ([`Precision`]), behind the next three.
 //! - [`embed`]: text embeddings, with dynamic batching of concurrent
 //!   requests.
 //! - [`classify`]: DistilBERT text classification.

@@ -1,5 +1,5 @@
 //! The Whisper network under Hugging Face tensor names, on the encoder's
-//! plain f32 buffers and `sgemm` weight panels (`crate::encoder`), the two
+//! plain f32 buffers and weight panels (`crate::encoder`), the two
 //! input convolutions included (as im2col products).
 //!
 //! A 30-second window is 1500 audio frames: its attention runs as `sgemm`
