@@ -40,6 +40,14 @@ pub struct WeightFile {
     pub name: String,
     #[serde(default)]
     pub sha256: Option<String>,
+    /// A file of another hub repository saved as `name`: `owner/repo/path`
+    /// (e.g. SDXL-Lightning's UNet over SDXL base's other parts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// A small JSON file written as given instead of downloaded: settings
+    /// the repository lacks (SDXL-Lightning's trailing scheduler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<serde_json::Value>,
 }
 
 /// Where a model's weights live: a folder under the models dir, and, for hub

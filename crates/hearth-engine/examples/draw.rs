@@ -1,6 +1,7 @@
 //! Draws an image with a Stable Diffusion folder (diffusers layout):
 //!   cargo run -p hearth-engine --example draw -- DIR "PROMPT" OUT.png \
-//!       [--steps N] [--seed S] [--guidance G] [--size WxH] [--latents FILE]
+//!       [--steps N] [--seed S] [--guidance G] [--size WxH] [--negative TEXT]
+//!       [--latents FILE]
 //! `--latents` reads the starting noise from a safetensors file (tensor
 //! `latents`), so that `bench/diffusion_reference.py` and
 //! `bench/flux_reference.py` can hand diffusers and Hearth the same start.
@@ -34,9 +35,10 @@ fn main() {
         Some((w.parse().ok()?, h.parse().ok()?))
     });
     let latents = take("--latents");
+    let negative_prompt = take("--negative").unwrap_or_default();
     let [dir, prompt, out] = args.as_slice() else {
         eprintln!(
-            "usage: draw DIR PROMPT OUT.png [--steps N] [--seed S] [--guidance G] [--size WxH] [--latents FILE]"
+            "usage: draw DIR PROMPT OUT.png [--steps N] [--seed S] [--guidance G] [--size WxH] [--negative TEXT] [--latents FILE]"
         );
         std::process::exit(2);
     };
@@ -48,7 +50,7 @@ fn main() {
         hearth_engine::diffusion::Diffuser::load(Path::new(dir)).unwrap_or_else(|e| fail(&e));
     let request = hearth_engine::diffusion::ImageRequest {
         prompt: prompt.clone(),
-        negative_prompt: String::new(),
+        negative_prompt,
         width: size.map(|s: (u32, u32)| s.0),
         height: size.map(|s| s.1),
         steps,

@@ -1,11 +1,14 @@
-//! Text-to-image with the Stable Diffusion 1.x family on candle (SD 1.5,
-//! its img2img and inpainting variants, LCM-merged fine-tunes such as
-//! DreamShaper 8 LCM), loaded from the diffusers folder layout:
-//! `text_encoder/` (CLIP), `tokenizer/` (`vocab.json` + `merges.txt`),
-//! `unet/`, `vae/` and `scheduler/`, each with its `config.json`.
+//! Text-to-image with the Stable Diffusion 1.x family (SD 1.5, its img2img
+//! and inpainting variants, LCM-merged fine-tunes such as DreamShaper 8
+//! LCM) and SDXL (base, Lightning) on candle, loaded from the diffusers
+//! folder layout: `text_encoder/` (CLIP), `tokenizer/` (`vocab.json` +
+//! `merges.txt`), `unet/`, `vae/` and `scheduler/`, each with its
+//! `config.json`, and for SDXL `text_encoder_2/` and `tokenizer_2/`.
 //!
-//! candle-transformers brings the networks (CLIP text transformer, UNet,
-//! VAE decoder); the samplers are here because candle's draw their noise
+//! candle-transformers brings the networks (SD 1.x's CLIP text
+//! transformer, the UNet's blocks, the VAE decoder; SDXL's text encoders
+//! and the UNet's composition are in `clip_text` and `unet`, with the
+//! inputs candle's lack); the samplers are here because candle's draw their noise
 //! from an unseeded generator, and a seed must give the same PNG bytes:
 //! all noise comes from one `StdRng` seeded by the request. DDIM (eta 0)
 //! serves DDIM/PNDM/DPM-Solver configs, Euler (plain or ancestral) the
@@ -21,7 +24,7 @@ use candle_transformers::models::clip::text_model::{
     Activation, ClipTextConfig, ClipTextTransformer,
 };
 use candle_transformers::models::stable_diffusion::unet_2d::{
-    BlockConfig, UNet2DConditionModel, UNet2DConditionModelConfig,
+    BlockConfig, UNet2DConditionModelConfig,
 };
 use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
     DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
@@ -30,6 +33,8 @@ use candle_transformers::models::stable_diffusion::vae::{AutoEncoderKL, AutoEnco
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
+use crate::clip_text::{ClipText, ClipTextSettings};
+use crate::unet::{AddedConditions, TextTimeConfig, UNet};
 use crate::vision::{VisionError, decode_rgb};
 
 #[derive(Debug, thiserror::Error)]
@@ -605,11 +610,31 @@ impl Diffuser {
     }
 }
 
-/// Stable Diffusion 1.x from the diffusers layout.
+/// How a pipeline turns prompts into what its UNet attends to.
+enum Prompting {
+    /// SD 1.x: CLIP's final normed states.
+    Clip(Box<(ClipTokenizer, ClipTextTransformer)>),
+    /// SDXL: two encoders.
+    Xl(Box<XlPrompting>),
+}
+
+/// SDXL's text side: CLIP-L (`text_encoder/`) and OpenCLIP bigG with its
+/// projection (`text_encoder_2/`); the UNet attends to both encoders'
+/// penultimate states side by side and adds the second's pooled,
+/// projected state to its time embedding.
+struct XlPrompting {
+    tokenizers: [ClipTokenizer; 2],
+    encoders: [ClipText; 2],
+    /// `force_zeros_for_empty_prompt` (SDXL base's pipeline setting): with
+    /// no negative prompt, the unguided branch reads zeros, not the
+    /// encoding of "".
+    zeros_for_empty_negative: bool,
+}
+
+/// Stable Diffusion 1.x or XL from the diffusers layout.
 pub struct StableDiffusion {
-    tokenizer: ClipTokenizer,
-    text: ClipTextTransformer,
-    unet: UNet2DConditionModel,
+    prompting: Prompting,
+    unet: UNet,
     /// 4, or 9 for inpainting models (latents, mask, masked image).
     unet_in_channels: usize,
     vae: AutoEncoderKL,
@@ -622,6 +647,9 @@ pub struct StableDiffusion {
     native_size: u32,
     /// Heads of the UNet's first attention block (its largest scores).
     attention_heads: usize,
+    /// Latent cells per cell of that block (it runs after this many
+    /// halvings of each side, squared).
+    attention_shrink: usize,
 }
 
 impl StableDiffusion {
@@ -640,69 +668,71 @@ impl StableDiffusion {
                 .map_err(|e| fail(format!("{sub}/{name}: {e}")))
         };
 
-        let text_config = config("text_encoder", "config.json")?;
-        let tnum = |k: &str| {
-            text_config
-                .get(k)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-        };
-        let act = text_config
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("quick_gelu");
-        if act != "quick_gelu" {
-            return Err(fail(format!(
-                "text_encoder hidden_act {act:?}: only CLIP's quick_gelu (Stable Diffusion 1.x) is built"
-            )));
-        }
-        let embed_dim = tnum("hidden_size").unwrap_or(768);
-        let clip = ClipTextConfig {
-            vocab_size: tnum("vocab_size").unwrap_or(49408),
-            embed_dim,
-            activation: Activation::QuickGelu,
-            intermediate_size: tnum("intermediate_size").unwrap_or(3072),
-            max_position_embeddings: tnum("max_position_embeddings").unwrap_or(77),
-            pad_with: None,
-            num_hidden_layers: tnum("num_hidden_layers").unwrap_or(12),
-            num_attention_heads: tnum("num_attention_heads").unwrap_or(12),
-            projection_dim: tnum("projection_dim").unwrap_or(embed_dim),
-        };
-        let text_weights = weights("text_encoder", "model.safetensors")?;
-        // transformers 4 saved `text_model.`-prefixed names, 5 saves bare ones.
-        let text_weights = if text_weights.contains_tensor("text_model.final_layer_norm.weight") {
-            text_weights.pp("text_model")
+        let (prompting, embed_dim) = if dir.join("text_encoder_2").is_dir() {
+            let xl = Self::load_xl_text(dir).map_err(fail)?;
+            let width = xl.encoders[0].hidden_size() + xl.encoders[1].hidden_size();
+            (Prompting::Xl(Box::new(xl)), width)
         } else {
-            text_weights
+            let (tokenizer, text, width) = Self::load_clip_text(dir).map_err(fail)?;
+            (Prompting::Clip(Box::new((tokenizer, text))), width)
         };
-        let text = ClipTextTransformer::new(text_weights, &clip)
-            .map_err(|e| fail(format!("text_encoder: {e}")))?;
-        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"), clip.max_position_embeddings)
-            .map_err(fail)?;
 
         let unet_config = config("unet", "config.json")?;
-        let (unet_cfg, unet_in_channels, sample_size) =
+        let (unet_cfg, text_time, unet_in_channels, sample_size) =
             unet_settings(&unet_config).map_err(|e| fail(format!("unet/config.json: {e}")))?;
+        match (&prompting, text_time) {
+            (Prompting::Xl(xl), Some(t)) => {
+                let pooled = xl.encoders[1].pooled_size();
+                if t.input_dim != pooled + 6 * t.time_dim {
+                    return Err(fail(format!(
+                        "the UNet's add_embedding takes {} numbers, the text encoder's {pooled} \
+                         pooled plus six {}-wide time ids make {}",
+                        t.input_dim,
+                        t.time_dim,
+                        pooled + 6 * t.time_dim
+                    )));
+                }
+            }
+            (Prompting::Xl(_), None) => {
+                return Err(fail(
+                    "text_encoder_2 is present but the UNet takes no added text/time \
+                     conditioning (addition_embed_type)"
+                        .into(),
+                ));
+            }
+            (Prompting::Clip(_), Some(_)) => {
+                return Err(fail(
+                    "the UNet is SDXL's (addition_embed_type text_time) but text_encoder_2 \
+                     is missing"
+                        .into(),
+                ));
+            }
+            (Prompting::Clip(_), None) => {}
+        }
         if unet_cfg.cross_attention_dim != embed_dim {
             return Err(fail(format!(
                 "the UNet attends to {}-wide text, the text encoder gives {embed_dim}",
                 unet_cfg.cross_attention_dim
             )));
         }
-        let attention_heads = unet_cfg
+        let first_attention = unet_cfg
             .blocks
             .iter()
-            .find(|b| b.use_cross_attn.is_some())
+            .position(|b| b.use_cross_attn.is_some())
+            .unwrap_or(0);
+        let attention_heads = unet_cfg
+            .blocks
+            .get(first_attention)
             .map_or(8, |b| b.attention_head_dim.max(1));
-        let unet = UNet2DConditionModel::new(
+        let unet = UNet::new(
             weights("unet", "diffusion_pytorch_model.safetensors")?,
             unet_in_channels,
             unet_config
                 .get("out_channels")
                 .and_then(Value::as_u64)
                 .map_or(4, |v| v as usize),
-            false,
-            unet_cfg,
+            &unet_cfg,
+            text_time,
         )
         .map_err(|e| fail(format!("unet: {e}")))?;
 
@@ -741,8 +771,7 @@ impl StableDiffusion {
         let schedule = Schedule::from_config(&config("scheduler", "scheduler_config.json")?)
             .map_err(|e| fail(format!("scheduler: {e}")))?;
         Ok(Self {
-            tokenizer,
-            text,
+            prompting,
             unet,
             unet_in_channels,
             vae,
@@ -753,6 +782,80 @@ impl StableDiffusion {
             schedule,
             native_size: (sample_size * vae_factor) as u32,
             attention_heads,
+            attention_shrink: 1 << (2 * first_attention),
+        })
+    }
+
+    /// SD 1.x's CLIP text encoder and tokenizer, and its width.
+    fn load_clip_text(dir: &Path) -> Result<(ClipTokenizer, ClipTextTransformer, usize), String> {
+        let raw = std::fs::read(dir.join("text_encoder/config.json"))
+            .map_err(|e| format!("text_encoder/config.json: {e}"))?;
+        let text_config: Value =
+            serde_json::from_slice(&raw).map_err(|e| format!("text_encoder/config.json: {e}"))?;
+        let tnum = |k: &str| {
+            text_config
+                .get(k)
+                .and_then(Value::as_u64)
+                .map(|v| v as usize)
+        };
+        let act = text_config
+            .get("hidden_act")
+            .and_then(Value::as_str)
+            .unwrap_or("quick_gelu");
+        if act != "quick_gelu" {
+            return Err(format!(
+                "text_encoder hidden_act {act:?}: only CLIP's quick_gelu (Stable Diffusion 1.x) is built"
+            ));
+        }
+        let embed_dim = tnum("hidden_size").unwrap_or(768);
+        let clip = ClipTextConfig {
+            vocab_size: tnum("vocab_size").unwrap_or(49408),
+            embed_dim,
+            activation: Activation::QuickGelu,
+            intermediate_size: tnum("intermediate_size").unwrap_or(3072),
+            max_position_embeddings: tnum("max_position_embeddings").unwrap_or(77),
+            pad_with: None,
+            num_hidden_layers: tnum("num_hidden_layers").unwrap_or(12),
+            num_attention_heads: tnum("num_attention_heads").unwrap_or(12),
+            projection_dim: tnum("projection_dim").unwrap_or(embed_dim),
+        };
+        let text_weights = crate::hf::mmap_weights(&[dir.join("text_encoder/model.safetensors")])
+            .map_err(|e| format!("text_encoder/model.safetensors: {e}"))?;
+        // transformers 4 saved `text_model.`-prefixed names, 5 saves bare ones.
+        let text_weights = if text_weights.contains_tensor("text_model.final_layer_norm.weight") {
+            text_weights.pp("text_model")
+        } else {
+            text_weights
+        };
+        let text = ClipTextTransformer::new(text_weights, &clip)
+            .map_err(|e| format!("text_encoder: {e}"))?;
+        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"), clip.max_position_embeddings)?;
+        Ok((tokenizer, text, embed_dim))
+    }
+
+    /// SDXL's two text encoders and tokenizers.
+    fn load_xl_text(dir: &Path) -> Result<XlPrompting, String> {
+        let tokenizer = |sub: &str, encoder: &ClipText| {
+            ClipTokenizer::load(&dir.join(sub), encoder.positions())
+                .map_err(|e| format!("{sub}: {e}"))
+        };
+        let first = ClipText::load(&dir.join("text_encoder"), false)
+            .map_err(|e| format!("text_encoder: {e}"))?;
+        let second = ClipText::load(&dir.join("text_encoder_2"), true)
+            .map_err(|e| format!("text_encoder_2: {e}"))?;
+        let tokenizers = [
+            tokenizer("tokenizer", &first)?,
+            tokenizer("tokenizer_2", &second)?,
+        ];
+        let zeros_for_empty_negative = std::fs::read(dir.join("model_index.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok())
+            .and_then(|c| c.get("force_zeros_for_empty_prompt")?.as_bool())
+            .unwrap_or(true);
+        Ok(XlPrompting {
+            tokenizers,
+            encoders: [first, second],
+            zeros_for_empty_negative,
         })
     }
 
@@ -799,11 +902,12 @@ impl StableDiffusion {
             ));
         }
         let (lh, lw) = (height / self.vae_factor, width / self.vae_factor);
-        // The first block's attention scores: batch (2 with guidance) x
+        // The first attention block's scores: batch (2 with guidance) x
         // heads x cells^2 floats; past the bound a request could exhaust
         // the machine's memory.
-        let max_cells =
-            (ATTENTION_BYTES / (2.0 * self.attention_heads as f64 * 4.0)).sqrt() as usize;
+        let max_cells = (ATTENTION_BYTES / (2.0 * self.attention_heads as f64 * 4.0)).sqrt()
+            as usize
+            * self.attention_shrink;
         if lh * lw > max_cells {
             let side = (max_cells as f64).sqrt() as usize * self.vae_factor;
             return Err(DiffusionError::BadInput(format!(
@@ -813,7 +917,7 @@ impl StableDiffusion {
             )));
         }
         let guided = request.guidance > 1.0;
-        let context = self.text_context(request, guided)?;
+        let (context, added) = self.text_context(request, guided, width, height)?;
         let mut noise = Noise::new(request.seed);
         let shape = Tensor::zeros((1, self.latent_channels, lh, lw), DType::F32, &Device::Cpu)
             .map_err(compute)?;
@@ -888,7 +992,10 @@ impl StableDiffusion {
             } else {
                 input
             };
-            let output = self.unet.forward(&input, t, &context).map_err(compute)?;
+            let output = self
+                .unet
+                .forward(&input, t, &context, added.as_ref())
+                .map_err(compute)?;
             let output = if guided {
                 let uncond = output.i(0..1).map_err(compute)?;
                 let cond = output.i(1..2).map_err(compute)?;
@@ -921,20 +1028,78 @@ impl StableDiffusion {
         self.decode(&latents)
     }
 
-    /// CLIP's last hidden state for the prompt, preceded by the negative
-    /// prompt's when guidance is on: `[1 or 2, 77, dim]`.
-    fn text_context(&self, request: &ImageRequest, guided: bool) -> Result<Tensor, DiffusionError> {
-        let mut rows = Vec::new();
-        if guided {
-            rows.push(self.tokenizer.ids(&request.negative_prompt)?);
+    /// What the UNet attends to for the prompt, preceded by the negative
+    /// prompt's when guidance is on (`[1 or 2, 77, width]`), and for SDXL
+    /// the added conditions in the same row order.
+    fn text_context(
+        &self,
+        request: &ImageRequest,
+        guided: bool,
+        width: usize,
+        height: usize,
+    ) -> Result<(Tensor, Option<AddedConditions>), DiffusionError> {
+        let prompts: &[&str] = if guided {
+            &[&request.negative_prompt, &request.prompt]
+        } else {
+            &[&request.prompt]
+        };
+        match &self.prompting {
+            Prompting::Clip(clip) => {
+                let (tokenizer, text) = clip.as_ref();
+                let mut ids = Vec::new();
+                for prompt in prompts {
+                    ids.extend(tokenizer.ids(prompt)?);
+                }
+                let ids = Tensor::from_vec(ids, (prompts.len(), tokenizer.length), &Device::Cpu)
+                    .map_err(compute)?;
+                let context = text.forward_with_mask(&ids, usize::MAX).map_err(compute)?;
+                Ok((context, None))
+            }
+            Prompting::Xl(xl) => {
+                let mut states = Vec::new();
+                let mut pooled = None;
+                for (tokenizer, encoder) in xl.tokenizers.iter().zip(&xl.encoders) {
+                    let mut ids = Vec::new();
+                    for prompt in prompts {
+                        ids.extend(tokenizer.ids(prompt)?);
+                    }
+                    let out = encoder
+                        .encode(&ids, tokenizer.length, tokenizer.eos)
+                        .map_err(compute)?;
+                    states.push(out.penultimate);
+                    pooled = Some(out.pooled);
+                }
+                let mut context = Tensor::cat(&states, 2).map_err(compute)?;
+                let mut pooled = pooled.ok_or_else(|| {
+                    DiffusionError::Compute("SDXL has no second text encoder".into())
+                })?;
+                if guided && request.negative_prompt.is_empty() && xl.zeros_for_empty_negative {
+                    let zero_first = |t: &Tensor| -> candle_core::Result<Tensor> {
+                        let cond = t.narrow(0, 1, 1)?;
+                        Tensor::cat(&[&cond.zeros_like()?, &cond], 0)
+                    };
+                    context = zero_first(&context).map_err(compute)?;
+                    pooled = zero_first(&pooled).map_err(compute)?;
+                }
+                let (h, w) = (height as f32, width as f32);
+                let row = [h, w, 0.0, 0.0, h, w];
+                let time_ids: Vec<f32> = row
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(6 * prompts.len())
+                    .collect();
+                let time_ids = Tensor::from_vec(time_ids, (prompts.len(), 6), &Device::Cpu)
+                    .map_err(compute)?;
+                Ok((
+                    context,
+                    Some(AddedConditions {
+                        text_embeds: pooled,
+                        time_ids,
+                    }),
+                ))
+            }
         }
-        rows.push(self.tokenizer.ids(&request.prompt)?);
-        let (n, len) = (rows.len(), self.tokenizer.length);
-        let ids: Vec<u32> = rows.into_iter().flatten().collect();
-        let ids = Tensor::from_vec(ids, (n, len), &Device::Cpu).map_err(compute)?;
-        self.text
-            .forward_with_mask(&ids, usize::MAX)
-            .map_err(compute)
     }
 
     /// An encoded image resized to the output size, in [-1, 1].
@@ -1060,21 +1225,41 @@ fn usize_list(config: &Value, key: &str) -> Option<Vec<usize>> {
         .collect()
 }
 
-/// candle's UNet configuration from diffusers' `unet/config.json`, the
-/// number of input channels and the latent sample size.
-fn unet_settings(c: &Value) -> Result<(UNet2DConditionModelConfig, usize, usize), String> {
-    for key in [
-        "addition_embed_type",
-        "time_cond_proj_dim",
-        "class_embed_type",
-    ] {
+/// candle's UNet configuration from diffusers' `unet/config.json`, SDXL's
+/// added conditioning if the UNet takes it, the number of input channels
+/// and the latent sample size.
+fn unet_settings(
+    c: &Value,
+) -> Result<
+    (
+        UNet2DConditionModelConfig,
+        Option<TextTimeConfig>,
+        usize,
+        usize,
+    ),
+    String,
+> {
+    for key in ["time_cond_proj_dim", "class_embed_type"] {
         if c.get(key).is_some_and(|v| !v.is_null()) {
             return Err(format!(
-                "{key} is set: that conditioning (SDXL, LCM-distilled UNets) is not built"
+                "{key} is set: that conditioning (LCM-distilled UNets, class labels) is not built"
             ));
         }
     }
     let num = |k: &str| c.get(k).and_then(Value::as_u64).map(|v| v as usize);
+    let text_time = match c.get("addition_embed_type").and_then(Value::as_str) {
+        None => None,
+        Some("text_time") => Some(TextTimeConfig {
+            time_dim: num("addition_time_embed_dim").ok_or("addition_time_embed_dim is missing")?,
+            input_dim: num("projection_class_embeddings_input_dim")
+                .ok_or("projection_class_embeddings_input_dim is missing")?,
+        }),
+        Some(other) => {
+            return Err(format!(
+                "addition_embed_type {other:?}: only SDXL's \"text_time\" is built"
+            ));
+        }
+    };
     let channels = usize_list(c, "block_out_channels")
         .filter(|c| !c.is_empty())
         .ok_or("block_out_channels is missing or empty")?;
@@ -1149,6 +1334,7 @@ fn unet_settings(c: &Value) -> Result<(UNet2DConditionModelConfig, usize, usize)
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
         },
+        text_time,
         in_channels,
         num("sample_size").unwrap_or(64),
     ))
@@ -1231,6 +1417,8 @@ pub(crate) fn write_tiny_clip(dir: &Path, dim: usize) -> Result<(), DiffusionErr
             add(built.clone(), &mut vocab);
         }
     }
+    // SDXL's second tokenizer pads with "!".
+    add("!".into(), &mut vocab);
     add("<|startoftext|>".into(), &mut vocab);
     add("<|endoftext|>".into(), &mut vocab);
     let vocab_size = vocab.len();
@@ -1299,13 +1487,122 @@ pub fn write_tiny_model(
         "mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32,
         "sample_size": 32, "use_linear_projection": false,
     });
-    let (unet_cfg, _, _) = unet_settings(&unet_json).map_err(|e| fail(&e))?;
+    let (unet_cfg, _, _, _) = unet_settings(&unet_json).map_err(|e| fail(&e))?;
     write("unet", "config.json", &unet_json)?;
     save_random(dir, "unet", "diffusion_pytorch_model.safetensors", &|vb| {
-        UNet2DConditionModel::new(vb, in_channels, 4, false, unet_cfg.clone()).map(|_| ())
+        UNet::new(vb, in_channels, 4, &unet_cfg, None).map(|_| ())
     })?;
 
-    // Four VAE blocks: 8 pixels per latent cell, as in the real models.
+    write_tiny_vae_and_scheduler(dir, scheduler, 0.18215)?;
+    let pipeline = if in_channels == 9 {
+        "StableDiffusionInpaintPipeline"
+    } else {
+        "StableDiffusionPipeline"
+    };
+    write(
+        ".",
+        "model_index.json",
+        &serde_json::json!({
+            "_class_name": pipeline,
+            "scheduler": ["diffusers", scheduler], "text_encoder": ["transformers", "CLIPTextModel"],
+            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }),
+    )
+}
+
+/// Writes a tiny SDXL with random weights in the diffusers layout: the
+/// SD 1.x tiny parts plus `text_encoder_2/` (a `gelu` CLIP with
+/// `text_projection`, wider than the first), `tokenizer_2/` (padding with
+/// "!"), and a UNet with SDXL's layout (a plain first block, two
+/// transformer layers in the next, linear projections, `text_time` added
+/// conditioning over both encoders' 80-wide context).
+pub fn write_tiny_xl_model(dir: &Path, scheduler: &str) -> Result<(), DiffusionError> {
+    let fail = |e: &dyn std::fmt::Display| DiffusionError::Load {
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    };
+    let write = |sub: &str, name: &str, value: &Value| write_json(dir, sub, name, value);
+    write_tiny_clip(dir, 32)?;
+    std::fs::create_dir_all(dir.join("tokenizer_2")).map_err(|e| fail(&e))?;
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(
+            dir.join("tokenizer").join(name),
+            dir.join("tokenizer_2").join(name),
+        )
+        .map_err(|e| fail(&e))?;
+    }
+    write(
+        "tokenizer_2",
+        "tokenizer_config.json",
+        &serde_json::json!({"pad_token": "!", "model_max_length": 77}),
+    )?;
+    let vocab_size = ClipTokenizer::load(&dir.join("tokenizer"), 77)
+        .map_err(|e| fail(&e))?
+        .tokenizer
+        .get_vocab_size(true);
+    let second = ClipTextSettings {
+        vocab_size,
+        hidden_size: 48,
+        intermediate_size: 96,
+        layers: 3,
+        heads: 4,
+        positions: 77,
+        layer_norm_eps: 1e-5,
+        exact_gelu: true,
+        projection: Some(40),
+    };
+    let (bos, eos) = (vocab_size - 2, vocab_size - 1);
+    write(
+        "text_encoder_2",
+        "config.json",
+        &second.to_config(bos, eos, vocab_size - 3),
+    )?;
+    save_random(dir, "text_encoder_2", "model.safetensors", &|vb| {
+        ClipText::new(vb.pp("text_model"), vb, &second).map(|_| ())
+    })?;
+    let unet_json = serde_json::json!({
+        "_class_name": "UNet2DConditionModel", "act_fn": "silu",
+        "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 40 + 6 * 8,
+        "attention_head_dim": [2, 4], "block_out_channels": [32, 64],
+        "center_input_sample": false, "cross_attention_dim": 32 + 48,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "transformer_layers_per_block": [1, 2],
+        "downsample_padding": 1, "flip_sin_to_cos": true, "freq_shift": 0,
+        "in_channels": 4, "out_channels": 4, "layers_per_block": 1,
+        "mid_block_scale_factor": 1, "norm_eps": 1e-5, "norm_num_groups": 32,
+        "sample_size": 32, "use_linear_projection": true,
+    });
+    let (unet_cfg, text_time, _, _) = unet_settings(&unet_json).map_err(|e| fail(&e))?;
+    write("unet", "config.json", &unet_json)?;
+    save_random(dir, "unet", "diffusion_pytorch_model.safetensors", &|vb| {
+        UNet::new(vb, 4, 4, &unet_cfg, text_time).map(|_| ())
+    })?;
+    write_tiny_vae_and_scheduler(dir, scheduler, 0.13025)?;
+    write(
+        ".",
+        "model_index.json",
+        &serde_json::json!({
+            "_class_name": "StableDiffusionXLPipeline", "force_zeros_for_empty_prompt": true,
+            "scheduler": ["diffusers", scheduler], "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
+        }),
+    )
+}
+
+/// The tiny pipelines' VAE (four blocks: 8 pixels per latent cell, as in
+/// the real models) and scheduler config.
+fn write_tiny_vae_and_scheduler(
+    dir: &Path,
+    scheduler: &str,
+    scaling_factor: f64,
+) -> Result<(), DiffusionError> {
+    let write = |sub: &str, name: &str, value: &Value| write_json(dir, sub, name, value);
     let vae_cfg = AutoEncoderKLConfig {
         block_out_channels: vec![8, 16, 16, 16],
         layers_per_block: 1,
@@ -1322,7 +1619,7 @@ pub fn write_tiny_model(
             "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
             "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
             "in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 1,
-            "norm_num_groups": 8, "sample_size": 32, "scaling_factor": 0.18215,
+            "norm_num_groups": 8, "sample_size": 32, "scaling_factor": scaling_factor,
         }),
     )?;
     save_random(dir, "vae", "diffusion_pytorch_model.safetensors", &|vb| {
@@ -1337,21 +1634,6 @@ pub fn write_tiny_model(
             "beta_schedule": "scaled_linear", "num_train_timesteps": 1000,
             "set_alpha_to_one": false, "steps_offset": 1, "prediction_type": "epsilon",
             "timestep_spacing": if scheduler.starts_with("Euler") { "trailing" } else { "leading" },
-        }),
-    )?;
-    let pipeline = if in_channels == 9 {
-        "StableDiffusionInpaintPipeline"
-    } else {
-        "StableDiffusionPipeline"
-    };
-    write(
-        ".",
-        "model_index.json",
-        &serde_json::json!({
-            "_class_name": pipeline,
-            "scheduler": ["diffusers", scheduler], "text_encoder": ["transformers", "CLIPTextModel"],
-            "tokenizer": ["transformers", "CLIPTokenizer"], "unet": ["diffusers", "UNet2DConditionModel"],
-            "vae": ["diffusers", "AutoencoderKL"],
         }),
     )
 }
@@ -1500,16 +1782,75 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn sdxl_and_missing_parts_are_refused_clearly() {
+    fn a_tiny_sdxl_draws_with_both_encoders_and_its_added_conditions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_xl_model(dir.path(), "EulerDiscreteScheduler").expect("write");
+        let model = Diffuser::load(dir.path()).expect("load");
+        assert_eq!(model.native_size(), 256);
+        let first = draw(&model, &request("a red cat", 7));
+        assert_eq!(decode(&first).dimensions(), (64, 48));
+        assert_eq!(draw(&model, &request("a red cat", 7)), first);
+        assert_ne!(draw(&model, &request("a red cat", 8)), first);
+        assert_ne!(draw(&model, &request("a blue dog", 7)), first);
+        // An empty negative prompt reads zeros; a given one is encoded.
+        let mut negative = request("a red cat", 7);
+        negative.negative_prompt = "a dog".into();
+        assert_ne!(draw(&model, &negative), first);
+        // The time ids carry the size: another size is another picture,
+        // not a crop of this one.
+        let mut square = request("a red cat", 7);
+        square.height = Some(64);
+        assert_eq!(decode(&draw(&model, &square)).dimensions(), (64, 64));
+        // Unguided: one row through the UNet.
+        let mut plain = request("a hill", 2);
+        plain.guidance = 1.0;
+        let png = draw(&model, &plain);
+        assert_eq!(draw(&model, &plain), png);
+    }
+
+    #[test]
+    fn mismatched_and_unbuilt_conditioning_is_refused_clearly() {
+        let set = |dir: &Path, key: &str, value: Value| {
+            let path = dir.join("unet/config.json");
+            let mut c: Value =
+                serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
+            c[key] = value;
+            std::fs::write(&path, c.to_string()).expect("write");
+        };
+        let error = |dir: &Path| {
+            Diffuser::load(dir)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
         let dir = tempfile::tempdir().expect("tempdir");
         write_tiny_model(dir.path(), "DDIMScheduler", 4).expect("write");
-        let path = dir.path().join("unet/config.json");
-        let mut c: Value =
-            serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("json");
-        c["addition_embed_type"] = "text_time".into();
-        std::fs::write(&path, c.to_string()).expect("write");
-        let err = Diffuser::load(dir.path()).err().map(|e| e.to_string());
-        assert!(err.unwrap_or_default().contains("addition_embed_type"));
+        set(dir.path(), "addition_embed_type", "text_time".into());
+        set(dir.path(), "addition_time_embed_dim", 8.into());
+        set(
+            dir.path(),
+            "projection_class_embeddings_input_dim",
+            80.into(),
+        );
+        assert!(error(dir.path()).contains("text_encoder_2 is missing"));
+        set(dir.path(), "addition_embed_type", "image".into());
+        assert!(error(dir.path()).contains("addition_embed_type"));
+
+        let xl = tempfile::tempdir().expect("tempdir");
+        write_tiny_xl_model(xl.path(), "EulerDiscreteScheduler").expect("write");
+        set(
+            xl.path(),
+            "projection_class_embeddings_input_dim",
+            90.into(),
+        );
+        assert!(error(xl.path()).contains("add_embedding takes 90"));
+        set(
+            xl.path(),
+            "projection_class_embeddings_input_dim",
+            88.into(),
+        );
+        set(xl.path(), "time_cond_proj_dim", 256.into());
+        assert!(error(xl.path()).contains("time_cond_proj_dim"));
         std::fs::remove_dir_all(dir.path().join("vae")).expect("rm");
         assert!(Diffuser::load(dir.path()).is_err());
     }

@@ -40,6 +40,7 @@ mod attention;
 pub mod bart;
 mod blas;
 pub mod classify;
+mod clip_text;
 pub mod describe;
 pub mod detect;
 pub mod diffusion;
@@ -55,6 +56,7 @@ pub mod speech;
 pub mod store;
 pub mod textgen;
 pub mod translate;
+mod unet;
 pub mod vision;
 
 pub use classify::Classifier;

@@ -152,10 +152,35 @@ impl ModelStore {
                     .await
                     .map_err(io_err(parent))?;
             }
+            if let Some(content) = &file.content {
+                let partial = target.with_extension("partial");
+                tokio::fs::write(&partial, content.to_string())
+                    .await
+                    .map_err(io_err(&partial))?;
+                tokio::fs::rename(&partial, &target)
+                    .await
+                    .map_err(io_err(&target))?;
+                continue;
+            }
+            // A file of another repository: `owner/repo/path`, at its main
+            // revision (this repository's revision names this one's commits).
+            let (repo, revision, path) = match file.from.as_deref().map(|f| f.splitn(3, '/')) {
+                Some(mut parts) => match (parts.next(), parts.next(), parts.next()) {
+                    (Some(owner), Some(name), Some(path)) if !path.is_empty() => {
+                        (format!("{owner}/{name}"), "main", path)
+                    }
+                    _ => {
+                        return Err(StoreError::Download {
+                            url: file.from.clone().unwrap_or_default(),
+                            reason: "`from` must be owner/repo/path".into(),
+                        });
+                    }
+                },
+                None => (repo.to_string(), revision, file.name.as_str()),
+            };
             let url = format!(
-                "{}/{repo}/resolve/{revision}/{}",
+                "{}/{repo}/resolve/{revision}/{path}",
                 endpoint.trim_end_matches('/'),
-                file.name
             );
             download(
                 &client,

@@ -152,6 +152,9 @@ enum TinyKind {
     StableDiffusionInpainting,
     /// Stable Diffusion 1.x with an LCM scheduler (dreamshaper-8-lcm's).
     StableDiffusionLcm,
+    /// SDXL (two text encoders, added text/time conditioning) with a
+    /// trailing Euler scheduler (SDXL-Lightning's).
+    StableDiffusionXl,
     /// FLUX.1-schnell.
     Flux,
 }
@@ -170,6 +173,9 @@ fn write_tiny(kind: TinyKind, dir: &std::path::Path) -> Result<()> {
             diffusion::write_tiny_model(dir, "DDIMScheduler", 9)?
         }
         TinyKind::StableDiffusionLcm => diffusion::write_tiny_model(dir, "LCMScheduler", 4)?,
+        TinyKind::StableDiffusionXl => {
+            diffusion::write_tiny_xl_model(dir, "EulerDiscreteScheduler")?
+        }
         TinyKind::Flux => flux::write_tiny_model(dir)?,
     }
     Ok(())

@@ -74,6 +74,8 @@ fn weights(sha256: Option<String>) -> Weights {
         files: vec![WeightFile {
             name: "tiny.gguf".into(),
             sha256,
+            from: None,
+            content: None,
         }],
     }
 }
@@ -148,6 +150,8 @@ async fn pull_places_files_in_their_subfolders() {
     w.files.push(WeightFile {
         name: "unet/tiny.gguf".into(),
         sha256: None,
+        from: None,
+        content: None,
     });
     store.pull(&w, &endpoint, None, &NoProgress).await.unwrap();
     assert!(store.is_installed(&w));
@@ -155,4 +159,49 @@ async fn pull_places_files_in_their_subfolders() {
         std::fs::read(store.dir_of(&w).join("unet/tiny.gguf")).unwrap(),
         content()
     );
+}
+
+/// SDXL-Lightning's layout: one file from another repository under this
+/// model's name for it, and a settings file written from the catalog.
+#[tokio::test]
+async fn pull_takes_files_from_other_repositories_and_writes_given_settings() {
+    let (endpoint, _hub) = start_hub(content()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = ModelStore::new(dir.path());
+    let mut w = weights(None);
+    w.hub_repo = Some("base/model".into());
+    w.files = vec![
+        WeightFile {
+            name: "unet/weights.gguf".into(),
+            sha256: Some(hex::encode(Sha256::digest(content()))),
+            from: Some("acme/tiny-GGUF/tiny.gguf".into()),
+            content: None,
+        },
+        WeightFile {
+            name: "scheduler/scheduler_config.json".into(),
+            sha256: None,
+            from: None,
+            content: Some(serde_json::json!({"timestep_spacing": "trailing"})),
+        },
+    ];
+    store.pull(&w, &endpoint, None, &NoProgress).await.unwrap();
+    assert!(store.is_installed(&w));
+    let folder = store.dir_of(&w);
+    assert_eq!(
+        std::fs::read(folder.join("unet/weights.gguf")).unwrap(),
+        content()
+    );
+    let written: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(folder.join("scheduler/scheduler_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["timestep_spacing"], "trailing");
+    // A malformed source is an error naming the field, not a request.
+    w.files[0].from = Some("acme".into());
+    std::fs::remove_file(folder.join("unet/weights.gguf")).unwrap();
+    let err = store
+        .pull(&w, &endpoint, None, &NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`from`"), "{err}");
 }

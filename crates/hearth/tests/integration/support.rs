@@ -50,6 +50,7 @@ pub const SD_INPAINTING: &str = "@cf/runwayml/stable-diffusion-v1-5-inpainting";
 pub const DREAMSHAPER_LCM: &str = "@cf/lykon/dreamshaper-8-lcm";
 pub const FLUX: &str = "@cf/black-forest-labs/flux-1-schnell";
 pub const SDXL_LIGHTNING: &str = "@cf/bytedance/stable-diffusion-xl-lightning";
+pub const SDXL_BASE: &str = "@cf/stabilityai/stable-diffusion-xl-base-1.0";
 /// The genuine registry speech model (Workers AI's own id), and the other
 /// whisper ids served by it.
 pub const WHISPER_TINY: &str = "@cf/openai/whisper-tiny-en";
@@ -230,18 +231,23 @@ pub fn media_server() -> &'static Server {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
         // Nor diffusion weights: tiny Stable Diffusion pipelines in the
-        // diffusers layout, one per sampler family and an inpainting one
-        // (SDXL-Lightning's id through the Euler one: same contract), and a
-        // tiny FLUX.1-schnell.
+        // diffusers layout, one per sampler family and an inpainting one, a
+        // tiny SDXL (both SDXL ids: base's and Lightning's contracts are the
+        // same), and a tiny FLUX.1-schnell.
         for (id, scheduler, in_channels) in [
             (SD_IMG2IMG, "DDIMScheduler", 4),
             (SD_INPAINTING, "DDIMScheduler", 9),
             (DREAMSHAPER_LCM, "LCMScheduler", 4),
-            (SDXL_LIGHTNING, "EulerDiscreteScheduler", 4),
         ] {
             let tiny = data.path().join(format!("tiny-{scheduler}-{in_channels}"));
             hearth_engine::diffusion::write_tiny_model(&tiny, scheduler, in_channels)
                 .expect("tiny diffusion model");
+            config.aliases.insert(id.into(), tiny.display().to_string());
+        }
+        let tiny = data.path().join("tiny-sdxl");
+        hearth_engine::diffusion::write_tiny_xl_model(&tiny, "EulerDiscreteScheduler")
+            .expect("tiny sdxl");
+        for id in [SDXL_BASE, SDXL_LIGHTNING] {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
         let tiny = data.path().join("tiny-flux");

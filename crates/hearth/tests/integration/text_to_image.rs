@@ -128,6 +128,25 @@ async fn inpainting_lcm_and_flux_contracts() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(png_size(&lightning), (256, 256));
+    // SDXL base: guided, with a negative prompt, a size of its own; the
+    // seed repeats the bytes.
+    let xl = json!({"prompt": "a red house", "negative_prompt": "a dog", "num_steps": 3,
+        "guidance": 5, "seed": 11, "width": 320, "height": 256});
+    let (status, content_type, _, first) = draw(SDXL_BASE, &xl).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&first));
+    assert_eq!(content_type, "image/png");
+    assert_eq!(png_size(&first), (320, 256));
+    assert_eq!(draw(SDXL_BASE, &xl).await.3, first);
+    assert_ne!(
+        draw(
+            SDXL_BASE,
+            &json!({"prompt": "a red house", "num_steps": 3,
+        "guidance": 5, "seed": 11, "width": 320, "height": 256})
+        )
+        .await
+        .3,
+        first
+    );
 
     // FLUX: base64 JPEG of the model's native size (128 for the tiny one).
     let (status, headers, v) = post_json(&url(FLUX), &json!({"prompt": "a cat", "steps": 2})).await;
