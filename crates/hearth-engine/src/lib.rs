@@ -4,7 +4,8 @@
 //!   chat templates rendered with minijinja, a sampler, and one scheduler
 //!   thread per loaded model that runs continuous batching over llama.cpp
 //!   sequences, fed by a bounded channel; each request carries its own reply
-//!   channel, and dropping it frees the sequence.
+//!   channel, and dropping it frees the sequence. A model with a multimodal
+//!   projector beside it takes images through llama.cpp's `mtmd`.
 //! - `encoder`: the BERT-family transformer encoder (BERT, MiniLM, bge,
 //!   XLM-RoBERTa, DistilBERT) on plain f32 buffers, its products on an AVX-512 kernel over
 //!   pre-packed weight panels (`panel_kernel`; OpenBLAS `sgemm` without AVX-512 and for
@@ -22,9 +23,10 @@
 //!   llama) on candle.
 //! - [`detect`]: object detection (DETR with a ResNet backbone, Hugging
 //!   Face layout) on candle.
-//! - [`diffusion`]: text-to-image (Stable Diffusion 1.x from the diffusers
-//!   layout: txt2img, img2img, inpainting; DDIM, Euler, LCM samplers with
-//!   seeded noise) on candle.
+//! - [`diffusion`]: text-to-image (Stable Diffusion 1.x and SDXL from the
+//!   diffusers layout: txt2img, img2img, inpainting; DDIM, Euler, LCM
+//!   samplers with seeded noise; SDXL's text encoders and UNet composition
+//!   in `clip_text` and `unet`) on candle, and FLUX ([`flux`]).
 //! - [`speech`]: speech recognition (Whisper from CTranslate2's format or
 //!   the Hugging Face layout) on candle, audio decoded with symphonia.
 //! - [`translate`]: translation with Bergamot's int8 Marian models (SSRU

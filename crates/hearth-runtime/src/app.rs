@@ -101,7 +101,10 @@ impl From<AppError> for ApiError {
                     ApiError::plain(ErrorCode::OutOfCapacity)
                 }
                 TextGenError::Template(m) => ApiError::invalid_input(format!("chat template: {m}")),
-                TextGenError::Schema(_) | TextGenError::Grammar(_) => ApiError::invalid_input(e),
+                TextGenError::Schema(_)
+                | TextGenError::Grammar(_)
+                | TextGenError::NoVision(_)
+                | TextGenError::BadImage(_) => ApiError::invalid_input(e),
                 TextGenError::Adapter(_) => ApiError::detail(ErrorCode::FinetuneInvalid, e),
                 TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
                     tracing::error!(error = %e, "engine failure");
@@ -179,6 +182,15 @@ impl ModelStatus {
     }
 }
 
+/// One turn of a chat about an image: who spoke, what they said, and
+/// whether the image came with it.
+#[derive(Debug, Clone)]
+pub struct VisionTurn {
+    pub role: String,
+    pub text: String,
+    pub image: bool,
+}
+
 /// A model id resolved to the weights that serve it.
 #[derive(Debug, Clone)]
 pub struct Resolved {
@@ -192,6 +204,16 @@ pub struct Resolved {
     /// `Int8` for the catalog's `-int8` ids (encoder tasks quantize their
     /// weights; text generation's GGUF files carry their own).
     pub precision: Precision,
+}
+
+impl Resolved {
+    /// Whether llama.cpp serves these weights (a GGUF file): images then
+    /// go through its multimodal projector, if the model has one.
+    pub fn is_gguf(&self) -> bool {
+        self.weights_file
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    }
 }
 
 /// What text generation continues.
@@ -723,16 +745,22 @@ impl App {
         &self,
         model: &str,
         image: Vec<u8>,
-        prompt: String,
+        turns: Vec<VisionTurn>,
         params: GenerationParams,
     ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
         let (resolved, dir) = self.resolve_folder(model, TEXT_GENERATION)?;
         if !hearth_engine::describe::is_llava_folder(&dir) {
             return Err(hearth_engine::describe::DescribeError::BadInput(format!(
-                "{model} takes text only: images go to a vision model (a LLaVA folder here)"
+                "{model} takes text only: images go to a vision model (a GGUF with its \
+                 mmproj*.gguf projector beside it, or a LLaVA folder)"
             ))
             .into());
         }
+        let borrowed: Vec<(&str, &str, bool)> = turns
+            .iter()
+            .map(|t| (t.role.as_str(), t.text.as_str(), t.image))
+            .collect();
+        let prompt = hearth_engine::describe::chat_prompt(&borrowed);
         let out = Self::run_in(
             &dir,
             Precision::F32,
@@ -843,6 +871,58 @@ impl App {
         };
         let tokens = generator.tokenize(&text);
         let stream = generator.submit_with(tokens, params, reject_if_busy, priority)?;
+        Ok(Generation { stream, resolved })
+    }
+
+    /// [`App::generate_with`] for a chat about an image, with a GGUF model
+    /// and its multimodal projector: the media marker opens the turn that
+    /// carried the image (`carrier`, else the first user turn) in the
+    /// model's own chat template.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn generate_seeing(
+        &self,
+        model: &str,
+        input: PromptInput,
+        shape: &OutputShape,
+        mut params: GenerationParams,
+        reject_if_busy: bool,
+        image: Vec<u8>,
+        carrier: Option<usize>,
+    ) -> Result<Generation, AppError> {
+        let tools = shape.offered();
+        let resolved = self.resolve(model)?;
+        let generator = self.text_generator(&resolved).await?;
+        if generator.projector().is_none() {
+            return Err(AppError::Engine(TextGenError::NoVision(format!(
+                "{model} takes text only: images go to a vision model (a GGUF with its \
+                 mmproj*.gguf projector beside it, or a LLaVA folder)"
+            ))));
+        }
+        params.grammar = match &shape.response_format {
+            Some(format) => Some(constrain::json_mode(format)?),
+            None => constrain::tool_calls(tools, &shape.tool_choice, generator.tool_format())?,
+        };
+        let marker = hearth_engine::textgen::projector::media_marker();
+        let text = match input {
+            PromptInput::Prompt { text, raw: true } => format!("{marker}{text}"),
+            PromptInput::Prompt { text, raw: false } => generator.render_chat(
+                &[ValidMessage::new("user", format!("{marker}{text}"))],
+                tools,
+            )?,
+            PromptInput::Messages(mut messages) => {
+                let at = carrier.or_else(|| messages.iter().position(|m| m.role == "user"));
+                match at.and_then(|i| messages.get_mut(i)) {
+                    Some(message) => message.content = format!("{marker}{}", message.content),
+                    None => {
+                        return Err(AppError::Engine(TextGenError::BadImage(
+                            "the image needs a user message to go with".into(),
+                        )));
+                    }
+                }
+                generator.render_chat(&messages, tools)?
+            }
+        };
+        let stream = generator.submit_media(text, vec![image], params, reject_if_busy)?;
         Ok(Generation { stream, resolved })
     }
 }

@@ -157,6 +157,13 @@ pub struct ChatImage {
     message: Option<usize>,
 }
 
+impl ChatImage {
+    /// The encoded image and the index of the message that carried it.
+    pub fn into_parts(self) -> (Vec<u8>, Option<usize>) {
+        (self.bytes, self.message)
+    }
+}
+
 /// The image of a text-generation request (vision chat), taken out of it:
 /// the `image` field (bytes or base64), or an `image_url` part of a
 /// message as a `data:` URI (Hearth fetches nothing). One image per
@@ -245,8 +252,13 @@ pub async fn vision_answer(
         message: carrier,
     } = image;
     let valid = input.validate()?;
-    let turns: Vec<(String, String, bool)> = match &valid.source {
-        PromptSource::Prompt(text) => vec![("user".into(), text.clone(), true)],
+    let turn = |role: &str, text: &str, image: bool| hearth_runtime::app::VisionTurn {
+        role: role.to_string(),
+        text: text.to_string(),
+        image,
+    };
+    let turns: Vec<_> = match &valid.source {
+        PromptSource::Prompt(text) => vec![turn("user", text, true)],
         PromptSource::Messages(messages) => {
             // The `image` field goes with the first user turn.
             let first_user = messages.iter().position(|m| m.role == "user");
@@ -254,18 +266,13 @@ pub async fn vision_answer(
             messages
                 .iter()
                 .enumerate()
-                .map(|(i, m)| (m.role.clone(), m.content.clone(), Some(i) == carrier))
+                .map(|(i, m)| turn(&m.role, &m.content, Some(i) == carrier))
                 .collect()
         }
     };
-    let borrowed: Vec<(&str, &str, bool)> = turns
-        .iter()
-        .map(|(r, t, i)| (r.as_str(), t.as_str(), *i))
-        .collect();
-    let prompt = hearth_engine::describe::chat_prompt(&borrowed);
     let (out, resolved) = state
         .app
-        .vision_chat(model, bytes, prompt, valid.params)
+        .vision_chat(model, bytes, turns, valid.params)
         .await?;
     let usage = Usage::from_counts(out.prompt_tokens, out.completion_tokens);
     Ok((out, usage, resolved))

@@ -38,12 +38,23 @@ pub async fn chat_completions(
     request: Request,
 ) -> Result<Response, Failure> {
     let bytes = body::read(request.into_body(), state.body_limit()).await?;
-    let req: ChatCompletionRequest = body::parse_json(&bytes)?;
+    let mut req: ChatCompletionRequest = body::parse_json(&bytes)?;
     let account = params.get("account_id").map(String::as_str).unwrap_or("");
+    let mut image = None;
     if req.messages.iter().any(|m| {
         matches!(&m.content, MessageContent::Parts(parts) if parts.iter().any(|p| p.kind != "text"))
     }) {
-        return vision_completion(&state, account, req).await;
+        if !state.app.resolve(&req.model)?.is_gguf() {
+            return vision_completion(&state, account, req).await;
+        }
+        // A GGUF model sees the image through its projector, on the same
+        // path as text (streaming, tools, JSON mode).
+        let mut holder = TextGenerationInput {
+            messages: Some(std::mem::take(&mut req.messages)),
+            ..TextGenerationInput::default()
+        };
+        image = crate::images::take_image(&mut holder)?;
+        req.messages = holder.messages.unwrap_or_default();
     }
     let valid = req.validate()?;
     let task = state.app.resolve(&valid.model)?.task;
@@ -51,17 +62,36 @@ pub async fn chat_completions(
     // Terms are accepted on the native endpoint (`prompt: "agree"`).
     crate::metering::agreement(&state, account, &valid.model, None)?;
     let shape = valid.shape;
-    let mut generation = state
-        .app
-        .generate_with(
-            &valid.model,
-            PromptInput::Messages(valid.messages),
-            &shape,
-            valid.params,
-            valid.reject_if_busy,
-            Priority::Interactive,
-        )
-        .await?;
+    let prompt = PromptInput::Messages(valid.messages);
+    let mut generation = match image.map(crate::images::ChatImage::into_parts) {
+        Some((image, carrier)) => {
+            state
+                .app
+                .generate_seeing(
+                    &valid.model,
+                    prompt,
+                    &shape,
+                    valid.params,
+                    valid.reject_if_busy,
+                    image,
+                    carrier,
+                )
+                .await?
+        }
+        None => {
+            state
+                .app
+                .generate_with(
+                    &valid.model,
+                    prompt,
+                    &shape,
+                    valid.params,
+                    valid.reject_if_busy,
+                    Priority::Interactive,
+                )
+                .await?
+        }
+    };
     let resolved = generation.resolved.clone();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();

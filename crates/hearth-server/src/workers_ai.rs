@@ -202,9 +202,14 @@ pub async fn run_model(
         }
     }
     let mut input: TextGenerationInput = body::parse_json(&bytes)?;
-    if let Some(image) = crate::images::take_image(&mut input)? {
-        return crate::images::vision_chat(&state, &model, image, input, &admission).await;
-    }
+    // Images go to llama.cpp's projector for GGUF models (streaming, tools
+    // and JSON mode as for text), to the candle LLaVA otherwise.
+    let image = match crate::images::take_image(&mut input)? {
+        Some(image) if !state.app.resolve(&model)?.is_gguf() => {
+            return crate::images::vision_chat(&state, &model, image, input, &admission).await;
+        }
+        other => other,
+    };
     let valid = input.validate()?;
     let prompt_text = match &valid.source {
         PromptSource::Prompt(text) => Some(text.as_str()),
@@ -226,17 +231,35 @@ pub async fn run_model(
     }
     let prompt = PromptInput::from_source(valid.source, valid.raw);
     let shape = valid.shape;
-    let mut generation = state
-        .app
-        .generate_with(
-            &model,
-            prompt,
-            &shape,
-            params,
-            valid.reject_if_busy,
-            Priority::Interactive,
-        )
-        .await?;
+    let mut generation = match image.map(crate::images::ChatImage::into_parts) {
+        Some((image, carrier)) => {
+            state
+                .app
+                .generate_seeing(
+                    &model,
+                    prompt,
+                    &shape,
+                    params,
+                    valid.reject_if_busy,
+                    image,
+                    carrier,
+                )
+                .await?
+        }
+        None => {
+            state
+                .app
+                .generate_with(
+                    &model,
+                    prompt,
+                    &shape,
+                    params,
+                    valid.reject_if_busy,
+                    Priority::Interactive,
+                )
+                .await?
+        }
+    };
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
         let mut tools = ToolStream::new(!shape.offered().is_empty());

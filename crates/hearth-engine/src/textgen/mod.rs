@@ -3,10 +3,12 @@
 //! A [`TextGenerator`] owns one loaded model. Requests are tokenized on the
 //! caller's thread and sent over a bounded channel to the model's scheduler
 //! thread ([`scheduler`]), which runs them with continuous batching; text comes
-//! back on each request's own channel as [`GenEvent`]s.
+//! back on each request's own channel as [`GenEvent`]s. A model with a
+//! multimodal projector beside it ([`projector`]) also takes images.
 
 pub mod constrain;
 pub mod lora;
+pub mod projector;
 pub(crate) mod sampling;
 mod scheduler;
 pub mod template;
@@ -76,6 +78,12 @@ pub enum TextGenError {
     /// A LoRA adapter llama.cpp could not load or apply.
     #[error("LoRA adapter: {0}")]
     Adapter(String),
+    /// Images sent to a model without a multimodal projector.
+    #[error("{0}")]
+    NoVision(String),
+    /// An image llama.cpp's multimodal library could not decode or encode.
+    #[error("{0}")]
+    BadImage(String),
 }
 
 /// Why a generation ended.
@@ -144,8 +152,22 @@ impl Drop for LoadGuard {
     }
 }
 
+/// A prompt with images: mtmd tokenizes it on the scheduler thread, where
+/// its context lives.
+struct Media {
+    /// The rendered prompt, with the media marker where each image goes.
+    text: String,
+    /// Encoded images (PNG, JPEG, ...), in marker order.
+    images: Vec<Vec<u8>>,
+    /// Whether tokenizing adds the model's BOS (the rendered text may
+    /// already begin with it).
+    add_special: bool,
+}
+
 struct Job {
+    /// Empty for a job with `media`.
     prompt: Vec<i32>,
+    media: Option<Media>,
     params: GenerationParams,
     priority: Priority,
     reply: mpsc::UnboundedSender<GenEvent>,
@@ -157,8 +179,12 @@ fn backend() -> Result<&'static LlamaBackend, String> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
-            let mut b = LlamaBackend::init().map_err(|e| e.to_string())?;
-            b.void_logs();
+            let b = LlamaBackend::init().map_err(|e| e.to_string())?;
+            // Silences llama.cpp, ggml and mtmd alike (`void_logs` leaves
+            // mtmd's model-loading report on stderr).
+            llama_cpp_2::send_logs_to_tracing(
+                llama_cpp_2::LogOptions::default().with_logs_enabled(false),
+            );
             Ok(b)
         })
         .as_ref()
@@ -176,6 +202,8 @@ pub struct TextGenerator {
     template: ChatTemplate,
     options: TextGenOptions,
     path: PathBuf,
+    /// The multimodal projector loaded beside the model, if any.
+    projector: Option<PathBuf>,
 }
 
 impl TextGenerator {
@@ -205,12 +233,15 @@ impl TextGenerator {
         )
         .map_err(|e| TextGenError::Template(e.to_string()))?;
         let (jobs, rx) = mpsc::channel(options.queue.max(1));
-        scheduler::spawn(model, backend, options.clone(), rx).map_err(load_err)?;
+        let projector = projector::projector_for(path);
+        scheduler::spawn(model, backend, options.clone(), projector.clone(), rx)
+            .map_err(load_err)?;
         tracing::info!(
             path = %path.display(),
             template = template.origin,
             parallel = options.parallel,
             ctx_per_seq = options.ctx_per_seq,
+            projector = ?projector,
             "text generation model loaded"
         );
         Ok(Self {
@@ -220,7 +251,13 @@ impl TextGenerator {
             template,
             options,
             path: path.to_path_buf(),
+            projector,
         })
+    }
+
+    /// The multimodal projector that lets this model see images.
+    pub fn projector(&self) -> Option<&Path> {
+        self.projector.as_deref()
     }
 
     pub fn path(&self) -> &Path {
@@ -306,8 +343,66 @@ impl TextGenerator {
         let (reply, rx) = mpsc::unbounded_channel();
         let job = Job {
             prompt,
+            media: None,
             params,
             priority,
+            reply,
+            _load: guard,
+        };
+        self.jobs.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TextGenError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => TextGenError::Stopped,
+        })?;
+        Ok(GenerationStream { rx })
+    }
+
+    /// Queue an interactive generation whose prompt holds images: `text`
+    /// carries [`projector::media_marker`] once per image, in order. The
+    /// prompt's length is known only once mtmd has tokenized it on the
+    /// scheduler thread, so a prompt too long for the context fails there.
+    pub fn submit_media(
+        &self,
+        text: String,
+        images: Vec<Vec<u8>>,
+        params: GenerationParams,
+        reject_if_busy: bool,
+    ) -> Result<GenerationStream, TextGenError> {
+        if self.projector.is_none() {
+            return Err(TextGenError::NoVision(format!(
+                "{} takes text only: no multimodal projector (mmproj*.gguf) is beside it",
+                self.path.display()
+            )));
+        }
+        let marker = projector::media_marker();
+        if text.matches(marker).count() != images.len() {
+            return Err(TextGenError::BadImage(format!(
+                "the prompt marks {} images and {} were given",
+                text.matches(marker).count(),
+                images.len()
+            )));
+        }
+        let vocab = self.vocab_model.vocab();
+        let bos = vocab.bos();
+        let starts_with_bos = vocab
+            .tokenize(text.as_bytes(), false, true)
+            .first()
+            .is_some_and(|t| *t == bos);
+        let add_special = vocab.should_add_bos() && !starts_with_bos;
+        let before = self.load.fetch_add(1, Ordering::AcqRel);
+        let guard = LoadGuard(Arc::clone(&self.load));
+        if reject_if_busy && before >= self.options.parallel {
+            return Err(TextGenError::Busy);
+        }
+        let (reply, rx) = mpsc::unbounded_channel();
+        let job = Job {
+            prompt: Vec::new(),
+            media: Some(Media {
+                text,
+                images,
+                add_special,
+            }),
+            params,
+            priority: Priority::Interactive,
             reply,
             _load: guard,
         };

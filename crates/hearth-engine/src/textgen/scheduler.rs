@@ -11,6 +11,13 @@
 //! A finished sequence keeps its KV cells: the next job placed on it reuses
 //! the longest common token prefix (multi-turn chats and shared system
 //! prompts skip that part of the prefill).
+//!
+//! A job with images is prefilled whole when it is placed: mtmd encodes the
+//! images and decodes text and image embeddings into its sequence (image
+//! embeddings go in batches of their own, some models attend to them
+//! non-causally), and its first token is sampled at the next step from the
+//! logits kept then. Its cells are never reused (image positions hold no
+//! token to compare).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +28,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::mtmd::{MtmdBitmap, MtmdContext, MtmdContextParams, MtmdInputText};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
@@ -60,6 +68,7 @@ pub(super) fn spawn(
     model: LlamaModel,
     backend: &'static LlamaBackend,
     options: TextGenOptions,
+    projector: Option<PathBuf>,
     mut jobs: mpsc::Receiver<Job>,
 ) -> Result<(), String> {
     let (ready_tx, ready_rx) = std_mpsc::channel::<Result<(), String>>();
@@ -70,6 +79,17 @@ pub(super) fn spawn(
             let mut adapters = Adapters::new();
             let mut carried: Option<Job> = None;
             let mut ready = Some(ready_tx);
+            let mut mtmd = match projector
+                .as_deref()
+                .map(|p| load_projector(p, &model, &options))
+            {
+                Some(Err(reason)) => {
+                    let _ = ready.take().map(|tx| tx.send(Err(reason)));
+                    return;
+                }
+                Some(Ok(ctx)) => Some(ctx),
+                None => None,
+            };
             loop {
                 let ctx = match model.new_context(backend, context_params(&options)) {
                     Ok(ctx) => ctx,
@@ -87,8 +107,9 @@ pub(super) fn spawn(
                 if let Some(tx) = ready.take() {
                     let _ = tx.send(Ok(()));
                 }
-                let outcome = Scheduler::new(&model, ctx, options.clone(), &mut adapters)
-                    .run(&mut jobs, carried.take());
+                let outcome =
+                    Scheduler::new(&model, ctx, options.clone(), &mut adapters, mtmd.as_mut())
+                        .run(&mut jobs, carried.take());
                 match outcome {
                     Outcome::Closed => return,
                     Outcome::LoadAdapter(job) => {
@@ -115,6 +136,30 @@ pub(super) fn spawn(
         .map_err(|_| "scheduler thread exited during start".to_string())?
 }
 
+/// mtmd's context for the projector at `path` over `model`.
+fn load_projector(
+    path: &std::path::Path,
+    model: &LlamaModel,
+    options: &TextGenOptions,
+) -> Result<MtmdContext, String> {
+    let params = MtmdContextParams {
+        use_gpu: false,
+        print_timings: false,
+        n_threads: options.threads as i32,
+        ..MtmdContextParams::default()
+    };
+    let path_text = path.to_str().ok_or("the projector's path is not UTF-8")?;
+    let ctx = MtmdContext::init_from_file(path_text, model, &params)
+        .map_err(|e| format!("multimodal projector {}: {e}", path.display()))?;
+    if !ctx.support_vision() {
+        return Err(format!(
+            "multimodal projector {}: it has no vision encoder",
+            path.display()
+        ));
+    }
+    Ok(ctx)
+}
+
 /// One llama.cpp sequence and the job running on it, if any.
 struct Slot {
     id: i32,
@@ -136,6 +181,9 @@ struct Running {
     next: Option<i32>,
     /// Index in the current batch whose logits this sequence samples from.
     logits_at: Option<i32>,
+    /// Logits kept from a prefill done outside the step (a job with
+    /// images), sampled at the next step.
+    prefilled: Option<Vec<f32>>,
     generated: u32,
     prompt_tokens: u32,
     text: TextAssembler,
@@ -156,6 +204,8 @@ struct Scheduler<'m> {
     last_group: Option<Option<PathBuf>>,
     /// A job whose adapter is not loaded yet.
     parked: Option<Job>,
+    /// mtmd's context when the model has a multimodal projector.
+    mtmd: Option<&'m mut MtmdContext>,
 }
 
 impl<'m> Scheduler<'m> {
@@ -164,6 +214,7 @@ impl<'m> Scheduler<'m> {
         ctx: LlamaContext<'m>,
         options: TextGenOptions,
         adapters: &'m mut Adapters,
+        mtmd: Option<&'m mut MtmdContext>,
     ) -> Self {
         let slots = (0..options.parallel as i32)
             .map(|id| Slot {
@@ -185,6 +236,7 @@ impl<'m> Scheduler<'m> {
             applied: None,
             last_group: None,
             parked: None,
+            mtmd,
         }
     }
 
@@ -261,6 +313,10 @@ impl<'m> Scheduler<'m> {
                 }
             }
         };
+        if job.media.is_some() {
+            self.admit_media(slot_index, job, grammar);
+            return;
+        }
         let slot = &mut self.slots[slot_index];
         // At least one prompt token must be decoded to get logits.
         let mut keep = reusable(slot, &job).min(job.prompt.len() - 1);
@@ -288,8 +344,125 @@ impl<'m> Scheduler<'m> {
             grammar,
             next: None,
             logits_at: None,
+            prefilled: None,
             generated: 0,
             prompt_tokens,
+            text: TextAssembler::new(stops),
+        });
+    }
+
+    /// Places a job with images on `slot_index`: tokenized around its
+    /// images and prefilled whole now.
+    fn admit_media(&mut self, slot_index: usize, mut job: Job, grammar: Option<LlamaSampler>) {
+        let fail = |job: &Job, e: TextGenError| {
+            let _ = job.reply.send(GenEvent::Failed(e));
+        };
+        let (Some(mtmd), Some(media)) = (self.mtmd.as_deref_mut(), job.media.take()) else {
+            fail(
+                &job,
+                TextGenError::NoVision("this model has no multimodal projector".into()),
+            );
+            return;
+        };
+        let mut bitmaps = Vec::with_capacity(media.images.len());
+        for (i, bytes) in media.images.iter().enumerate() {
+            match MtmdBitmap::from_buffer(mtmd, bytes, false) {
+                Ok(bitmap) => bitmaps.push(bitmap),
+                Err(e) => {
+                    let what = if media.images.len() == 1 {
+                        "the image".to_string()
+                    } else {
+                        format!("image {}", i + 1)
+                    };
+                    fail(
+                        &job,
+                        TextGenError::BadImage(format!("{what} cannot be decoded: {e}")),
+                    );
+                    return;
+                }
+            }
+        }
+        let refs: Vec<&MtmdBitmap> = bitmaps.iter().collect();
+        let input = MtmdInputText {
+            text: media.text,
+            add_special: media.add_special,
+            parse_special: true,
+        };
+        let chunks = match mtmd.tokenize(input, &refs) {
+            Ok(chunks) => chunks,
+            Err(e) => {
+                fail(
+                    &job,
+                    TextGenError::BadImage(format!("the images could not be prepared: {e}")),
+                );
+                return;
+            }
+        };
+        let context = self.options.ctx_per_seq;
+        let positions = usize::try_from(chunks.total_positions()).unwrap_or(usize::MAX);
+        if positions >= context as usize {
+            fail(
+                &job,
+                TextGenError::ContextExceeded {
+                    prompt_tokens: chunks.total_tokens(),
+                    context,
+                },
+            );
+            return;
+        }
+        let text_tokens: Vec<i32> = (0..chunks.len())
+            .filter_map(|i| chunks.get(i))
+            .filter_map(|c| {
+                c.text_tokens()
+                    .map(|t| t.iter().map(|t| t.0).collect::<Vec<_>>())
+            })
+            .flatten()
+            .collect();
+        let slot = &mut self.slots[slot_index];
+        let _ = self
+            .ctx
+            .clear_kv_cache_seq(Some(slot.id as u32), None, None);
+        slot.cached.clear();
+        slot.cached_adapter = job.params.adapter.clone();
+        let n_past = match chunks.eval_chunks(
+            mtmd,
+            &mut self.ctx,
+            0,
+            slot.id,
+            self.options.batch as i32,
+            true,
+        ) {
+            Ok(n) => usize::try_from(n).unwrap_or(0),
+            Err(e) => {
+                let _ = self
+                    .ctx
+                    .clear_kv_cache_seq(Some(slot.id as u32), None, None);
+                fail(
+                    &job,
+                    TextGenError::Decode(format!("prompt with images: {e}")),
+                );
+                return;
+            }
+        };
+        // Image positions hold no token: a sentinel no prompt matches.
+        slot.cached = vec![-1; n_past];
+        let logits = self.ctx.get_logits_ith(-1).to_vec();
+        job.params.max_tokens = job
+            .params
+            .max_tokens
+            .min(context.saturating_sub(n_past as u32));
+        let sampler = Sampler::new(&job.params, &text_tokens);
+        let stops = job.params.stop.clone();
+        slot.run = Some(Running {
+            pending: Vec::new(),
+            job,
+            sampler,
+            grammar,
+            next: None,
+            logits_at: None,
+            prefilled: Some(logits),
+            generated: 0,
+            prompt_tokens: chunks.total_tokens() as u32,
             text: TextAssembler::new(stops),
         });
     }
@@ -390,10 +563,16 @@ impl<'m> Scheduler<'m> {
             }
             run.pending.drain(..take);
         }
-        if used == 0 {
+        let prefilled = self
+            .slots
+            .iter()
+            .any(|s| s.run.as_ref().is_some_and(|r| r.prefilled.is_some()));
+        if used == 0 && !prefilled {
             return;
         }
-        if let Err(e) = self.ctx.decode(&mut self.batch) {
+        if used > 0
+            && let Err(e) = self.ctx.decode(&mut self.batch)
+        {
             tracing::error!(error = %e, "llama.cpp decode failed; failing the batch");
             for slot in &mut self.slots {
                 if let Some(run) = slot.run.take() {
@@ -414,8 +593,12 @@ impl<'m> Scheduler<'m> {
             let Some(run) = slot.run.as_mut() else {
                 continue;
             };
-            let Some(at) = run.logits_at else { continue };
-            let logits = self.ctx.get_logits_ith(at);
+            let kept = run.prefilled.take();
+            let logits: &[f32] = match (&kept, run.logits_at) {
+                (Some(kept), _) => kept,
+                (None, Some(at)) => self.ctx.get_logits_ith(at),
+                (None, None) => continue,
+            };
             let token = match run.grammar.as_mut() {
                 None => run.sampler.sample(logits),
                 Some(grammar) => constrained(grammar, &mut run.sampler, logits, &mut self.scratch),

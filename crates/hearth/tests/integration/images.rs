@@ -270,3 +270,111 @@ async fn vision_chat_takes_an_image_part_or_the_image_field() {
         assert_refused(status, &v, needle);
     }
 }
+
+/// Vision chat on llama.cpp's multimodal library: a GGUF model with a
+/// projector beside it (Gemma 3's architecture: the genuine 270M language
+/// model, a tiny random SigLIP projector) reads the image in its own chat
+/// template, on Workers AI's route and the OpenAI-compatible one.
+#[tokio::test]
+async fn a_gguf_model_with_a_projector_sees_the_image() {
+    let uri = |name: &str| {
+        format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(photo(name))
+        )
+    };
+    // Seeded sampling: the base 270M model answers a random projector's
+    // tokens with blank lines when greedy; sampled, the image steers it.
+    let ask = |image: &str| {
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": image}},
+            {"type": "text", "text": "This picture shows a"}]}],
+            "max_tokens": 12, "temperature": 1.0, "seed": 5})
+    };
+    let (status, headers, v) = post_json(&url(GEMMA_VISION), &ask(&uri("chelsea"))).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        headers["x-hearth-weights"]
+            .to_str()
+            .unwrap_or_default()
+            .ends_with(".gguf")
+    );
+    let response = v["result"]["response"].as_str().expect("response");
+    assert!(!response.is_empty(), "{v}");
+    let with_image = v["result"]["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
+    let (_, _, again) = post_json(&url(GEMMA_VISION), &ask(&uri("chelsea"))).await;
+    assert_eq!(again["result"], v["result"]);
+    let (_, _, other) = post_json(&url(GEMMA_VISION), &ask(&uri("coffee"))).await;
+    assert_eq!(other["result"]["usage"], v["result"]["usage"]);
+    assert_ne!(
+        other["result"]["response"], v["result"]["response"],
+        "{other}"
+    );
+
+    // The same words without the image: the image's four pooled tokens
+    // (and its begin/end markers) are the difference.
+    let text_only = json!({"messages": [{"role": "user", "content": "This picture shows a"}],
+        "max_tokens": 6, "temperature": 0});
+    let (status, _, plain) = post_json(&url(GEMMA), &text_only).await;
+    assert_eq!(status, 200, "{plain}");
+    let without = plain["result"]["usage"]["prompt_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(with_image >= without + 4, "{with_image} vs {without}");
+
+    let completion = json!({"model": GEMMA_VISION, "max_tokens": 5, "temperature": 0,
+        "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Describe it."},
+            {"type": "image_url", "image_url": {"url": uri("chelsea")}}]}]});
+    let (status, _, c) = post_json(
+        &format!(
+            "{}/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions",
+            media_server().base
+        ),
+        &completion,
+    )
+    .await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["object"], "chat.completion");
+    assert!(c["choices"][0]["message"]["content"].is_string(), "{c}");
+
+    // The `image` field with a plain prompt: one user turn carrying it.
+    let bytes: Vec<Value> = photo("coffee").iter().map(|b| json!(b)).collect();
+    let (status, _, by_field) = post_json(
+        &url(GEMMA_VISION),
+        &json!({"prompt": "This picture shows a", "image": bytes, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{by_field}");
+    assert_eq!(
+        by_field["result"]["usage"]["prompt_tokens"],
+        v["result"]["usage"]["prompt_tokens"]
+    );
+
+    // Streamed like any text generation: the chunks join to the answer.
+    let mut streamed = ask(&uri("chelsea"));
+    streamed["stream"] = json!(true);
+    let resp = client()
+        .post(url(GEMMA_VISION))
+        .bearer_auth(TOKEN)
+        .json(&streamed)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("body");
+    let frames = sse_data(&text);
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"), "{text}");
+    let joined: String = frames[..frames.len() - 1]
+        .iter()
+        .filter_map(|f| serde_json::from_str::<Value>(f).ok())
+        .filter_map(|c| c["response"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(joined, response);
+
+    let broken = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is it?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,aGVsbG8="}}]}]});
+    let (status, _, v) = post_json(&url(GEMMA_VISION), &broken).await;
+    assert_refused(status, &v, "cannot be decoded");
+}

