@@ -851,17 +851,12 @@ impl App {
         model: &str,
         input: PromptInput,
         shape: &OutputShape,
-        mut params: GenerationParams,
+        params: GenerationParams,
         reject_if_busy: bool,
         priority: Priority,
     ) -> Result<Generation, AppError> {
+        let (resolved, generator, params) = self.shaped(model, shape, params).await?;
         let tools = shape.offered();
-        let resolved = self.resolve(model)?;
-        let generator = self.text_generator(&resolved).await?;
-        params.grammar = match &shape.response_format {
-            Some(format) => Some(constrain::json_mode(format)?),
-            None => constrain::tool_calls(tools, &shape.tool_choice, generator.tool_format())?,
-        };
         let text = match input {
             PromptInput::Prompt { text, raw: true } => text,
             PromptInput::Prompt { text, raw: false } => {
@@ -874,34 +869,40 @@ impl App {
         Ok(Generation { stream, resolved })
     }
 
-    /// [`App::generate_with`] for a chat about an image, with a GGUF model
-    /// and its multimodal projector: the media marker opens the turn that
-    /// carried the image (`carrier`, else the first user turn) in the
-    /// model's own chat template.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn generate_seeing(
+    /// [`App::generate_with`] at interactive priority for a chat that may
+    /// carry an image (its bytes, and the index of the message that carried
+    /// it). With an image the model must be a GGUF with its multimodal
+    /// projector: the media marker opens the carrying turn (else the first
+    /// user turn) in the model's own chat template.
+    pub async fn generate_chat(
         &self,
         model: &str,
         input: PromptInput,
         shape: &OutputShape,
-        mut params: GenerationParams,
+        params: GenerationParams,
         reject_if_busy: bool,
-        image: Vec<u8>,
-        carrier: Option<usize>,
+        image: Option<(Vec<u8>, Option<usize>)>,
     ) -> Result<Generation, AppError> {
-        let tools = shape.offered();
-        let resolved = self.resolve(model)?;
-        let generator = self.text_generator(&resolved).await?;
+        let Some((image, carrier)) = image else {
+            return self
+                .generate_with(
+                    model,
+                    input,
+                    shape,
+                    params,
+                    reject_if_busy,
+                    Priority::Interactive,
+                )
+                .await;
+        };
+        let (resolved, generator, params) = self.shaped(model, shape, params).await?;
         if generator.projector().is_none() {
             return Err(AppError::Engine(TextGenError::NoVision(format!(
                 "{model} takes text only: images go to a vision model (a GGUF with its \
                  mmproj*.gguf projector beside it, or a LLaVA folder)"
             ))));
         }
-        params.grammar = match &shape.response_format {
-            Some(format) => Some(constrain::json_mode(format)?),
-            None => constrain::tool_calls(tools, &shape.tool_choice, generator.tool_format())?,
-        };
+        let tools = shape.offered();
         let marker = hearth_engine::textgen::projector::media_marker();
         let text = match input {
             PromptInput::Prompt { text, raw: true } => format!("{marker}{text}"),
@@ -924,6 +925,25 @@ impl App {
         };
         let stream = generator.submit_media(text, vec![image], params, reject_if_busy)?;
         Ok(Generation { stream, resolved })
+    }
+
+    /// The model's generator, and `params` with the grammar that holds its
+    /// output to `shape` (JSON mode, or tool calls in the model's format).
+    async fn shaped(
+        &self,
+        model: &str,
+        shape: &OutputShape,
+        mut params: GenerationParams,
+    ) -> Result<(Resolved, Arc<TextGenerator>, GenerationParams), AppError> {
+        let resolved = self.resolve(model)?;
+        let generator = self.text_generator(&resolved).await?;
+        params.grammar = match &shape.response_format {
+            Some(format) => Some(constrain::json_mode(format)?),
+            None => {
+                constrain::tool_calls(shape.offered(), &shape.tool_choice, generator.tool_format())?
+            }
+        };
+        Ok((resolved, generator, params))
     }
 }
 

@@ -10,7 +10,6 @@ use axum::extract::{Path, Request, State};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use hearth_engine::textgen::Priority;
 use hearth_runtime::PromptInput;
 use hearth_types::textgen::{MessageContent, TextGenerationInput};
 use hearth_types::tools::ToolCall;
@@ -63,35 +62,17 @@ pub async fn chat_completions(
     crate::metering::agreement(&state, account, &valid.model, None)?;
     let shape = valid.shape;
     let prompt = PromptInput::Messages(valid.messages);
-    let mut generation = match image.map(crate::images::ChatImage::into_parts) {
-        Some((image, carrier)) => {
-            state
-                .app
-                .generate_seeing(
-                    &valid.model,
-                    prompt,
-                    &shape,
-                    valid.params,
-                    valid.reject_if_busy,
-                    image,
-                    carrier,
-                )
-                .await?
-        }
-        None => {
-            state
-                .app
-                .generate_with(
-                    &valid.model,
-                    prompt,
-                    &shape,
-                    valid.params,
-                    valid.reject_if_busy,
-                    Priority::Interactive,
-                )
-                .await?
-        }
-    };
+    let mut generation = state
+        .app
+        .generate_chat(
+            &valid.model,
+            prompt,
+            &shape,
+            valid.params,
+            valid.reject_if_busy,
+            image.map(crate::images::ChatImage::into_parts),
+        )
+        .await?;
     let resolved = generation.resolved.clone();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();

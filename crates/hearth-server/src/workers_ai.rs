@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use hearth_catalog::SearchQuery;
 use hearth_engine::GenEvent;
-use hearth_engine::textgen::Priority;
 use hearth_runtime::{Generation, PromptInput};
 use hearth_types::textgen::{
     PromptSource, TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
@@ -231,35 +230,17 @@ pub async fn run_model(
     }
     let prompt = PromptInput::from_source(valid.source, valid.raw);
     let shape = valid.shape;
-    let mut generation = match image.map(crate::images::ChatImage::into_parts) {
-        Some((image, carrier)) => {
-            state
-                .app
-                .generate_seeing(
-                    &model,
-                    prompt,
-                    &shape,
-                    params,
-                    valid.reject_if_busy,
-                    image,
-                    carrier,
-                )
-                .await?
-        }
-        None => {
-            state
-                .app
-                .generate_with(
-                    &model,
-                    prompt,
-                    &shape,
-                    params,
-                    valid.reject_if_busy,
-                    Priority::Interactive,
-                )
-                .await?
-        }
-    };
+    let mut generation = state
+        .app
+        .generate_chat(
+            &model,
+            prompt,
+            &shape,
+            params,
+            valid.reject_if_busy,
+            image.map(crate::images::ChatImage::into_parts),
+        )
+        .await?;
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
         let mut tools = ToolStream::new(!shape.offered().is_empty());

@@ -335,25 +335,7 @@ impl TextGenerator {
         // llama-server does and report `length` when it is reached.
         let room = context - prompt.len() as u32;
         params.max_tokens = params.max_tokens.min(room);
-        let before = self.load.fetch_add(1, Ordering::AcqRel);
-        let guard = LoadGuard(Arc::clone(&self.load));
-        if reject_if_busy && before >= self.options.parallel {
-            return Err(TextGenError::Busy);
-        }
-        let (reply, rx) = mpsc::unbounded_channel();
-        let job = Job {
-            prompt,
-            media: None,
-            params,
-            priority,
-            reply,
-            _load: guard,
-        };
-        self.jobs.try_send(job).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => TextGenError::QueueFull,
-            mpsc::error::TrySendError::Closed(_) => TextGenError::Stopped,
-        })?;
-        Ok(GenerationStream { rx })
+        self.enqueue(prompt, None, params, priority, reject_if_busy)
     }
 
     /// Queue an interactive generation whose prompt holds images: `text`
@@ -388,6 +370,30 @@ impl TextGenerator {
             .first()
             .is_some_and(|t| *t == bos);
         let add_special = vocab.should_add_bos() && !starts_with_bos;
+        let media = Media {
+            text,
+            images,
+            add_special,
+        };
+        self.enqueue(
+            Vec::new(),
+            Some(media),
+            params,
+            Priority::Interactive,
+            reject_if_busy,
+        )
+    }
+
+    /// Count the request in the load before it is queued, so that
+    /// `reject_if_busy` sees requests still waiting for the scheduler too.
+    fn enqueue(
+        &self,
+        prompt: Vec<i32>,
+        media: Option<Media>,
+        params: GenerationParams,
+        priority: Priority,
+        reject_if_busy: bool,
+    ) -> Result<GenerationStream, TextGenError> {
         let before = self.load.fetch_add(1, Ordering::AcqRel);
         let guard = LoadGuard(Arc::clone(&self.load));
         if reject_if_busy && before >= self.options.parallel {
@@ -395,14 +401,10 @@ impl TextGenerator {
         }
         let (reply, rx) = mpsc::unbounded_channel();
         let job = Job {
-            prompt: Vec::new(),
-            media: Some(Media {
-                text,
-                images,
-                add_special,
-            }),
+            prompt,
+            media,
             params,
-            priority: Priority::Interactive,
+            priority,
             reply,
             _load: guard,
         };
