@@ -1,10 +1,11 @@
-//! CLIP's text transformer as SDXL reads it: any layer's hidden states
-//! (SDXL conditions on the penultimate layer of both of its encoders), the
-//! pooled end-of-text state and the optional `text_projection` of
-//! `CLIPTextModelWithProjection`, with either of CLIP's activations
-//! (`quick_gelu` for CLIP-L, exact `gelu` for OpenCLIP bigG).
+//! CLIP's text transformer as Stable Diffusion reads it: the final normed
+//! states (SD 1.x), the penultimate layer's (SDXL conditions on those of
+//! both of its encoders), the pooled end-of-text state and the optional
+//! `text_projection` of `CLIPTextModelWithProjection`, with either of
+//! CLIP's activations (`quick_gelu` for CLIP-L, exact `gelu` for OpenCLIP
+//! bigG).
 //!
-//! candle-transformers has two CLIP text models and neither fits: the
+//! candle-transformers has two CLIP text models and neither fits SDXL: the
 //! `clip` one knows only `quick_gelu` and returns the final normed state,
 //! the `stable_diffusion` one takes only its presets (private config
 //! fields), so no test-size model can be built.
@@ -95,8 +96,11 @@ struct Layer {
     fc2: Linear,
 }
 
-/// What SDXL takes from one encoder.
+/// What Stable Diffusion takes from one encoder.
 pub(crate) struct ClipTextOutput {
+    /// The last layer's states through the final norm: `[batch, tokens,
+    /// hidden]` (what SD 1.x attends to).
+    pub last: Tensor,
     /// The hidden states before the last layer: `[batch, tokens, hidden]`.
     pub penultimate: Tensor,
     /// The final-normed state at each row's end-of-text token, through
@@ -190,6 +194,11 @@ impl ClipText {
         self.settings.hidden_size
     }
 
+    /// Whether the layers use the exact `gelu` (OpenCLIP), not `quick_gelu`.
+    pub(crate) fn exact_gelu(&self) -> bool {
+        self.settings.exact_gelu
+    }
+
     /// The longest token row (77 for every released CLIP).
     pub(crate) fn positions(&self) -> usize {
         self.settings.positions
@@ -245,6 +254,7 @@ impl ClipText {
             None => pooled,
         };
         Ok(ClipTextOutput {
+            last: normed,
             penultimate,
             pooled,
         })

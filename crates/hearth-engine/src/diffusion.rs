@@ -5,10 +5,10 @@
 //! `merges.txt`), `unet/`, `vae/` and `scheduler/`, each with its
 //! `config.json`, and for SDXL `text_encoder_2/` and `tokenizer_2/`.
 //!
-//! candle-transformers brings the networks (SD 1.x's CLIP text
-//! transformer, the UNet's blocks, the VAE decoder; SDXL's text encoders
-//! and the UNet's composition are in `clip_text` and `unet`, with the
-//! inputs candle's lack); the samplers are here because candle's draw their noise
+//! candle-transformers brings the networks (the UNet's blocks, the VAE
+//! decoder; the CLIP text encoders and the UNet's composition are in
+//! `clip_text` and `unet`, with the inputs SDXL needs and candle's lack);
+//! the samplers are here because candle's draw their noise
 //! from an unseeded generator, and a seed must give the same PNG bytes:
 //! all noise comes from one `StdRng` seeded by the request. DDIM (eta 0)
 //! serves DDIM/PNDM/DPM-Solver configs, Euler (plain or ancestral) the
@@ -613,7 +613,7 @@ impl Diffuser {
 /// How a pipeline turns prompts into what its UNet attends to.
 enum Prompting {
     /// SD 1.x: CLIP's final normed states.
-    Clip(Box<(ClipTokenizer, ClipTextTransformer)>),
+    Clip(Box<(ClipTokenizer, ClipText)>),
     /// SDXL: two encoders.
     Xl(Box<XlPrompting>),
 }
@@ -787,50 +787,18 @@ impl StableDiffusion {
     }
 
     /// SD 1.x's CLIP text encoder and tokenizer, and its width.
-    fn load_clip_text(dir: &Path) -> Result<(ClipTokenizer, ClipTextTransformer, usize), String> {
-        let raw = std::fs::read(dir.join("text_encoder/config.json"))
-            .map_err(|e| format!("text_encoder/config.json: {e}"))?;
-        let text_config: Value =
-            serde_json::from_slice(&raw).map_err(|e| format!("text_encoder/config.json: {e}"))?;
-        let tnum = |k: &str| {
-            text_config
-                .get(k)
-                .and_then(Value::as_u64)
-                .map(|v| v as usize)
-        };
-        let act = text_config
-            .get("hidden_act")
-            .and_then(Value::as_str)
-            .unwrap_or("quick_gelu");
-        if act != "quick_gelu" {
-            return Err(format!(
-                "text_encoder hidden_act {act:?}: only CLIP's quick_gelu (Stable Diffusion 1.x) is built"
-            ));
-        }
-        let embed_dim = tnum("hidden_size").unwrap_or(768);
-        let clip = ClipTextConfig {
-            vocab_size: tnum("vocab_size").unwrap_or(49408),
-            embed_dim,
-            activation: Activation::QuickGelu,
-            intermediate_size: tnum("intermediate_size").unwrap_or(3072),
-            max_position_embeddings: tnum("max_position_embeddings").unwrap_or(77),
-            pad_with: None,
-            num_hidden_layers: tnum("num_hidden_layers").unwrap_or(12),
-            num_attention_heads: tnum("num_attention_heads").unwrap_or(12),
-            projection_dim: tnum("projection_dim").unwrap_or(embed_dim),
-        };
-        let text_weights = crate::hf::mmap_weights(&[dir.join("text_encoder/model.safetensors")])
-            .map_err(|e| format!("text_encoder/model.safetensors: {e}"))?;
-        // transformers 4 saved `text_model.`-prefixed names, 5 saves bare ones.
-        let text_weights = if text_weights.contains_tensor("text_model.final_layer_norm.weight") {
-            text_weights.pp("text_model")
-        } else {
-            text_weights
-        };
-        let text = ClipTextTransformer::new(text_weights, &clip)
+    fn load_clip_text(dir: &Path) -> Result<(ClipTokenizer, ClipText, usize), String> {
+        let text = ClipText::load(&dir.join("text_encoder"), false)
             .map_err(|e| format!("text_encoder: {e}"))?;
-        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"), clip.max_position_embeddings)?;
-        Ok((tokenizer, text, embed_dim))
+        if text.exact_gelu() {
+            return Err(
+                "text_encoder hidden_act \"gelu\": only CLIP's quick_gelu (Stable Diffusion 1.x) is built"
+                    .into(),
+            );
+        }
+        let tokenizer = ClipTokenizer::load(&dir.join("tokenizer"), text.positions())?;
+        let width = text.hidden_size();
+        Ok((tokenizer, text, width))
     }
 
     /// SDXL's two text encoders and tokenizers.
@@ -1050,10 +1018,10 @@ impl StableDiffusion {
                 for prompt in prompts {
                     ids.extend(tokenizer.ids(prompt)?);
                 }
-                let ids = Tensor::from_vec(ids, (prompts.len(), tokenizer.length), &Device::Cpu)
+                let out = text
+                    .encode(&ids, tokenizer.length, tokenizer.eos)
                     .map_err(compute)?;
-                let context = text.forward_with_mask(&ids, usize::MAX).map_err(compute)?;
-                Ok((context, None))
+                Ok((out.last, None))
             }
             Prompting::Xl(xl) => {
                 let mut states = Vec::new();
@@ -1697,6 +1665,46 @@ pub(crate) mod tests {
         assert_eq!(words, ["a</w>", "cat</w>", "on</w>", "the</w>", "hill</w>"]);
         assert_eq!(ids[6], t.eos);
         assert!(ids[7..].iter().all(|&i| i == t.pad));
+    }
+
+    /// SD 1.x reads its CLIP-L through `clip_text`: its final normed
+    /// states must be those of candle's CLIP text transformer, which the
+    /// SD 1.x pipeline matched against diffusers before.
+    #[test]
+    fn sd1_text_states_match_candles_clip_transformer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_model(dir.path(), "DDIMScheduler", 4).expect("write");
+        let (tokenizer, ours, width) = StableDiffusion::load_clip_text(dir.path()).expect("load");
+        let mut ids = tokenizer.ids("a red cat on the hill").expect("ids");
+        ids.extend(tokenizer.ids("").expect("ids"));
+        let states = ours
+            .encode(&ids, tokenizer.length, tokenizer.eos)
+            .expect("encode")
+            .last;
+        let weights = crate::hf::mmap_weights(&[dir.path().join("text_encoder/model.safetensors")])
+            .expect("weights");
+        let config = ClipTextConfig {
+            vocab_size: tokenizer.tokenizer.get_vocab_size(true),
+            embed_dim: width,
+            activation: Activation::QuickGelu,
+            intermediate_size: 64,
+            max_position_embeddings: 77,
+            pad_with: None,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            projection_dim: width,
+        };
+        let candles = ClipTextTransformer::new(weights.pp("text_model"), &config)
+            .and_then(|t| {
+                let ids = Tensor::from_slice(&ids, (2, tokenizer.length), &Device::Cpu)?;
+                t.forward_with_mask(&ids, usize::MAX)
+            })
+            .expect("candle");
+        assert_eq!(states.dims(), [2, 77, width]);
+        let gap = (states - candles)
+            .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+            .expect("gap");
+        assert!(gap < 1e-5, "largest difference {gap}");
     }
 
     #[test]
