@@ -750,11 +750,7 @@ impl App {
     ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
         let (resolved, dir) = self.resolve_folder(model, TEXT_GENERATION)?;
         if !hearth_engine::describe::is_llava_folder(&dir) {
-            return Err(hearth_engine::describe::DescribeError::BadInput(format!(
-                "{model} takes text only: images go to a vision model (a GGUF with its \
-                 mmproj*.gguf projector beside it, or a LLaVA folder)"
-            ))
-            .into());
+            return Err(hearth_engine::describe::DescribeError::BadInput(text_only(model)).into());
         }
         let borrowed: Vec<(&str, &str, bool)> = turns
             .iter()
@@ -897,10 +893,7 @@ impl App {
         };
         let (resolved, generator, params) = self.shaped(model, shape, params).await?;
         if generator.projector().is_none() {
-            return Err(AppError::Engine(TextGenError::NoVision(format!(
-                "{model} takes text only: images go to a vision model (a GGUF with its \
-                 mmproj*.gguf projector beside it, or a LLaVA folder)"
-            ))));
+            return Err(AppError::Engine(TextGenError::NoVision(text_only(model))));
         }
         let tools = shape.offered();
         let marker = hearth_engine::textgen::projector::media_marker();
@@ -945,6 +938,14 @@ impl App {
         };
         Ok((resolved, generator, params))
     }
+}
+
+/// Why a model refuses an image, and where images go instead.
+fn text_only(model: &str) -> String {
+    format!(
+        "{model} takes text only: images go to a vision model (a GGUF with its \
+         mmproj*.gguf projector beside it, or a LLaVA folder)"
+    )
 }
 
 /// The folder of a Hugging Face-layout model (its weights file's parent).

@@ -293,11 +293,17 @@ impl TextGenerator {
             .into_iter()
             .map(|t| t.0)
             .collect();
-        let bos = vocab.bos().0;
-        if vocab.should_add_bos() && tokens.first() != Some(&bos) {
-            tokens.insert(0, bos);
+        if self.lacks_bos(tokens.first().copied()) {
+            tokens.insert(0, vocab.bos().0);
         }
         tokens
+    }
+
+    /// Whether a prompt whose first token is `first` needs the model's BOS
+    /// put before it: the model wants one and the text did not start with it.
+    fn lacks_bos(&self, first: Option<i32>) -> bool {
+        let vocab = self.vocab_model.vocab();
+        vocab.should_add_bos() && first != Some(vocab.bos().0)
     }
 
     /// Requests queued or running.
@@ -356,20 +362,23 @@ impl TextGenerator {
             )));
         }
         let marker = projector::media_marker();
-        if text.matches(marker).count() != images.len() {
+        let marked = text.matches(marker).count();
+        if marked != images.len() {
             return Err(TextGenError::BadImage(format!(
-                "the prompt marks {} images and {} were given",
-                text.matches(marker).count(),
+                "the prompt marks {marked} images and {} were given",
                 images.len()
             )));
         }
-        let vocab = self.vocab_model.vocab();
-        let bos = vocab.bos();
-        let starts_with_bos = vocab
-            .tokenize(text.as_bytes(), false, true)
+        // mtmd tokenizes the text between markers piece by piece: the first
+        // piece decides whether the prompt already opens with BOS.
+        let opening = text.split(marker).next().unwrap_or_default();
+        let first = self
+            .vocab_model
+            .vocab()
+            .tokenize(opening.as_bytes(), false, true)
             .first()
-            .is_some_and(|t| *t == bos);
-        let add_special = vocab.should_add_bos() && !starts_with_bos;
+            .map(|t| t.0);
+        let add_special = self.lacks_bos(first);
         let media = Media {
             text,
             images,
