@@ -24,10 +24,12 @@ ROOT = Path(__file__).resolve().parents[2]
 # Workers AI ids served by tiny random-weight models, by `hearth models tiny` kind
 # (LLaVA also as a vision chat model).
 VISION_CHAT = "@cf/meta/llama-3.2-11b-vision-instruct"
+LLAVA_CHAT = "@cf/meta/llama-4-scout-17b-16e-instruct"
 TINY_MODELS = {
     "detr": ["@cf/facebook/detr-resnet-50"],
     "bart": ["@cf/facebook/bart-large-cnn"],
-    "llava": ["@cf/llava-hf/llava-1.5-7b-hf", VISION_CHAT],
+    "llava": ["@cf/llava-hf/llava-1.5-7b-hf", LLAVA_CHAT],
+    "llama-vision": [VISION_CHAT],
     "stable-diffusion": ["@cf/runwayml/stable-diffusion-v1-5-img2img"],
     "flux": ["@cf/black-forest-labs/flux-1-schnell"],
 }

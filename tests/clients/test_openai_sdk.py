@@ -3,7 +3,7 @@
 import openai
 import pytest
 
-from conftest import SMOLLM, VISION_CHAT
+from conftest import LLAVA_CHAT, SMOLLM, VISION_CHAT
 
 
 @pytest.fixture(scope="module")
@@ -102,21 +102,36 @@ def test_json_schema_response_format(oa):
     assert set(value) == {"capital"} and isinstance(value["capital"], str)
 
 
-def test_vision_chat_with_an_image_part(oa):
-    """A vision model (here a tiny random LLaVA) answers a message with an
-    image_url part given as a data: URI."""
+@pytest.mark.parametrize("model", [VISION_CHAT, LLAVA_CHAT])
+def test_vision_chat_with_an_image_part(oa, hearth, model):
+    """Vision models (tiny random Llama 3.2 Vision and LLaVA) answer a
+    message with an image_url part given as a data: URI, whole or streamed."""
     import base64
     import os
     from pathlib import Path
 
+    import httpx
+
+    if model == VISION_CHAT:
+        # Meta's terms are accepted once, on the native route.
+        httpx.post(f"{hearth['base']}/client/v4/accounts/{hearth['account']}/ai/run/{model}",
+                   json={"prompt": "agree"},
+                   headers={"Authorization": f"Bearer {hearth['token']}"}).raise_for_status()
     models = Path(os.environ.get("HEARTH_MODELS_DIR", Path.home() / ".local/share/hearth/models"))
     photo = (models / "test-data/skimage-0.26.0/chelsea.png").read_bytes()
     uri = "data:image/png;base64," + base64.b64encode(photo).decode()
     messages = [{"role": "user", "content": [{"type": "text", "text": "what is this ?"},
                                              {"type": "image_url", "image_url": {"url": uri}}]}]
-    out = oa.chat.completions.create(model=VISION_CHAT, messages=messages, max_tokens=4, temperature=0)
+    out = oa.chat.completions.create(model=model, messages=messages, max_tokens=4, temperature=0)
     assert out.object == "chat.completion"
     assert out.choices[0].message.content and len(out.choices[0].message.content.split()) <= 4
     assert out.usage.prompt_tokens > 4 and out.usage.completion_tokens <= 4
+    # Streamed, the pieces join to the same answer.
+    chunks = list(oa.chat.completions.create(model=model, messages=messages, max_tokens=4,
+                                             temperature=0, stream=True,
+                                             stream_options={"include_usage": True}))
+    joined = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert joined == out.choices[0].message.content
+    assert chunks[-1].usage.completion_tokens == out.usage.completion_tokens
     with pytest.raises(openai.BadRequestError):
         oa.chat.completions.create(model=SMOLLM, messages=messages, max_tokens=4)

@@ -1,7 +1,9 @@
-//! Describes an image with a LLaVA 1.5 folder (Hugging Face layout),
-//! greedily:
+//! Describes an image with a LLaVA 1.5 or Llama 3.2 Vision folder (Hugging
+//! Face layout), greedily:
 //!   cargo run -p hearth-engine --example describe_image -- DIR IMAGE "PROMPT" [MAX_TOKENS]
-//! `bench/llava_reference.py` compares the description with transformers'.
+//! (IMAGE `-`: the prompt alone, no image).
+//! `bench/llava_reference.py` and `bench/mllama_reference.py` compare the
+//! descriptions with transformers'.
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, image, prompt, rest @ ..] = args.as_slice() else {
@@ -14,14 +16,14 @@ fn main() {
     };
     let model = hearth_engine::describe::ImageDescriber::load(std::path::Path::new(dir))
         .unwrap_or_else(|e| fail(&e));
-    let bytes = std::fs::read(image).unwrap_or_else(|e| fail(&e));
+    let bytes = (image != "-").then(|| std::fs::read(image).unwrap_or_else(|e| fail(&e)));
     let params = hearth_types::textgen::GenerationParams {
         max_tokens: rest.first().and_then(|m| m.parse().ok()).unwrap_or(32),
         temperature: 0.0,
         ..Default::default()
     };
     let out = model
-        .describe(&bytes, prompt, false, &params)
+        .describe(bytes.as_deref(), prompt, false, &params)
         .unwrap_or_else(|e| fail(&e));
     println!("{}", out.text);
 }

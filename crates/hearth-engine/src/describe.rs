@@ -12,6 +12,10 @@
 //! projected patches put in place of the `<image>` token of the prompt
 //! (`USER: <image>\n{prompt} ASSISTANT:`) before a llama language model
 //! generates the description.
+//!
+//! [`ImageDescriber`] is the entry for both image-to-text architectures:
+//! LLaVA here, Llama 3.2 Vision in [`crate::mllama`], chosen by
+//! `config.json`'s `model_type`; `generate` is their shared sampling loop.
 
 use std::path::Path;
 
@@ -36,7 +40,7 @@ pub enum DescribeError {
     Compute(String),
 }
 
-fn compute(e: candle_core::Error) -> DescribeError {
+pub(crate) fn compute(e: candle_core::Error) -> DescribeError {
     DescribeError::Compute(e.to_string())
 }
 
@@ -55,7 +59,15 @@ pub struct Description {
     pub text: String,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Whether `max_tokens` (or the context) ended it rather than the
+    /// model's end-of-turn.
+    pub by_length: bool,
 }
+
+/// Receives an answer as it grows: first an empty piece once the prompt
+/// (and image) are read, then each piece of text added since the last
+/// call. Returning false stops the generation (its reader left).
+pub type Sink<'a> = &'a mut dyn FnMut(&str) -> bool;
 
 /// CLIP's image processor settings (`preprocessor_config.json`).
 struct Preprocess {
@@ -65,7 +77,89 @@ struct Preprocess {
     std: [f32; 3],
 }
 
-pub struct ImageDescriber {
+/// An image-to-text model, of the architecture its `config.json` names.
+pub enum ImageDescriber {
+    Llava(Llava),
+    Mllama(crate::mllama::Mllama),
+}
+
+impl ImageDescriber {
+    pub fn load(dir: &Path) -> Result<Self, DescribeError> {
+        let fail = |reason: String| DescribeError::Load {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let config = crate::hf::json_file(dir, "config.json")
+            .map_err(fail)?
+            .ok_or_else(|| fail("config.json is missing".into()))?;
+        match config.get("model_type").and_then(Value::as_str) {
+            Some("mllama") => Ok(Self::Mllama(crate::mllama::Mllama::load(dir, &config)?)),
+            Some("llava") => Ok(Self::Llava(Llava::load(dir, &config)?)),
+            other => Err(fail(format!(
+                "config.json says model_type {other:?}; Hearth reads \"llava\" and \"mllama\" here"
+            ))),
+        }
+    }
+
+    /// Describes an encoded image (or, without one, answers the text).
+    /// `prompt` is the user's question in the model's chat format, or with
+    /// `raw` the whole prompt (the image token in it places the image;
+    /// without one the image goes first).
+    pub fn describe(
+        &self,
+        image: Option<&[u8]>,
+        prompt: &str,
+        raw: bool,
+        params: &GenerationParams,
+    ) -> Result<Description, DescribeError> {
+        self.answer(image, prompt, raw, params, &mut |_| true)
+    }
+
+    /// [`Self::describe`], the text going to `sink` as it grows.
+    pub fn answer(
+        &self,
+        image: Option<&[u8]>,
+        prompt: &str,
+        raw: bool,
+        params: &GenerationParams,
+        sink: Sink,
+    ) -> Result<Description, DescribeError> {
+        match self {
+            Self::Llava(m) => m.answer(image, prompt, raw, params, sink),
+            Self::Mllama(m) => m.answer(image, prompt, raw, params, sink),
+        }
+    }
+
+    /// A chat in the model's own format, ready for [`Self::describe`] with
+    /// `raw`. `turns` are (role, text, carried the image).
+    pub fn chat_prompt(&self, turns: &[(&str, &str, bool)]) -> String {
+        match self {
+            Self::Llava(_) => chat_prompt(turns),
+            Self::Mllama(_) => crate::mllama::chat_prompt(turns),
+        }
+    }
+}
+
+/// `model_type` of the folder's `config.json`, when it has one.
+fn vision_model_type(dir: &Path) -> Option<String> {
+    crate::hf::json_file(dir, "config.json")
+        .ok()
+        .flatten()
+        .and_then(|c| {
+            c.get("model_type")
+                .and_then(Value::as_str)
+                .map(String::from)
+        })
+}
+
+/// Whether `dir` holds an image-to-text model Hearth runs (LLaVA or Llama
+/// 3.2 Vision; its `config.json` says so).
+pub fn is_vision_folder(dir: &Path) -> bool {
+    matches!(vision_model_type(dir).as_deref(), Some("llava" | "mllama"))
+}
+
+/// LLaVA 1.5.
+pub struct Llava {
     tokenizer: tokenizers::Tokenizer,
     vision: ClipVisionTransformer,
     /// Index into candle's per-layer hidden states (`[layer 1, ..., layer
@@ -80,13 +174,14 @@ pub struct ImageDescriber {
     preprocess: Preprocess,
 }
 
-impl ImageDescriber {
-    pub fn load(dir: &Path) -> Result<Self, DescribeError> {
+impl Llava {
+    /// The model in `dir`, whose `config.json` (already read, and saying
+    /// `model_type: "llava"`) is `config`.
+    pub(crate) fn load(dir: &Path, config: &Value) -> Result<Self, DescribeError> {
         let fail = |reason: String| DescribeError::Load {
             path: dir.display().to_string(),
             reason,
         };
-        let config = crate::hf::config_of_type(dir, "llava").map_err(fail)?;
         let vision_config = config.get("vision_config").cloned().unwrap_or(Value::Null);
         let text_config = config.get("text_config").cloned().unwrap_or(Value::Null);
         let vnum = |k: &str, d: usize| {
@@ -298,25 +393,22 @@ impl ImageDescriber {
         })
     }
 
-    /// Describes an encoded image. `prompt` is the user's question in the
-    /// model's chat format, or with `raw` the whole prompt (an `<image>`
-    /// in it places the image; without one the image goes first).
-    pub fn describe(
+    /// [`ImageDescriber::answer`] for LLaVA: the image's patches take the
+    /// place of `<image>`.
+    pub fn answer(
         &self,
-        image: &[u8],
+        image: Option<&[u8]>,
         prompt: &str,
         raw: bool,
         params: &GenerationParams,
+        sink: Sink,
     ) -> Result<Description, DescribeError> {
-        let pixels = self.pixels(image)?;
-        let text = if raw {
-            if prompt.contains("<image>") {
-                prompt.to_string()
-            } else {
-                format!("<image>\n{prompt}")
-            }
-        } else {
-            format!("USER: <image>\n{prompt} ASSISTANT:")
+        let pixels = image.map(|image| self.pixels(image)).transpose()?;
+        let text = match (raw, pixels.is_some()) {
+            (true, true) if !prompt.contains("<image>") => format!("<image>\n{prompt}"),
+            (true, _) => prompt.to_string(),
+            (false, true) => format!("USER: <image>\n{prompt} ASSISTANT:"),
+            (false, false) => format!("USER: {prompt} ASSISTANT:"),
         };
         let ids: Vec<u32> = self
             .tokenizer
@@ -324,13 +416,25 @@ impl ImageDescriber {
             .map_err(|e| DescribeError::BadInput(format!("`prompt` cannot be tokenized: {e}")))?
             .get_ids()
             .to_vec();
-        let Some(at) = ids.iter().position(|&t| t == self.image_token) else {
-            return Err(DescribeError::BadInput(
-                "the prompt lost its image placeholder when tokenized".into(),
-            ));
+        let at = ids.iter().position(|&t| t == self.image_token);
+        let features = match (&pixels, at) {
+            (Some(pixels), Some(_)) => Some(self.image_features(pixels).map_err(compute)?),
+            (Some(_), None) => {
+                return Err(DescribeError::BadInput(
+                    "the prompt lost its image placeholder when tokenized".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(DescribeError::BadInput(
+                    "the prompt has an <image> placeholder but no image came with it".into(),
+                ));
+            }
+            (None, None) => None,
         };
-        let features = self.image_features(&pixels).map_err(compute)?;
-        let patches = features.dim(0).map_err(compute)?;
+        let patches = match &features {
+            Some(f) => f.dim(0).map_err(compute)?,
+            None => 1,
+        };
         let prompt_tokens = ids.len() - 1 + patches;
         let limit = self.llama_config.max_position_embeddings;
         if prompt_tokens >= limit {
@@ -343,58 +447,43 @@ impl ImageDescriber {
             self.llama.embed(&t)?.squeeze(0)
         };
         let mut pieces = Vec::new();
-        if at > 0 {
-            pieces.push(embed(&ids[..at]).map_err(compute)?);
-        }
-        pieces.push(features);
-        if at + 1 < ids.len() {
-            pieces.push(embed(&ids[at + 1..]).map_err(compute)?);
+        match (features, at) {
+            (Some(features), Some(at)) => {
+                if at > 0 {
+                    pieces.push(embed(&ids[..at]).map_err(compute)?);
+                }
+                pieces.push(features);
+                if at + 1 < ids.len() {
+                    pieces.push(embed(&ids[at + 1..]).map_err(compute)?);
+                }
+            }
+            _ => pieces.push(embed(&ids).map_err(compute)?),
         }
         let inputs = Tensor::cat(&pieces, 0)
             .and_then(|t| t.unsqueeze(0))
             .map_err(compute)?;
         let mut cache =
             Cache::new(true, DType::F32, &self.llama_config, &Device::Cpu).map_err(compute)?;
-        let mut logits = self
+        let logits = self
             .llama
             .forward_input_embed(&inputs, 0, &mut cache)
+            .and_then(|l| l.squeeze(0))
             .map_err(compute)?;
-        let history: Vec<i32> = ids.iter().map(|&t| t as i32).collect();
-        let mut sampler = Sampler::new(params, &history);
-        let budget = (params.max_tokens as usize).min(limit - prompt_tokens);
-        let mut out: Vec<u32> = Vec::new();
         let mut position = prompt_tokens;
-        while out.len() < budget {
-            let row = logits
-                .squeeze(0)
-                .and_then(|l| l.to_vec1::<f32>())
-                .map_err(compute)?;
-            let token = sampler.sample(&row) as u32;
-            if self.eos.contains(&token) {
-                break;
-            }
-            sampler.accept(token as i32);
-            out.push(token);
-            if out.len() == budget {
-                break;
-            }
-            let next = Tensor::new(&[token], &Device::Cpu)
-                .and_then(|t| t.unsqueeze(0))
-                .map_err(compute)?;
-            logits = self
-                .llama
-                .forward(&next, position, &mut cache)
-                .map_err(compute)?;
+        let decoder = Decoder {
+            tokenizer: &self.tokenizer,
+            eos: &self.eos,
+        };
+        let prompt = Prompt {
+            ids: &ids,
+            tokens: prompt_tokens,
+            room: limit - prompt_tokens,
+        };
+        generate(&decoder, prompt, logits, params, sink, |token| {
+            let next = Tensor::new(&[token], &Device::Cpu)?.unsqueeze(0)?;
+            let logits = self.llama.forward(&next, position, &mut cache)?;
             position += 1;
-        }
-        let text = self
-            .tokenizer
-            .decode(&out, true)
-            .map_err(|e| DescribeError::Compute(format!("decoding: {e}")))?;
-        Ok(Description {
-            text: text.trim().to_string(),
-            prompt_tokens,
-            completion_tokens: out.len(),
+            logits.squeeze(0)
         })
     }
 
@@ -436,9 +525,83 @@ impl ImageDescriber {
     }
 }
 
-/// Whether `dir` holds a LLaVA model (its `config.json` says so).
-pub fn is_llava_folder(dir: &Path) -> bool {
-    crate::hf::config_of_type(dir, "llava").is_ok()
+/// What a model's answer needs from it beside its logits.
+pub(crate) struct Decoder<'a> {
+    pub tokenizer: &'a tokenizers::Tokenizer,
+    pub eos: &'a [u32],
+}
+
+/// The prompt an answer follows: its ids (they seed the repetition
+/// penalties), how many positions it takes (LLaVA's image is many), and
+/// the room left after it in the context.
+pub(crate) struct Prompt<'a> {
+    pub ids: &'a [u32],
+    pub tokens: usize,
+    pub room: usize,
+}
+
+/// Samples after the prompt's `first` logits until an `eos` token, the
+/// request's `max_tokens`, the room left in the context, or a `sink` that
+/// returns false; `step` feeds one token and returns the next logits. The
+/// text goes to `sink` as it grows (see [`Sink`]) and comes back whole.
+pub(crate) fn generate(
+    decoder: &Decoder,
+    prompt: Prompt,
+    first: Tensor,
+    params: &GenerationParams,
+    sink: Sink,
+    mut step: impl FnMut(u32) -> candle_core::Result<Tensor>,
+) -> Result<Description, DescribeError> {
+    let history: Vec<i32> = prompt.ids.iter().map(|&t| t as i32).collect();
+    let mut sampler = Sampler::new(params, &history);
+    let budget = (params.max_tokens as usize).min(prompt.room);
+    let decode = |ids: &[u32]| -> Result<String, DescribeError> {
+        decoder
+            .tokenizer
+            .decode(ids, true)
+            .map(|t| t.trim_start().to_string())
+            .map_err(|e| DescribeError::Compute(format!("decoding: {e}")))
+    };
+    let mut out: Vec<u32> = Vec::new();
+    let mut sent = String::new();
+    let mut listening = sink("");
+    let mut logits = first;
+    while listening && out.len() < budget {
+        let row = logits.to_vec1::<f32>().map_err(compute)?;
+        let token = sampler.sample(&row) as u32;
+        if decoder.eos.contains(&token) {
+            break;
+        }
+        sampler.accept(token as i32);
+        out.push(token);
+        // Pieces go out once whole characters, and only while the decoded
+        // text keeps what was already sent as its start.
+        let text = decode(&out)?;
+        if !text.ends_with('\u{FFFD}')
+            && let Some(piece) = text.strip_prefix(sent.as_str())
+            && !piece.is_empty()
+        {
+            listening = sink(piece);
+            sent = text;
+        }
+        if out.len() == budget {
+            break;
+        }
+        logits = step(token).map_err(compute)?;
+    }
+    let text = decode(&out)?;
+    if listening
+        && let Some(piece) = text.strip_prefix(sent.as_str())
+        && !piece.is_empty()
+    {
+        sink(piece);
+    }
+    Ok(Description {
+        by_length: out.len() == budget,
+        text,
+        prompt_tokens: prompt.tokens,
+        completion_tokens: out.len(),
+    })
 }
 
 /// A chat rendered as llava-1.5-hf's chat template does: `ROLE: ` before
@@ -462,8 +625,8 @@ pub fn chat_prompt(turns: &[(&str, &str, bool)]) -> String {
     prompt
 }
 
-/// Words of the tiny test tokenizer.
-const TINY_WORDS: &[&str] = &[
+/// Words of the tiny test tokenizers.
+pub(crate) const TINY_WORDS: &[&str] = &[
     "user",
     ":",
     "assistant",
@@ -485,6 +648,34 @@ const TINY_WORDS: &[&str] = &[
     "photo",
     "of",
 ];
+
+/// Saves a tiny random image-to-text model built in `varmap`: its output
+/// table (`language_model.lm_head.weight`) made to favour [`TINY_WORDS`],
+/// `model.safetensors`, and a word-level `tokenizer.json` of `specials`
+/// (the first after `<unk>` being begin-of-text), the words and the
+/// `image` token, which comes last.
+pub(crate) fn save_tiny(
+    dir: &Path,
+    varmap: &candle_nn::VarMap,
+    specials: &[&str],
+    image: &str,
+) -> Result<(), String> {
+    let words = specials.len()..specials.len() + TINY_WORDS.len();
+    crate::hf::favour_words(varmap, "language_model.lm_head.weight", words)
+        .map_err(|e| e.to_string())?;
+    varmap
+        .save(dir.join("model.safetensors"))
+        .map_err(|e| e.to_string())?;
+    let bos = specials.get(1).copied().unwrap_or("<s>");
+    crate::hf::write_word_level_tokenizer(
+        &dir.join("tokenizer.json"),
+        specials,
+        TINY_WORDS,
+        &[image],
+        crate::hf::template(&[(bos, 1)], &[]),
+    )
+    .map_err(|e| e.to_string())
+}
 
 /// Writes a tiny LLaVA 1.5 with random weights in the hub's layout
 /// (`config.json` with `vision_config`/`text_config`, `model.safetensors`
@@ -549,24 +740,7 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DescribeError> {
     candle_nn::linear(32, 32, vb.pp("multi_modal_projector.linear_2")).map_err(|e| fail(&e))?;
     candle_transformers::models::llama::Llama::load(vb.pp("language_model"), &text)
         .map_err(|e| fail(&e))?;
-    crate::hf::favour_words(
-        &varmap,
-        "language_model.lm_head.weight",
-        specials.len()..image_token,
-    )
-    .map_err(|e| fail(&e))?;
-    varmap
-        .save(dir.join("model.safetensors"))
-        .map_err(|e| fail(&e))?;
-
-    crate::hf::write_word_level_tokenizer(
-        &dir.join("tokenizer.json"),
-        &specials,
-        TINY_WORDS,
-        &["<image>"],
-        crate::hf::template(&[("<s>", 1)], &[]),
-    )
-    .map_err(|e| fail(&e))?;
+    save_tiny(dir, &varmap, &specials, "<image>").map_err(|e| fail(&e))?;
     let processor = serde_json::json!({
         "image_processor_type": "CLIPImageProcessor", "do_resize": true, "do_center_crop": true,
         "size": {"shortest_edge": 28}, "crop_size": {"height": 28, "width": 28},
@@ -578,18 +752,20 @@ pub fn write_tiny_model(dir: &Path) -> Result<(), DescribeError> {
     Ok(())
 }
 
+/// Greedy decoding of at most `max_tokens`, for the image-to-text tests.
+#[cfg(test)]
+pub(crate) fn greedy(max_tokens: u32) -> GenerationParams {
+    GenerationParams {
+        max_tokens,
+        temperature: 0.0,
+        ..GenerationParams::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vision::test_png as png;
-
-    fn greedy(max_tokens: u32) -> GenerationParams {
-        GenerationParams {
-            max_tokens,
-            temperature: 0.0,
-            ..GenerationParams::default()
-        }
-    }
 
     #[test]
     fn a_tiny_llava_describes_within_the_bounds() {
@@ -598,7 +774,7 @@ mod tests {
         let model = ImageDescriber::load(dir.path()).expect("load");
         let image = png(40, 30, 3);
         let out = model
-            .describe(&image, "describe the image .", false, &greedy(12))
+            .describe(Some(&image), "describe the image .", false, &greedy(12))
             .expect("describe");
         // "<s> user : <image> describe the image . assistant :" is 10 ids,
         // the image 4 patches in place of one.
@@ -610,19 +786,19 @@ mod tests {
             out.text
         );
         let again = model
-            .describe(&image, "describe the image .", false, &greedy(12))
+            .describe(Some(&image), "describe the image .", false, &greedy(12))
             .expect("again");
         assert_eq!(again, out);
         let short = model
-            .describe(&image, "what is this ?", false, &greedy(2))
+            .describe(Some(&image), "what is this ?", false, &greedy(2))
             .expect("short");
         assert!(short.completion_tokens <= 2);
         let raw = model
-            .describe(&image, "a photo of", true, &greedy(3))
+            .describe(Some(&image), "a photo of", true, &greedy(3))
             .expect("raw");
         assert_eq!(raw.prompt_tokens, 4 + 4);
         let err = model
-            .describe(b"not an image", "describe", false, &greedy(3))
+            .describe(Some(b"not an image"), "describe", false, &greedy(3))
             .err()
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("`image`"));

@@ -659,31 +659,41 @@ impl Linear {
             let outputs = PANEL.min(n - panel * PANEL);
             let tokens = run.min(rows - first);
             let columns = panel * PANEL..panel * PANEL + outputs;
-            // The product accumulates onto bias (+ residual), written here
-            // rather than in a pass of its own over the whole output.
-            for r in first..first + tokens {
-                // SAFETY: row r's columns of this panel lie inside `out`
-                // (r < rows, columns < n) and belong to this item alone.
-                let row = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at(r * n + columns.start), outputs)
-                };
-                let bias = &self.bias[columns.clone()];
-                match residual {
-                    Some(res) => {
-                        let res = &res[r * n + columns.start..r * n + columns.end];
-                        for ((o, b), x) in row.iter_mut().zip(bias).zip(res) {
-                            *o = b + x;
+            // The product accumulates onto bias (+ residual): the AVX-512
+            // kernel reads them as it starts; other paths find them written
+            // here, per item rather than in a pass over the whole output.
+            let write_start = || {
+                for r in first..first + tokens {
+                    // SAFETY: row r's columns of this panel lie inside `out`
+                    // (r < rows, columns < n) and belong to this item alone.
+                    let row = unsafe {
+                        std::slice::from_raw_parts_mut(dst.at(r * n + columns.start), outputs)
+                    };
+                    let bias = &self.bias[columns.clone()];
+                    match residual {
+                        Some(res) => {
+                            let res = &res[r * n + columns.start..r * n + columns.end];
+                            for ((o, b), x) in row.iter_mut().zip(bias).zip(res) {
+                                *o = b + x;
+                            }
                         }
+                        None => row.copy_from_slice(bias),
                     }
-                    None => row.copy_from_slice(bias),
                 }
-            }
+            };
             self.with_panel(panel, |weights| {
                 #[cfg(target_arch = "x86_64")]
                 if crate::panel_kernel::available() {
+                    let start = crate::panel_kernel::Start::Bias {
+                        bias: self.bias[columns.start..].as_ptr(),
+                        residual: residual.map_or(std::ptr::null(), |res| {
+                            res[first * n + columns.start..].as_ptr()
+                        }),
+                    };
                     // SAFETY: `x` holds rows x k values, `weights` k x PANEL,
-                    // and this item alone writes its tokens' outputs of this
-                    // panel (at r*n + c).
+                    // the bias this panel's outputs and the residual rows x n
+                    // values, and this item alone writes its tokens' outputs
+                    // of this panel (at r*n + c).
                     unsafe {
                         crate::panel_kernel::accumulate(
                             x.as_ptr().add(first * k),
@@ -694,10 +704,12 @@ impl Linear {
                             n,
                             tokens,
                             outputs,
+                            start,
                         );
                     }
                     return;
                 }
+                write_start();
                 if tokens <= FEW_TOKENS {
                     for r in first..first + tokens {
                         // SAFETY: as for the bias above: this item's own block.

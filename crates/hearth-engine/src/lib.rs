@@ -19,8 +19,9 @@
 //!   beam search) on candle.
 //! - [`vision`]: image classification (EfficientNet-Lite0 from the legacy
 //!   PyTorch format) on candle.
-//! - [`describe`]: image-to-text (LLaVA 1.5: CLIP vision tower, projector,
-//!   llama) on candle.
+//! - [`describe`]: image-to-text and vision chat (LLaVA 1.5: CLIP vision
+//!   tower, projector, llama; Llama 3.2 Vision in [`mllama`]: tiled ViT,
+//!   gated cross-attention layers in the decoder) on candle.
 //! - [`detect`]: object detection (DETR with a ResNet backbone, Hugging
 //!   Face layout) on candle.
 //! - [`diffusion`]: text-to-image (Stable Diffusion 1.x and SDXL from the
@@ -52,6 +53,7 @@ pub mod flux;
 mod gemma_encoder;
 mod hf;
 mod matvec;
+pub mod mllama;
 mod panel_kernel;
 pub mod rerank;
 pub mod speech;

@@ -76,16 +76,33 @@ pub(crate) fn available() -> bool {
     }
 }
 
-/// `out[t][c] += sum_i x[t][i] * panel[i][c]` for `t < tokens`,
-/// `c < outputs`, with `x` rows `x_stride` apart, `out` rows `out_stride`
-/// apart, and `panel` `inputs x PANEL` row-major (columns past `outputs`
-/// are read but never written).
+/// Where a product's sums start.
+#[derive(Clone, Copy)]
+pub(crate) enum Start {
+    /// From what `out` holds (the product accumulates onto it).
+    Out,
+    /// From `bias[c]` (`outputs` values), plus `residual[t][c]` (rows
+    /// `out_stride` apart) when that is not null. Read by the kernel as it
+    /// starts a block rather than written to `out` beforehand: a pass of
+    /// its own over the output stalled on store misses, 6 % of an
+    /// embedding batch.
+    Bias {
+        bias: *const f32,
+        residual: *const f32,
+    },
+}
+
+/// `out[t][c] = start[t][c] + sum_i x[t][i] * panel[i][c]` for
+/// `t < tokens`, `c < outputs`, with `x` rows `x_stride` apart, `out` rows
+/// `out_stride` apart, and `panel` `inputs x PANEL` row-major (columns past
+/// `outputs` are read but never written).
 ///
 /// # Safety
 /// `available()` must be true; `x` must hold `tokens` rows of `inputs`
-/// values at `x_stride`, `panel` `inputs * PANEL` values, and `out` `tokens`
+/// values at `x_stride`, `panel` `inputs * PANEL` values, `out` `tokens`
 /// rows of `outputs` values at `out_stride` that no other thread touches
-/// meanwhile.
+/// meanwhile, and `start`'s pointers `outputs` values (the residual
+/// `tokens` rows of them at `out_stride`).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
@@ -98,6 +115,7 @@ pub(crate) unsafe fn accumulate(
     out_stride: usize,
     tokens: usize,
     outputs: usize,
+    start: Start,
 ) {
     let masks: [__mmask16; 4] = std::array::from_fn(|v| {
         let lanes = outputs.saturating_sub(v * 16).min(16);
@@ -107,6 +125,17 @@ pub(crate) unsafe fn accumulate(
     while depth < inputs {
         let span = DEPTH.min(inputs - depth);
         let mut first = 0;
+        // Only the first pass starts from the bias; later ones add to what
+        // the earlier wrote.
+        let from = if depth == 0 { start } else { Start::Out };
+        // `from` for the token block starting at `first` (its residual rows).
+        let at = |first: usize| match from {
+            Start::Bias { bias, residual } if !residual.is_null() => Start::Bias {
+                bias,
+                residual: residual.wrapping_add(first * out_stride),
+            },
+            other => other,
+        };
         // SAFETY: every pointer below stays inside the rows the caller
         // vouched for: tokens first..first+rows, inputs depth..depth+span.
         unsafe {
@@ -120,6 +149,7 @@ pub(crate) unsafe fn accumulate(
                     out.wrapping_add(first * out_stride),
                     out_stride,
                     &masks,
+                    at(first),
                 );
                 first += BLOCK;
             }
@@ -127,22 +157,24 @@ pub(crate) unsafe fn accumulate(
                 x.wrapping_add(first * x_stride + depth),
                 out.wrapping_add(first * out_stride),
             );
+            let from = at(first);
             match tokens - first {
                 0 => {}
-                1 => block::<1>(x, x_stride, span, weights, out, out_stride, &masks),
-                2 => block::<2>(x, x_stride, span, weights, out, out_stride, &masks),
-                3 => block::<3>(x, x_stride, span, weights, out, out_stride, &masks),
-                4 => block::<4>(x, x_stride, span, weights, out, out_stride, &masks),
-                _ => block::<5>(x, x_stride, span, weights, out, out_stride, &masks),
+                1 => block::<1>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                2 => block::<2>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                3 => block::<3>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                4 => block::<4>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                _ => block::<5>(x, x_stride, span, weights, out, out_stride, &masks, from),
             }
         }
         depth += span;
     }
 }
 
-/// `ROWS` tokens against `span` panel rows, accumulated onto `out`.
+/// `ROWS` tokens against `span` panel rows, from `start` into `out`.
 #[cfg(target_arch = "x86_64")]
 #[inline]
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
 unsafe fn block<const ROWS: usize>(
     x: *const f32,
@@ -152,6 +184,7 @@ unsafe fn block<const ROWS: usize>(
     out: *mut f32,
     out_stride: usize,
     masks: &[__mmask16; 4],
+    start: Start,
 ) {
     // SAFETY: the caller's bounds (see `accumulate`). Pointers move with
     // `wrapping_add` and loads go through intrinsics: in builds with debug
@@ -164,7 +197,18 @@ unsafe fn block<const ROWS: usize>(
         for (r, row) in acc.iter_mut().enumerate() {
             let out = out.wrapping_add(r * out_stride);
             for (v, a) in row.iter_mut().enumerate() {
-                *a = _mm512_maskz_loadu_ps(masks[v], out.wrapping_add(v * 16));
+                *a = match start {
+                    Start::Out => _mm512_maskz_loadu_ps(masks[v], out.wrapping_add(v * 16)),
+                    Start::Bias { bias, residual } => {
+                        let b = _mm512_maskz_loadu_ps(masks[v], bias.wrapping_add(v * 16));
+                        if residual.is_null() {
+                            b
+                        } else {
+                            let res = residual.wrapping_add(r * out_stride + v * 16);
+                            _mm512_add_ps(b, _mm512_maskz_loadu_ps(masks[v], res))
+                        }
+                    }
+                };
             }
         }
         let mut rows: [*const f32; ROWS] = std::array::from_fn(|r| x.wrapping_add(r * x_stride));
@@ -230,7 +274,42 @@ mod tests {
                         out_stride,
                         tokens,
                         outputs,
+                        Start::Out,
                     );
+                }
+                // The same sums started from a bias and a residual, `out`
+                // holding garbage: bias[c] + residual[t][c] is `start`.
+                let bias: Vec<f32> = (0..outputs).map(|c| c as f32 * 0.5 - 3.0).collect();
+                let residual: Vec<f32> = (0..tokens * out_stride)
+                    .map(|i| start[i] - bias.get(i % out_stride).copied().unwrap_or(0.0))
+                    .collect();
+                let mut fused: Vec<f32> = vec![f32::NAN; tokens * out_stride];
+                // SAFETY: as above; `bias` holds `outputs` values and
+                // `residual` `tokens` rows at `out_stride`.
+                unsafe {
+                    accumulate(
+                        x.as_ptr(),
+                        x_stride,
+                        inputs,
+                        panel.as_ptr(),
+                        fused.as_mut_ptr(),
+                        out_stride,
+                        tokens,
+                        outputs,
+                        Start::Bias {
+                            bias: bias.as_ptr(),
+                            residual: residual.as_ptr(),
+                        },
+                    );
+                }
+                for t in 0..tokens {
+                    for c in 0..outputs {
+                        let (got, want) = (fused[t * out_stride + c], out[t * out_stride + c]);
+                        assert!(
+                            (got - want).abs() < 1e-4,
+                            "fused start, tokens {tokens} outputs {outputs} [{t}][{c}]: {got} vs {want}"
+                        );
+                    }
                 }
                 for t in 0..tokens {
                     for c in 0..out_stride {

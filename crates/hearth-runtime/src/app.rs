@@ -13,8 +13,9 @@ use hearth_catalog::{Catalog, ModelEntry, Weights};
 use hearth_engine::textgen::constrain;
 use hearth_engine::textgen::{Priority, TextGenOptions};
 use hearth_engine::{
-    Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, EngineError, GenerationStream,
-    ModelStore, Pooling, Precision, Reranker, TextGenError, TextGenerator,
+    Classifier, EmbedError, EmbedOptions, Embedder, Embeddings, EngineError, FinishReason,
+    GenEvent, GenerationStream, ModelStore, Pooling, Precision, Reranker, TextGenError,
+    TextGenerator,
 };
 use hearth_types::textgen::{GenerationParams, PromptSource, ValidMessage};
 use hearth_types::tools::OutputShape;
@@ -106,7 +107,10 @@ impl From<AppError> for ApiError {
                 | TextGenError::NoVision(_)
                 | TextGenError::BadImage(_) => ApiError::invalid_input(e),
                 TextGenError::Adapter(_) => ApiError::detail(ErrorCode::FinetuneInvalid, e),
-                TextGenError::Load { .. } | TextGenError::Stopped | TextGenError::Decode(_) => {
+                TextGenError::Load { .. }
+                | TextGenError::Stopped
+                | TextGenError::Decode(_)
+                | TextGenError::Compute(_) => {
                     tracing::error!(error = %e, "engine failure");
                     ApiError::plain(ErrorCode::Internal)
                 }
@@ -422,14 +426,19 @@ impl App {
         if target.ends_with(".gguf") || target.starts_with('/') {
             let path = PathBuf::from(target);
             // A folder in the Hugging Face layout is served by its
-            // safetensors (or PyTorch checkpoint); a diffusers pipeline
-            // folder by its index.
+            // safetensors (the shards' index, or a PyTorch checkpoint); a
+            // diffusers pipeline folder by its index.
             let file = if path.is_dir() {
-                ["model.safetensors", "pytorch_model.bin", "model_index.json"]
-                    .iter()
-                    .map(|name| path.join(name))
-                    .find(|file| file.is_file())
-                    .unwrap_or_else(|| path.join("model.safetensors"))
+                [
+                    "model.safetensors",
+                    "model.safetensors.index.json",
+                    "pytorch_model.bin",
+                    "model_index.json",
+                ]
+                .iter()
+                .map(|name| path.join(name))
+                .find(|file| file.is_file())
+                .unwrap_or_else(|| path.join("model.safetensors"))
             } else {
                 path
             };
@@ -733,39 +742,90 @@ impl App {
             IMAGE_TO_TEXT,
             &self.describers,
             |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
-            move |describer| Ok(describer.describe(&image, &prompt, raw, &params)?),
+            move |describer| Ok(describer.describe(Some(&image), &prompt, raw, &params)?),
         )
         .await
     }
 
-    /// A chat about an image with a Text Generation id whose weights are a
-    /// LLaVA folder (vision chat); `prompt` is already in the model's chat
-    /// format. Other models take text only.
-    pub async fn vision_chat(
+    /// A chat (about an image, when one comes) with a Text Generation id
+    /// whose weights are a LLaVA or Llama 3.2 Vision folder, rendered in
+    /// the model's chat format and answered on candle as a stream of text
+    /// like llama.cpp's. Errors before the answer starts (a bad image, a
+    /// prompt over the context) come back here; later ones end the stream.
+    /// With `raw` the one turn's text is the whole prompt (no template).
+    /// Other models take text only.
+    pub async fn vision_generate(
         &self,
         model: &str,
-        image: Vec<u8>,
+        image: Option<Vec<u8>>,
         turns: Vec<VisionTurn>,
+        raw: bool,
         params: GenerationParams,
-    ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
+    ) -> Result<Generation, AppError> {
+        use hearth_engine::describe::{DescribeError, ImageDescriber};
         let (resolved, dir) = self.resolve_folder(model, TEXT_GENERATION)?;
-        if !hearth_engine::describe::is_llava_folder(&dir) {
-            return Err(hearth_engine::describe::DescribeError::BadInput(text_only(model)).into());
+        if !hearth_engine::describe::is_vision_folder(&dir) {
+            let reason = if image.is_some() {
+                text_only(model)
+            } else {
+                format!(
+                    "{model}'s weights are neither a GGUF file nor a LLaVA or Llama 3.2 Vision folder"
+                )
+            };
+            return Err(DescribeError::BadInput(reason).into());
         }
-        let borrowed: Vec<(&str, &str, bool)> = turns
-            .iter()
-            .map(|t| (t.role.as_str(), t.text.as_str(), t.image))
-            .collect();
-        let prompt = hearth_engine::describe::chat_prompt(&borrowed);
-        let out = Self::run_in(
-            &dir,
-            Precision::F32,
-            &self.describers,
-            |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
-            move |describer| Ok(describer.describe(&image, &prompt, true, &params)?),
-        )
-        .await?;
-        Ok((out, resolved))
+        let describer = self
+            .describers
+            .get(&dir, Precision::F32, |dir, _| {
+                Ok(ImageDescriber::load(&dir)?)
+            })
+            .await?;
+        let (tx, stream) = GenerationStream::channel();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<Result<(), DescribeError>>();
+        tokio::task::spawn_blocking(move || {
+            let borrowed: Vec<(&str, &str, bool)> = turns
+                .iter()
+                .map(|t| (t.role.as_str(), t.text.as_str(), t.image))
+                .collect();
+            let prompt = match (raw, turns.first()) {
+                (true, Some(turn)) => turn.text.clone(),
+                _ => describer.chat_prompt(&borrowed),
+            };
+            let mut started_tx = Some(started_tx);
+            let mut sink = |piece: &str| {
+                if let Some(started) = started_tx.take() {
+                    return started.send(Ok(())).is_ok();
+                }
+                tx.send(GenEvent::Text(piece.to_string())).is_ok()
+            };
+            let out = describer.answer(image.as_deref(), &prompt, true, &params, &mut sink);
+            match (out, started_tx) {
+                (Err(e), Some(started)) => {
+                    let _ = started.send(Err(e));
+                }
+                (Err(e), None) => {
+                    let _ = tx.send(GenEvent::Failed(TextGenError::Compute(e.to_string())));
+                }
+                (Ok(out), _) => {
+                    let _ = tx.send(GenEvent::Done {
+                        reason: if out.by_length {
+                            FinishReason::Length
+                        } else {
+                            FinishReason::Stop
+                        },
+                        prompt_tokens: u32::try_from(out.prompt_tokens).unwrap_or(u32::MAX),
+                        completion_tokens: u32::try_from(out.completion_tokens).unwrap_or(u32::MAX),
+                    });
+                }
+            }
+        });
+        match started.await {
+            Ok(Ok(())) => Ok(Generation { stream, resolved }),
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(AppError::Join(
+                "the vision answer stopped before it began".into(),
+            )),
+        }
     }
 
     /// Decodes encoded audio (at most `max_seconds` long) and transcribes
@@ -944,7 +1004,7 @@ impl App {
 fn text_only(model: &str) -> String {
     format!(
         "{model} takes text only: images go to a vision model (a GGUF with its \
-         mmproj*.gguf projector beside it, or a LLaVA folder)"
+         mmproj*.gguf projector beside it, or a LLaVA or Llama 3.2 Vision folder)"
     )
 }
 

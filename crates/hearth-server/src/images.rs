@@ -15,8 +15,7 @@ use hearth_types::embeddings::{BoundingBox, DetectedObject, LabelScore};
 
 use hearth_types::ApiError;
 use hearth_types::textgen::{
-    GenerationParams, MessageContent, PromptSource, TextGenerationInput, TextGenerationOutput,
-    Usage,
+    GenerationParams, MessageContent, PromptSource, TextGenerationInput, Usage,
 };
 use serde_json::{Map, Value, json};
 
@@ -225,44 +224,40 @@ pub fn take_image(input: &mut TextGenerationInput) -> Result<Option<ChatImage>, 
     Ok(found)
 }
 
-/// A chat about an image with a vision model (a Text Generation id whose
-/// weights are a LLaVA folder): the description, its token counts and the
-/// weights that wrote it. Shared by Workers AI's and the OpenAI-compatible
-/// routes.
-pub async fn vision_answer(
+/// A chat (about an image, when one comes) with a vision model (a Text
+/// Generation id whose weights are a LLaVA or Llama 3.2 Vision folder),
+/// as a generation both routes stream or collect like llama.cpp's. The
+/// image goes with the message that carried it (the `image` field: the
+/// first user turn); a `raw` prompt skips the chat template. Tools, JSON
+/// mode and LoRA adapters are GGUF models'.
+pub async fn vision_generation(
     state: &AppState,
     model: &str,
-    image: ChatImage,
-    input: TextGenerationInput,
-) -> Result<
-    (
-        hearth_engine::describe::Description,
-        Usage,
-        hearth_runtime::Resolved,
-    ),
-    Failure,
-> {
-    if input.stream {
-        return Err(Failure(ApiError::invalid_input(
-            "`stream` with an image is not served yet; send it without `stream`",
-        )));
+    image: Option<ChatImage>,
+    (source, raw): (&PromptSource, bool),
+    params: GenerationParams,
+    extras: bool,
+) -> Result<hearth_runtime::app::Generation, Failure> {
+    if extras {
+        return Err(Failure(ApiError::invalid_input(format!(
+            "`tools`, `response_format` and `lora` are served for GGUF models; {model}'s weights are a vision folder"
+        ))));
     }
-    let ChatImage {
-        bytes,
-        message: carrier,
-    } = image;
-    let valid = input.validate()?;
+    let (bytes, carrier) = match image {
+        Some(ChatImage { bytes, message }) => (Some(bytes), message),
+        None => (None, None),
+    };
+    let with_image = bytes.is_some();
     let turn = |role: &str, text: &str, image: bool| hearth_runtime::app::VisionTurn {
         role: role.to_string(),
         text: text.to_string(),
         image,
     };
-    let turns: Vec<_> = match &valid.source {
-        PromptSource::Prompt(text) => vec![turn("user", text, true)],
+    let turns: Vec<_> = match source {
+        PromptSource::Prompt(text) => vec![turn("user", text, with_image)],
         PromptSource::Messages(messages) => {
-            // The `image` field goes with the first user turn.
             let first_user = messages.iter().position(|m| m.role == "user");
-            let carrier = carrier.or(first_user);
+            let carrier = carrier.or(first_user).filter(|_| with_image);
             messages
                 .iter()
                 .enumerate()
@@ -270,30 +265,8 @@ pub async fn vision_answer(
                 .collect()
         }
     };
-    let (out, resolved) = state
+    Ok(state
         .app
-        .vision_chat(model, bytes, turns, valid.params)
-        .await?;
-    let usage = Usage::from_counts(out.prompt_tokens, out.completion_tokens);
-    Ok((out, usage, resolved))
-}
-
-/// Workers AI's vision chat: answered in text generation's shape.
-pub async fn vision_chat(
-    state: &AppState,
-    model: &str,
-    image: ChatImage,
-    input: TextGenerationInput,
-    admission: &Admission,
-) -> Result<Response, Failure> {
-    let (out, usage, resolved) = vision_answer(state, model, image, input).await?;
-    admission.charge_usage(&usage);
-    Ok(enveloped(
-        TextGenerationOutput {
-            response: Value::String(out.text),
-            tool_calls: Vec::new(),
-            usage,
-        },
-        &resolved,
-    ))
+        .vision_generate(model, bytes, turns, raw, params)
+        .await?)
 }

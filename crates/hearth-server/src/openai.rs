@@ -43,9 +43,6 @@ pub async fn chat_completions(
     if req.messages.iter().any(|m| {
         matches!(&m.content, MessageContent::Parts(parts) if parts.iter().any(|p| p.kind != "text"))
     }) {
-        if !state.app.resolve(&req.model)?.is_gguf() {
-            return vision_completion(&state, account, req).await;
-        }
         // A GGUF model sees the image through its projector, on the same
         // path as text (streaming, tools, JSON mode).
         let mut holder = TextGenerationInput {
@@ -61,18 +58,35 @@ pub async fn chat_completions(
     // Terms are accepted on the native endpoint (`prompt: "agree"`).
     crate::metering::agreement(&state, account, &valid.model, None)?;
     let shape = valid.shape;
-    let prompt = PromptInput::Messages(valid.messages);
-    let mut generation = state
-        .app
-        .generate_chat(
+    // GGUF models on llama.cpp; Hugging Face-layout weights are a candle
+    // LLaVA or Llama 3.2 Vision, with or without an image.
+    let mut generation = if state.app.resolve(&valid.model)?.is_gguf() {
+        state
+            .app
+            .generate_chat(
+                &valid.model,
+                PromptInput::Messages(valid.messages),
+                &shape,
+                valid.params,
+                valid.reject_if_busy,
+                image.map(crate::images::ChatImage::into_parts),
+            )
+            .await?
+    } else {
+        let extras = !shape.offered().is_empty() || shape.response_format.is_some();
+        crate::images::vision_generation(
+            &state,
             &valid.model,
-            prompt,
-            &shape,
+            image,
+            (
+                &hearth_types::textgen::PromptSource::Messages(valid.messages),
+                false,
+            ),
             valid.params,
-            valid.reject_if_busy,
-            image.map(crate::images::ChatImage::into_parts),
+            extras,
         )
-        .await?;
+        .await?
+    };
     let resolved = generation.resolved.clone();
     let id = format!("chatcmpl-{}", uuid::Uuid::new_v4().simple());
     let created = unix_now();
@@ -200,72 +214,6 @@ pub async fn chat_completions(
         })
         .into_response()
     };
-    tag_response(&mut response, &resolved);
-    Ok(response)
-}
-
-/// A chat completion about an image (an `image_url` part): answered by a
-/// vision model (a LLaVA folder), not streamed, without tools.
-async fn vision_completion(
-    state: &AppState,
-    account: &str,
-    req: ChatCompletionRequest,
-) -> Result<Response, Failure> {
-    if req.tools.is_some() || req.response_format.is_some() {
-        return Err(Failure(hearth_types::ApiError::invalid_input(
-            "`tools` and `response_format` are not served with images yet",
-        )));
-    }
-    let max_tokens = req.max_completion_tokens.or(req.max_tokens);
-    let mut input = TextGenerationInput {
-        messages: Some(req.messages),
-        stream: req.stream,
-        max_tokens,
-        temperature: req.temperature,
-        top_p: req.top_p,
-        top_k: req.top_k,
-        seed: req.seed,
-        repetition_penalty: req.repetition_penalty,
-        frequency_penalty: req.frequency_penalty,
-        presence_penalty: req.presence_penalty,
-        ..TextGenerationInput::default()
-    };
-    let Some(image) = crate::images::take_image(&mut input)? else {
-        return Err(Failure(hearth_types::ApiError::invalid_input(
-            "the messages hold no image",
-        )));
-    };
-    let task = state.app.resolve(&req.model)?.task;
-    let admission = Admission::admit(state, account, &req.model, &task)?;
-    let (out, usage, resolved) =
-        crate::images::vision_answer(state, &req.model, image, input).await?;
-    admission.charge_usage(&usage);
-    let limit = max_tokens.map_or(hearth_types::textgen::DEFAULT_MAX_TOKENS as usize, |m| {
-        usize::try_from(m).unwrap_or(0)
-    });
-    let finish = if out.completion_tokens >= limit {
-        "length"
-    } else {
-        "stop"
-    };
-    let mut response = Json(ChatCompletion {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        object: "chat.completion".into(),
-        created: unix_now(),
-        model: req.model,
-        choices: vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant".into(),
-                content: Some(out.text),
-                tool_calls: Vec::new(),
-            },
-            finish_reason: finish.into(),
-            logprobs: None,
-        }],
-        usage,
-    })
-    .into_response();
     tag_response(&mut response, &resolved);
     Ok(response)
 }

@@ -13,7 +13,7 @@ use hearth_catalog::SearchQuery;
 use hearth_engine::GenEvent;
 use hearth_runtime::{Generation, PromptInput};
 use hearth_types::textgen::{
-    PromptSource, TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
+    TextGenerationChunk, TextGenerationInput, TextGenerationOutput, Usage,
 };
 use hearth_types::tools::ToolCall;
 use hearth_types::{ApiError, Envelope, ErrorCode, ResultInfo};
@@ -201,20 +201,9 @@ pub async fn run_model(
         }
     }
     let mut input: TextGenerationInput = body::parse_json(&bytes)?;
-    // Images go to llama.cpp's projector for GGUF models (streaming, tools
-    // and JSON mode as for text), to the candle LLaVA otherwise.
-    let image = match crate::images::take_image(&mut input)? {
-        Some(image) if !state.app.resolve(&model)?.is_gguf() => {
-            return crate::images::vision_chat(&state, &model, image, input, &admission).await;
-        }
-        other => other,
-    };
-    let valid = input.validate()?;
-    let prompt_text = match &valid.source {
-        PromptSource::Prompt(text) => Some(text.as_str()),
-        PromptSource::Messages(_) => None,
-    };
-    if crate::metering::agreement(&state, &account, &model, prompt_text)? {
+    let image = crate::images::take_image(&mut input)?;
+    // Terms come first, whether or not an image comes with the prompt.
+    if crate::metering::agreement(&state, &account, &model, input.prompt.as_deref())? {
         return Ok(Json(Envelope::ok(TextGenerationOutput {
             response: Value::String(crate::metering::AGREED.into()),
             tool_calls: Vec::new(),
@@ -222,25 +211,45 @@ pub async fn run_model(
         }))
         .into_response());
     }
-    let mut params = valid.params;
-    if let Some(key) = &valid.lora {
-        params.adapter = Some(crate::finetunes::adapter_for(
-            &state, &account, &model, key,
-        )?);
-    }
-    let prompt = PromptInput::from_source(valid.source, valid.raw);
+    // GGUF models run on llama.cpp, images through their projector
+    // (streaming, tools and JSON mode as for text); Hugging Face-layout
+    // weights are a candle LLaVA or Llama 3.2 Vision, with or without an
+    // image. Both answer as a stream of text, streamed or collected below.
+    let gguf = state.app.resolve(&model)?.is_gguf();
+    let valid = input.validate()?;
     let shape = valid.shape;
-    let mut generation = state
-        .app
-        .generate_chat(
+    let mut generation = if gguf {
+        let mut params = valid.params;
+        if let Some(key) = &valid.lora {
+            params.adapter = Some(crate::finetunes::adapter_for(
+                &state, &account, &model, key,
+            )?);
+        }
+        let prompt = PromptInput::from_source(valid.source, valid.raw);
+        state
+            .app
+            .generate_chat(
+                &model,
+                prompt,
+                &shape,
+                params,
+                valid.reject_if_busy,
+                image.map(crate::images::ChatImage::into_parts),
+            )
+            .await?
+    } else {
+        let extras =
+            valid.lora.is_some() || !shape.offered().is_empty() || shape.response_format.is_some();
+        crate::images::vision_generation(
+            &state,
             &model,
-            prompt,
-            &shape,
-            params,
-            valid.reject_if_busy,
-            image.map(crate::images::ChatImage::into_parts),
+            image,
+            (&valid.source, valid.raw),
+            valid.params,
+            extras,
         )
-        .await?;
+        .await?
+    };
     let resolved = generation.resolved.clone();
     let mut response = if valid.stream {
         let mut tools = ToolStream::new(!shape.offered().is_empty());

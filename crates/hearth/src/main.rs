@@ -146,6 +146,9 @@ enum TinyKind {
     Bart,
     /// LLaVA 1.5 (llava-1.5-7b-hf's).
     Llava,
+    /// Llama 3.2 Vision (cross-attention layers over a tiled ViT;
+    /// llama-3.2-11b-vision-instruct's).
+    LlamaVision,
     /// Stable Diffusion 1.x with a DDIM scheduler.
     StableDiffusion,
     /// Stable Diffusion 1.x inpainting (9-channel UNet).
@@ -160,7 +163,7 @@ enum TinyKind {
 }
 
 fn write_tiny(kind: TinyKind, dir: &std::path::Path) -> Result<()> {
-    use hearth_engine::{bart, classify, describe, detect, diffusion, flux, rerank};
+    use hearth_engine::{bart, classify, describe, detect, diffusion, flux, mllama, rerank};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     match kind {
         TinyKind::Reranker => rerank::write_tiny_model(dir)?,
@@ -168,6 +171,7 @@ fn write_tiny(kind: TinyKind, dir: &std::path::Path) -> Result<()> {
         TinyKind::Detr => detect::write_tiny_model(dir)?,
         TinyKind::Bart => bart::write_tiny_model(dir)?,
         TinyKind::Llava => describe::write_tiny_model(dir)?,
+        TinyKind::LlamaVision => mllama::write_tiny_model(dir)?,
         TinyKind::StableDiffusion => diffusion::write_tiny_model(dir, "DDIMScheduler", 4)?,
         TinyKind::StableDiffusionInpainting => {
             diffusion::write_tiny_model(dir, "DDIMScheduler", 9)?

@@ -69,6 +69,9 @@ pub enum TextGenError {
     Stopped,
     #[error("llama.cpp decode failed: {0}")]
     Decode(String),
+    /// A candle model that failed while it generated.
+    #[error("generation failed: {0}")]
+    Compute(String),
     /// A JSON Schema that llama.cpp's converter cannot turn into a grammar.
     #[error("JSON Mode couldn't be met: the schema is not supported ({0})")]
     Schema(String),
@@ -134,6 +137,13 @@ pub struct GenerationStream {
 }
 
 impl GenerationStream {
+    /// A stream fed by another producer than the scheduler (the candle
+    /// vision models), and the sender that feeds it.
+    pub fn channel() -> (mpsc::UnboundedSender<GenEvent>, Self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Self { rx })
+    }
+
     pub async fn next(&mut self) -> Option<GenEvent> {
         self.rx.recv().await
     }

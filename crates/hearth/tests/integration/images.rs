@@ -15,6 +15,16 @@ fn url(model: &str) -> String {
     )
 }
 
+/// A request to the media server's OpenAI-compatible chat completions.
+async fn chat_completion(body: &Value) -> (u16, Value) {
+    let url = format!(
+        "{}/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions",
+        media_server().base
+    );
+    let (status, _, v) = post_json(&url, body).await;
+    (status, v)
+}
+
 fn photo(name: &str) -> Vec<u8> {
     std::fs::read(models_dir().join(format!("test-data/skimage-0.26.0/{name}.png")))
         .expect("scikit-image samples: run scripts/fetch-test-models")
@@ -210,9 +220,10 @@ async fn image_to_text_describes_the_image_the_ways_it_travels() {
     }
 }
 
-/// Vision chat: a text-generation id whose weights are a LLaVA folder (the
-/// tiny random one) takes an image as a `data:` URI part of a message or
-/// as the `image` field, and answers in text generation's shape.
+/// Vision chat: a text-generation id whose weights are a LLaVA folder or a
+/// Llama 3.2 Vision folder (tiny random ones) takes an image as a `data:`
+/// URI part of a message or as the `image` field, and answers in text
+/// generation's shape.
 #[tokio::test]
 async fn vision_chat_takes_an_image_part_or_the_image_field() {
     let bytes = photo("chelsea");
@@ -224,19 +235,93 @@ async fn vision_chat_takes_an_image_part_or_the_image_field() {
         {"type": "text", "text": "what is this ?"},
         {"type": "image_url", "image_url": {"url": uri}}]}]);
     let body = json!({"messages": messages, "max_tokens": 4, "temperature": 0});
+    // Llama 3.2 Vision's terms are accepted first, image or not.
     let (status, _, v) = post_json(&url(VISION_CHAT), &body).await;
+    assert_eq!(status, 403, "{v}");
+    assert_eq!(v["errors"][0]["code"], 5016, "{v}");
+    let (status, _, v) = post_json(&url(VISION_CHAT), &json!({"prompt": "agree"})).await;
     assert_eq!(status, 200, "{v}");
-    let response = v["result"]["response"].as_str().expect("response");
-    assert!(
-        !response.is_empty() && response.split_whitespace().count() <= 4,
-        "{v}"
-    );
-    assert!(
-        v["result"]["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 4,
-        "{v}"
-    );
-    let (_, _, again) = post_json(&url(VISION_CHAT), &body).await;
-    assert_eq!(again["result"]["response"], v["result"]["response"]);
+    // Llama 3.2 Vision's image is one token of its template (begin-of-text,
+    // two role headers of three tokens, end-of-turn, four words); LLaVA's
+    // is one per patch, four, in `<s> USER: ... ASSISTANT:`.
+    for (model, prompt_tokens) in [(VISION_CHAT, 13), (LLAVA_CHAT, 9 + 4)] {
+        let (status, _, v) = post_json(&url(model), &body).await;
+        assert_eq!(status, 200, "{model}: {v}");
+        let response = v["result"]["response"].as_str().expect("response");
+        assert!(
+            !response.is_empty() && response.split_whitespace().count() <= 4,
+            "{model}: {v}"
+        );
+        assert_eq!(
+            v["result"]["usage"]["prompt_tokens"], prompt_tokens,
+            "{model}: {v}"
+        );
+        let (_, _, again) = post_json(&url(model), &body).await;
+        assert_eq!(again["result"]["response"], v["result"]["response"]);
+    }
+
+    // Llama 3.2 Vision reads the image through its cross-attention layers:
+    // another picture changes what seeded sampling draws.
+    let seeded = |image: &[u8], seed: u64| {
+        let uri = format!(
+            "data:image/png;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(image)
+        );
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": uri}},
+            {"type": "text", "text": "describe the image ."}]}],
+            "max_tokens": 16, "temperature": 1.0, "seed": seed})
+    };
+    let mut differ = false;
+    for seed in [3, 4, 5] {
+        let (status, _, cat) = post_json(&url(VISION_CHAT), &seeded(&bytes, seed)).await;
+        assert_eq!(status, 200, "{cat}");
+        let (_, _, coffee) = post_json(&url(VISION_CHAT), &seeded(&photo("coffee"), seed)).await;
+        assert_eq!(cat["result"]["usage"]["prompt_tokens"], 13, "{cat}");
+        assert_eq!(coffee["result"]["usage"]["prompt_tokens"], 13, "{coffee}");
+        differ |= cat["result"]["response"] != coffee["result"]["response"];
+    }
+    assert!(differ, "two pictures drew the same words under three seeds");
+
+    // Without an image the same weights chat in text, the cross-attention
+    // layers skipped: the template's system turn opens the prompt.
+    let (status, _, text) = post_json(
+        &url(VISION_CHAT),
+        &json!({"prompt": "what is this ?", "max_tokens": 5, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text["result"]["response"].is_string(), "{text}");
+    let plain_tokens = text["result"]["usage"]["prompt_tokens"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(plain_tokens > 13, "{text}");
+    let completion = json!({"model": VISION_CHAT, "max_tokens": 3, "temperature": 0,
+        "messages": [{"role": "user", "content": "what is this ?"}]});
+    let (status, c) = chat_completion(&completion).await;
+    assert_eq!(status, 200, "{c}");
+    assert_eq!(c["usage"]["prompt_tokens"], plain_tokens, "{c}");
+
+    // Streamed, the answer comes in pieces that join to the whole one, then
+    // the usage and [DONE], as llama.cpp's models stream.
+    let body = json!({"messages": messages, "max_tokens": 8, "temperature": 0});
+    let (_, _, whole) = post_json(&url(VISION_CHAT), &body).await;
+    let chunks = post_stream(&url(VISION_CHAT), &body).await;
+    let joined: String = chunks
+        .iter()
+        .filter_map(|c| c["response"].as_str())
+        .collect();
+    assert_eq!(joined, whole["result"]["response"].as_str().unwrap_or(""));
+    assert!(chunks.len() > 3, "{chunks:?}");
+    let usage = &chunks.last().expect("last")["usage"];
+    assert_eq!(usage, &whole["result"]["usage"], "{chunks:?}");
+    // A bad image is refused before the stream starts.
+    let (status, _, v) = post_json(
+        &url(VISION_CHAT),
+        &json!({"prompt": "what is this ?", "image": [1, 2, 3], "stream": true}),
+    )
+    .await;
+    assert_refused(status, &v, "`image`");
 
     let as_array: Vec<Value> = bytes.iter().map(|b| json!(b)).collect();
     let (status, _, by_field) = post_json(
@@ -246,6 +331,14 @@ async fn vision_chat_takes_an_image_part_or_the_image_field() {
     .await;
     assert_eq!(status, 200, "{by_field}");
     assert!(by_field["result"]["response"].is_string(), "{by_field}");
+    // `raw` skips the template: <|image|> <|begin_of_text|> and four words.
+    let (status, _, raw) = post_json(
+        &url(VISION_CHAT),
+        &json!({"prompt": "what is this ?", "raw": true, "image": as_array, "max_tokens": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{raw}");
+    assert_eq!(raw["result"]["usage"]["prompt_tokens"], 6, "{raw}");
 
     let two = json!([{"role": "user", "content": [
         {"type": "image_url", "image_url": {"url": uri}},
@@ -261,8 +354,9 @@ async fn vision_chat_takes_an_image_part_or_the_image_field() {
         (VISION_CHAT, json!({"messages": remote}), "data: URI"),
         (
             VISION_CHAT,
-            json!({"messages": messages, "stream": true}),
-            "`stream`",
+            json!({"messages": messages, "tools": [{"name": "f", "description": "d",
+                "parameters": {"type": "object", "properties": {}}}]}),
+            "`tools`",
         ),
         (SMOLLM, json!({"messages": messages}), "takes text only"),
     ] {
@@ -326,14 +420,7 @@ async fn a_gguf_model_with_a_projector_sees_the_image() {
         "messages": [{"role": "user", "content": [
             {"type": "text", "text": "Describe it."},
             {"type": "image_url", "image_url": {"url": uri("chelsea")}}]}]});
-    let (status, _, c) = post_json(
-        &format!(
-            "{}/client/v4/accounts/{ACCOUNT}/ai/v1/chat/completions",
-            media_server().base
-        ),
-        &completion,
-    )
-    .await;
+    let (status, c) = chat_completion(&completion).await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["object"], "chat.completion");
     assert!(c["choices"][0]["message"]["content"].is_string(), "{c}");

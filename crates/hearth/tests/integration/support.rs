@@ -45,6 +45,9 @@ pub const BART: &str = "@cf/facebook/bart-large-cnn";
 pub const LLAVA: &str = "@cf/llava-hf/llava-1.5-7b-hf";
 pub const UFORM: &str = "@cf/unum/uform-gen2-qwen-500m";
 pub const VISION_CHAT: &str = "@cf/meta/llama-3.2-11b-vision-instruct";
+/// A vision chat id served by the tiny LLaVA (Llama 3.2 Vision's id has
+/// the tiny Llama 3.2 Vision).
+pub const LLAVA_CHAT: &str = "@cf/meta/llama-4-scout-17b-16e-instruct";
 /// Gemma 3 vision chat on llama.cpp: the registry's genuine Gemma 3 270M
 /// GGUF with a tiny random-weight Gemma 3 projector beside it.
 pub const GEMMA_VISION: &str = "@cf/google/gemma-3-12b-it";
@@ -230,9 +233,15 @@ pub fn media_server() -> &'static Server {
         let tiny = data.path().join("tiny-llava");
         std::fs::create_dir_all(&tiny).expect("tiny llava dir");
         hearth_engine::describe::write_tiny_model(&tiny).expect("tiny llava");
-        for id in [LLAVA, UFORM, VISION_CHAT] {
+        for id in [LLAVA, UFORM, LLAVA_CHAT] {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
+        let tiny = data.path().join("tiny-mllama");
+        std::fs::create_dir_all(&tiny).expect("tiny mllama dir");
+        hearth_engine::mllama::write_tiny_model(&tiny).expect("tiny mllama");
+        config
+            .aliases
+            .insert(VISION_CHAT.into(), tiny.display().to_string());
         // Nor diffusion weights: tiny Stable Diffusion pipelines in the
         // diffusers layout, one per sampler family and an inpainting one, a
         // tiny SDXL (both SDXL ids: base's and Lightning's contracts are the
@@ -405,6 +414,30 @@ pub async fn generate(model: &str, body: Value) -> String {
         .as_str()
         .expect("response text")
         .to_string()
+}
+
+/// POSTs `body` with `stream: true` to `url`: a 200 event stream ending in
+/// `[DONE]`, whose other events come back parsed.
+pub async fn post_stream(url: &str, body: &Value) -> Vec<Value> {
+    let mut streamed = body.clone();
+    streamed["stream"] = Value::Bool(true);
+    let resp = client()
+        .post(url)
+        .bearer_auth(TOKEN)
+        .json(&streamed)
+        .send()
+        .await
+        .expect("stream request");
+    assert_eq!(resp.status(), 200);
+    let kind = resp.headers()["content-type"].to_str().unwrap_or("");
+    assert!(kind.starts_with("text/event-stream"), "{kind}");
+    let text = resp.text().await.expect("stream body");
+    let frames = sse_data(&text);
+    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"), "{text}");
+    frames[..frames.len() - 1]
+        .iter()
+        .map(|f| serde_json::from_str(f).expect("event JSON"))
+        .collect()
 }
 
 /// Parse an SSE body into its `data:` payloads.

@@ -60,31 +60,7 @@ async fn max_tokens_is_honoured_and_usage_reported() {
 async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
     let body = json!({"messages": [{"role": "system", "content": "You are concise."}, {"role": "user", "content": "What is 2 + 2?"}], "temperature": 0, "max_tokens": 30});
     let whole = generate(SMOLLM, body.clone()).await;
-    let mut streamed = body;
-    streamed["stream"] = json!(true);
-    let resp = client()
-        .post(run_url(SMOLLM))
-        .bearer_auth(TOKEN)
-        .json(&streamed)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"),
-        "{:?}",
-        resp.headers()
-    );
-    let text = resp.text().await.unwrap();
-    let frames = sse_data(&text);
-    assert_eq!(frames.last().map(String::as_str), Some("[DONE]"), "{text}");
-    let chunks: Vec<Value> = frames[..frames.len() - 1]
-        .iter()
-        .map(|f| serde_json::from_str(f).unwrap())
-        .collect();
+    let chunks = post_stream(&run_url(SMOLLM), &body).await;
     let last = chunks.last().unwrap();
     assert_eq!(last["response"], "");
     assert!(
