@@ -379,6 +379,28 @@ mod tests {
         }
     }
 
+    /// llama.cpp serves a GGUF vision model only with its projector beside
+    /// it, and Hearth loads the first file as the model.
+    #[test]
+    fn gguf_vision_models_pull_their_projector_after_the_model() {
+        let c = Catalog::builtin().unwrap();
+        let projector = |name: &str| name.starts_with("mmproj") && name.ends_with(".gguf");
+        let mut seen = 0;
+        for m in c.models() {
+            let Some(w) = m.weights.as_ref().filter(|w| w.format == "gguf") else {
+                continue;
+            };
+            if !(m.vision || m.task == "Image-to-Text") {
+                continue;
+            }
+            seen += 1;
+            let first = w.files.first().map_or("", |f| f.name.as_str());
+            assert!(first.ends_with(".gguf") && !projector(first), "{}", m.name);
+            assert!(w.files.iter().any(|f| projector(&f.name)), "{}", m.name);
+        }
+        assert!(seen >= 4, "{seen}");
+    }
+
     #[test]
     fn neurons_follow_the_price_table() {
         let c = Catalog::builtin().unwrap();

@@ -536,9 +536,14 @@ impl App {
                 task: resolved.task.clone(),
             });
         }
+        self.generator_for(&resolved.weights_file).await
+    }
+
+    /// The loaded generator of the GGUF `file`, loading it on first use.
+    async fn generator_for(&self, file: &std::path::Path) -> Result<Arc<TextGenerator>, AppError> {
         let options = self.textgen_options();
         self.textgen
-            .get(&resolved.weights_file, Precision::F32, move |path, _| {
+            .get(file, Precision::F32, move |path, _| {
                 TextGenerator::load(&path, options).map_err(AppError::from)
             })
             .await
@@ -728,7 +733,11 @@ impl App {
     }
 
     /// Describes an encoded image as `prompt` asks (the whole prompt with
-    /// `raw`).
+    /// `raw`): on candle for a LLaVA or Llama 3.2 Vision folder, on
+    /// llama.cpp for a GGUF with its multimodal projector (the image and
+    /// the prompt as one user turn of the model's chat template; with `raw`
+    /// the image goes first unless the prompt places llama.cpp's media
+    /// marker itself).
     pub async fn describe_image(
         &self,
         model: &str,
@@ -737,14 +746,35 @@ impl App {
         raw: bool,
         params: GenerationParams,
     ) -> Result<(hearth_engine::describe::Description, Resolved), AppError> {
-        self.run_loaded(
-            model,
-            IMAGE_TO_TEXT,
-            &self.describers,
-            |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
-            move |describer| Ok(describer.describe(Some(&image), &prompt, raw, &params)?),
-        )
-        .await
+        let (resolved, dir) = self.resolve_folder(model, IMAGE_TO_TEXT)?;
+        if !resolved.is_gguf() {
+            let description = Self::run_in(
+                &dir,
+                resolved.precision,
+                &self.describers,
+                |dir, _| Ok(hearth_engine::describe::ImageDescriber::load(&dir)?),
+                move |describer| Ok(describer.describe(Some(&image), &prompt, raw, &params)?),
+            )
+            .await?;
+            return Ok((description, resolved));
+        }
+        // A GGUF vision model (llama.cpp's multimodal projector beside it):
+        // the image and the prompt are one user turn of its chat template.
+        let generator = self.generator_for(&resolved.weights_file).await?;
+        if generator.projector().is_none() {
+            return Err(AppError::Engine(TextGenError::NoVision(text_only(model))));
+        }
+        let marker = hearth_engine::textgen::projector::media_marker();
+        let text = match raw {
+            true if prompt.contains(marker) => prompt,
+            true => format!("{marker}{prompt}"),
+            false => generator.render_chat(
+                &[ValidMessage::new("user", format!("{marker}{prompt}"))],
+                &[],
+            )?,
+        };
+        let stream = generator.submit_media(text, vec![image], params, false)?;
+        Ok((drain(stream).await?, resolved))
     }
 
     /// A chat (about an image, when one comes) with a Text Generation id
@@ -998,6 +1028,36 @@ impl App {
         };
         Ok((resolved, generator, params))
     }
+}
+
+/// A whole generation as an image description: its text (without the
+/// leading blank the model may open with, as the candle path gives it) and
+/// token counts.
+async fn drain(
+    mut stream: GenerationStream,
+) -> Result<hearth_engine::describe::Description, AppError> {
+    let mut text = String::new();
+    while let Some(event) = stream.next().await {
+        match event {
+            GenEvent::Text(piece) => text.push_str(&piece),
+            GenEvent::Done {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                return Ok(hearth_engine::describe::Description {
+                    text: text.trim_start().to_string(),
+                    prompt_tokens: prompt_tokens as usize,
+                    completion_tokens: completion_tokens as usize,
+                    by_length: reason == FinishReason::Length,
+                });
+            }
+            GenEvent::Failed(e) => return Err(AppError::Engine(e)),
+        }
+    }
+    Err(AppError::Join(
+        "the description ended without its last event".into(),
+    ))
 }
 
 /// Why a model refuses an image, and where images go instead.

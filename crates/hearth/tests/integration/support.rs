@@ -233,7 +233,7 @@ pub fn media_server() -> &'static Server {
         let tiny = data.path().join("tiny-llava");
         std::fs::create_dir_all(&tiny).expect("tiny llava dir");
         hearth_engine::describe::write_tiny_model(&tiny).expect("tiny llava");
-        for id in [LLAVA, UFORM, LLAVA_CHAT] {
+        for id in [LLAVA, LLAVA_CHAT] {
             config.aliases.insert(id.into(), tiny.display().to_string());
         }
         let tiny = data.path().join("tiny-mllama");
@@ -273,9 +273,12 @@ pub fn media_server() -> &'static Server {
             640,
         )
         .expect("tiny projector");
-        config
-            .aliases
-            .insert(GEMMA_VISION.into(), linked.display().to_string());
+        // The same GGUF and projector serve an Image-to-Text id too.
+        for id in [GEMMA_VISION, UFORM] {
+            config
+                .aliases
+                .insert(id.into(), linked.display().to_string());
+        }
         let tiny = data.path().join("tiny-flux");
         hearth_engine::flux::write_tiny_model(&tiny).expect("tiny flux");
         config
