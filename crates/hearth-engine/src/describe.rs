@@ -169,6 +169,10 @@ pub struct Llava {
     projector: (Linear, Linear),
     llama: candle_transformers::models::llama::Llama,
     llama_config: LlamaConfig,
+    /// F16 where the checkpoint is float16 (llava-1.5-7b-hf is): the
+    /// language model then holds half the memory, its attention and logits
+    /// still in F32 (candle's llama upcasts them).
+    text_dtype: DType,
     image_token: u32,
     eos: Vec<u32>,
     preprocess: Preprocess,
@@ -303,14 +307,22 @@ impl Llava {
             .find(|p| vb.contains_tensor(&format!("{p}.linear_1.weight")))
             .map(|p| vb.pp(*p))
             .ok_or_else(|| fail("no multi_modal_projector in the weights".into()))?;
-        let llama_vb = if vb.contains_tensor("language_model.model.embed_tokens.weight") {
-            vb.pp("language_model")
-        } else if vb.contains_tensor("model.language_model.embed_tokens.weight") {
-            vb.clone()
-                .rename_f(|name: &str| match name.strip_prefix("model.") {
-                    Some(rest) => format!("model.language_model.{rest}"),
-                    None => name.to_string(),
-                })
+        let text_dtype = match ["dtype", "torch_dtype"]
+            .iter()
+            .find_map(|k| text_config.get(*k).or_else(|| config.get(*k)))
+            .and_then(Value::as_str)
+        {
+            Some("float16") => DType::F16,
+            _ => DType::F32,
+        };
+        let text_vb = vb.clone().set_dtype(text_dtype);
+        let llama_vb = if text_vb.contains_tensor("language_model.model.embed_tokens.weight") {
+            text_vb.pp("language_model")
+        } else if text_vb.contains_tensor("model.language_model.embed_tokens.weight") {
+            text_vb.rename_f(|name: &str| match name.strip_prefix("model.") {
+                Some(rest) => format!("model.language_model.{rest}"),
+                None => name.to_string(),
+            })
         } else {
             return Err(fail(
                 "no language model (language_model.*) in the weights".into(),
@@ -387,6 +399,7 @@ impl Llava {
             projector,
             llama,
             llama_config,
+            text_dtype,
             image_token,
             eos,
             preprocess,
@@ -418,7 +431,11 @@ impl Llava {
             .to_vec();
         let at = ids.iter().position(|&t| t == self.image_token);
         let features = match (&pixels, at) {
-            (Some(pixels), Some(_)) => Some(self.image_features(pixels).map_err(compute)?),
+            (Some(pixels), Some(_)) => Some(
+                self.image_features(pixels)
+                    .and_then(|f| f.to_dtype(self.text_dtype))
+                    .map_err(compute)?,
+            ),
             (Some(_), None) => {
                 return Err(DescribeError::BadInput(
                     "the prompt lost its image placeholder when tokenized".into(),
@@ -463,7 +480,7 @@ impl Llava {
             .and_then(|t| t.unsqueeze(0))
             .map_err(compute)?;
         let mut cache =
-            Cache::new(true, DType::F32, &self.llama_config, &Device::Cpu).map_err(compute)?;
+            Cache::new(true, self.text_dtype, &self.llama_config, &Device::Cpu).map_err(compute)?;
         let logits = self
             .llama
             .forward_input_embed(&inputs, 0, &mut cache)
@@ -802,6 +819,37 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("`image`"));
+    }
+
+    /// A float16 checkpoint (llava-1.5-7b-hf is one) runs its language
+    /// model in F16, half the memory.
+    #[test]
+    fn a_float16_checkpoint_runs_its_language_model_in_half_precision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_tiny_model(dir.path()).expect("write");
+        let image = png(40, 30, 3);
+        let ask = |model: &ImageDescriber| {
+            model
+                .describe(Some(&image), "describe the image .", false, &greedy(12))
+                .expect("describe")
+        };
+        let full = ImageDescriber::load(dir.path()).expect("load");
+        let path = dir.path().join("config.json");
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
+        config["torch_dtype"] = serde_json::json!("float16");
+        std::fs::write(&path, config.to_string()).expect("write");
+        let half = ImageDescriber::load(dir.path()).expect("load");
+        let (ImageDescriber::Llava(f), ImageDescriber::Llava(h)) = (&full, &half) else {
+            panic!("both are LLaVA");
+        };
+        assert_eq!((f.text_dtype, h.text_dtype), (DType::F32, DType::F16));
+        let (answer, halved) = (ask(&full), ask(&half));
+        assert!(answer.completion_tokens > 0, "{answer:?}");
+        // A random tiny model's logits are near ties, which half precision
+        // may order otherwise: the answer's shape is what is compared.
+        assert_eq!(halved.prompt_tokens, answer.prompt_tokens);
+        assert!(halved.completion_tokens > 0, "{halved:?}");
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //! token. Here the sequences of a batch are packed end to end (no padding, so
 //! no mask), Q, K and V come from one product over a fused weight, bias,
 //! residual and activation are applied to each block of a product's output
-//! as it is computed, and the products run on an AVX-512 kernel over the
-//! pre-packed weight panels (`crate::panel_kernel`), or OpenBLAS's `sgemm`
-//! (`crate::blas`) where AVX-512 is missing.
+//! as it is computed, and the products run on an AVX-512 or AVX2 kernel over
+//! the pre-packed weight panels (`crate::panel_kernel`), or OpenBLAS's
+//! `sgemm` (`crate::blas`) on machines with neither.
 
 use candle_core::DType;
 use candle_nn::VarBuilder;
@@ -659,9 +659,10 @@ impl Linear {
             let outputs = PANEL.min(n - panel * PANEL);
             let tokens = run.min(rows - first);
             let columns = panel * PANEL..panel * PANEL + outputs;
-            // The product accumulates onto bias (+ residual): the AVX-512
-            // kernel reads them as it starts; other paths find them written
-            // here, per item rather than in a pass over the whole output.
+            // The product accumulates onto bias (+ residual): the panel
+            // kernel (AVX-512 or AVX2) reads them as it starts; the other
+            // paths find them written here, per item rather than in a pass
+            // over the whole output.
             let write_start = || {
                 for r in first..first + tokens {
                     // SAFETY: row r's columns of this panel lie inside `out`
@@ -752,7 +753,7 @@ impl Linear {
     }
 }
 
-/// Without AVX-512, runs of at most this many tokens (decoding steps) skip
+/// Without the panel kernel, runs of at most this many tokens (decoding steps) skip
 /// `sgemm`: a product that small costs less as plain loops than as a
 /// library call.
 const FEW_TOKENS: usize = 2;

@@ -94,16 +94,7 @@ impl Flux {
             num_heads: heads,
             depth: tnum("num_layers", 19),
             depth_single_blocks: tnum("num_single_layers", 38),
-            axes_dim: t
-                .get("axes_dims_rope")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_u64)
-                        .map(|v| v as usize)
-                        .collect()
-                })
-                .unwrap_or_else(|| vec![16, 56, 56]),
+            axes_dim: crate::hf::sizes(&t, "axes_dims_rope", &[16, 56, 56]),
             theta: 10_000,
             qkv_bias: true,
             guidance_embed: t
@@ -118,16 +109,7 @@ impl Flux {
         .map_err(|e| fail(format!("transformer: {e}")))?;
 
         let v = json("vae/config.json")?;
-        let channels: Vec<usize> = v
-            .get("block_out_channels")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|c| c as usize)
-                    .collect()
-            })
-            .unwrap_or_else(|| vec![128, 256, 512, 512]);
+        let channels = crate::hf::sizes(&v, "block_out_channels", &[128, 256, 512, 512]);
         let ch = channels.first().copied().unwrap_or(128);
         if channels.len() != 4 || channels.iter().any(|&c| c == 0 || c % 32 != 0) {
             return Err(fail(format!(

@@ -89,6 +89,21 @@ pub(crate) fn config_of_type(dir: &Path, expected: &str) -> Result<Value, String
     Ok(config)
 }
 
+/// A config's list of sizes (`block_out_channels`, `axes_dims_rope`), or
+/// `default` where `key` is absent or not a list.
+pub(crate) fn sizes(config: &Value, key: &str, default: &[usize]) -> Vec<usize> {
+    config
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_u64)
+                .map(|v| v as usize)
+                .collect()
+        })
+        .unwrap_or_else(|| default.to_vec())
+}
+
 /// A per-channel list of an image processor's config (`image_mean`,
 /// `image_std`, in 0-1 units) scaled to 0-255, or `default` (0-1 units).
 pub(crate) fn channel_values(processor: &Value, key: &str, default: [f32; 3]) -> [f32; 3] {

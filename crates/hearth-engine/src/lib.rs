@@ -7,8 +7,8 @@
 //!   channel, and dropping it frees the sequence. A model with a multimodal
 //!   projector beside it takes images through llama.cpp's `mtmd`.
 //! - `encoder`: the BERT-family transformer encoder (BERT, MiniLM, bge,
-//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers, its products on an AVX-512 kernel over
-//!   pre-packed weight panels (`panel_kernel`; OpenBLAS `sgemm` without AVX-512 and for
+//!   XLM-RoBERTa, DistilBERT) on plain f32 buffers, its products on an AVX-512 or AVX2 kernel
+//!   over pre-packed weight panels (`panel_kernel`; OpenBLAS `sgemm` without either and for
 //!   attention, [`blas`]), f32 or weight-only int8 ([`Precision`]), behind the next three.
 //! - [`embed`]: text embeddings, with dynamic batching of concurrent
 //!   requests.

@@ -679,17 +679,6 @@ impl Shapes {
         let num = |c: &Value, k: &str, d: usize| {
             c.get(k).and_then(Value::as_u64).map_or(d, |v| v as usize)
         };
-        let list = |c: &Value, k: &str, d: &[usize]| -> Vec<usize> {
-            c.get(k)
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_u64)
-                        .map(|v| v as usize)
-                        .collect()
-                })
-                .unwrap_or_else(|| d.to_vec())
-        };
         if let Some(act) = vc.get("hidden_act").and_then(Value::as_str)
             && act != "gelu"
         {
@@ -705,7 +694,7 @@ impl Shapes {
             max_tiles: num(vc, "max_num_tiles", 4),
             local_layers: num(vc, "num_hidden_layers", 32),
             global_layers: num(vc, "num_global_layers", 8),
-            intermediate: list(vc, "intermediate_layers_indices", &[3, 7, 15, 23, 30]),
+            intermediate: crate::hf::sizes(vc, "intermediate_layers_indices", &[3, 7, 15, 23, 30]),
             eps: vc.get("norm_eps").and_then(Value::as_f64).unwrap_or(1e-5),
             hidden: num(tc, "hidden_size", 4096),
             text_heads: num(tc, "num_attention_heads", 32),
@@ -713,7 +702,7 @@ impl Shapes {
             text_ffn: num(tc, "intermediate_size", 14336),
             text_layers: num(tc, "num_hidden_layers", 40),
             vocab: num(tc, "vocab_size", 128256),
-            cross_layers: list(
+            cross_layers: crate::hf::sizes(
                 tc,
                 "cross_attention_layers",
                 &[3, 8, 13, 18, 23, 28, 33, 38],

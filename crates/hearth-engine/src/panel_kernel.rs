@@ -1,5 +1,6 @@
-//! The product of a run of tokens with one weight panel, as an AVX-512
-//! register-blocked kernel.
+//! The product of a run of tokens with one weight panel, as a
+//! register-blocked kernel for AVX-512 and, on machines without it, AVX2
+//! with FMA.
 //!
 //! The encoders keep each layer's weight as panels of `PANEL` outputs laid
 //! out `[inputs, PANEL]`: that is already the packed form a BLAS kernel
@@ -64,16 +65,42 @@ impl std::ops::DerefMut for Aligned {
     }
 }
 
+/// The instruction sets the kernel is written for, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 6 tokens x 64 outputs in 24 of the 32 zmm registers.
+    Avx512,
+    /// AVX2 and FMA (machines without AVX-512, such as AMD Zen 3): 16 ymm
+    /// registers hold 6 tokens x 16 outputs, so a panel is four strips.
+    Avx2,
+}
+
+impl Isa {
+    /// The best one this machine runs.
+    pub(crate) fn detect() -> Option<Self> {
+        [Self::Avx512, Self::Avx2]
+            .into_iter()
+            .find(|isa| isa.supported())
+    }
+
+    pub(crate) fn supported(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match self {
+                Self::Avx512 => is_x86_feature_detected!("avx512f"),
+                Self::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+}
+
 /// Whether `accumulate` can run here.
 pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    Isa::detect().is_some()
 }
 
 /// Where a product's sums start.
@@ -95,7 +122,8 @@ pub(crate) enum Start {
 /// `out[t][c] = start[t][c] + sum_i x[t][i] * panel[i][c]` for
 /// `t < tokens`, `c < outputs`, with `x` rows `x_stride` apart, `out` rows
 /// `out_stride` apart, and `panel` `inputs x PANEL` row-major (columns past
-/// `outputs` are read but never written).
+/// `outputs` are read but never written), on the best kernel this machine
+/// runs.
 ///
 /// # Safety
 /// `available()` must be true; `x` must hold `tokens` rows of `inputs`
@@ -105,8 +133,36 @@ pub(crate) enum Start {
 /// `tokens` rows of them at `out_stride`).
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx512f")]
 pub(crate) unsafe fn accumulate(
+    x: *const f32,
+    x_stride: usize,
+    inputs: usize,
+    panel: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    tokens: usize,
+    outputs: usize,
+    start: Start,
+) {
+    let Some(isa) = Isa::detect() else {
+        return;
+    };
+    // SAFETY: the caller's bounds; `isa` runs here.
+    unsafe {
+        accumulate_on(
+            isa, x, x_stride, inputs, panel, out, out_stride, tokens, outputs, start,
+        )
+    }
+}
+
+/// [`accumulate`] on a chosen instruction set.
+///
+/// # Safety
+/// As [`accumulate`], with `isa.supported()`.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_on(
+    isa: Isa,
     x: *const f32,
     x_stride: usize,
     inputs: usize,
@@ -136,36 +192,50 @@ pub(crate) unsafe fn accumulate(
             },
             other => other,
         };
-        // SAFETY: every pointer below stays inside the rows the caller
-        // vouched for: tokens first..first+rows, inputs depth..depth+span.
-        unsafe {
-            let weights = panel.wrapping_add(depth * PANEL);
-            while first + BLOCK <= tokens {
-                block::<BLOCK>(
-                    x.wrapping_add(first * x_stride + depth),
-                    x_stride,
-                    span,
-                    weights,
-                    out.wrapping_add(first * out_stride),
-                    out_stride,
-                    &masks,
-                    at(first),
-                );
-                first += BLOCK;
-            }
+        let weights = panel.wrapping_add(depth * PANEL);
+        while first < tokens {
+            let rows = BLOCK.min(tokens - first);
             let (x, out) = (
                 x.wrapping_add(first * x_stride + depth),
                 out.wrapping_add(first * out_stride),
             );
             let from = at(first);
-            match tokens - first {
-                0 => {}
-                1 => block::<1>(x, x_stride, span, weights, out, out_stride, &masks, from),
-                2 => block::<2>(x, x_stride, span, weights, out, out_stride, &masks, from),
-                3 => block::<3>(x, x_stride, span, weights, out, out_stride, &masks, from),
-                4 => block::<4>(x, x_stride, span, weights, out, out_stride, &masks, from),
-                _ => block::<5>(x, x_stride, span, weights, out, out_stride, &masks, from),
+            // SAFETY: every pointer stays inside the rows the caller
+            // vouched for: tokens first..first+rows, inputs
+            // depth..depth+span; `isa` runs here.
+            unsafe {
+                match isa {
+                    Isa::Avx512 => match rows {
+                        6 => block::<6>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                        5 => block::<5>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                        4 => block::<4>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                        3 => block::<3>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                        2 => block::<2>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                        _ => block::<1>(x, x_stride, span, weights, out, out_stride, &masks, from),
+                    },
+                    Isa::Avx2 => match rows {
+                        6 => {
+                            strips::<6>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                        5 => {
+                            strips::<5>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                        4 => {
+                            strips::<4>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                        3 => {
+                            strips::<3>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                        2 => {
+                            strips::<2>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                        _ => {
+                            strips::<1>(x, x_stride, span, weights, out, out_stride, outputs, from)
+                        }
+                    },
+                }
             }
+            first += rows;
         }
         depth += span;
     }
@@ -241,15 +311,96 @@ unsafe fn block<const ROWS: usize>(
     }
 }
 
+/// `ROWS` tokens against `span` panel rows on AVX2: each 16-output strip
+/// of the panel (two 8-lane vectors) is a pass of its own over the block's
+/// inputs, which the first-level cache serves again.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn strips<const ROWS: usize>(
+    x: *const f32,
+    x_stride: usize,
+    span: usize,
+    weights: *const f32,
+    out: *mut f32,
+    out_stride: usize,
+    outputs: usize,
+    start: Start,
+) {
+    // SAFETY: the caller's bounds (see `accumulate`); loads and stores go
+    // through masked intrinsics for the reason `block` gives.
+    unsafe {
+        let every = _mm256_set1_epi32(-1);
+        let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        for strip in (0..PANEL).step_by(16) {
+            if strip >= outputs {
+                break;
+            }
+            // Lane j of vector v is written when strip + 8v + j < outputs.
+            let masks: [__m256i; 2] = std::array::from_fn(|v| {
+                let lanes = outputs.saturating_sub(strip + v * 8).min(8) as i32;
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes), lane)
+            });
+            let mut acc = [[_mm256_setzero_ps(); 2]; ROWS];
+            for (r, row) in acc.iter_mut().enumerate() {
+                let out = out.wrapping_add(r * out_stride + strip);
+                for (v, a) in row.iter_mut().enumerate() {
+                    *a = match start {
+                        Start::Out => _mm256_maskload_ps(out.wrapping_add(v * 8), masks[v]),
+                        Start::Bias { bias, residual } => {
+                            let b = _mm256_maskload_ps(bias.wrapping_add(strip + v * 8), masks[v]);
+                            if residual.is_null() {
+                                b
+                            } else {
+                                let res = residual.wrapping_add(r * out_stride + strip + v * 8);
+                                _mm256_add_ps(b, _mm256_maskload_ps(res, masks[v]))
+                            }
+                        }
+                    };
+                }
+            }
+            let mut rows: [*const f32; ROWS] =
+                std::array::from_fn(|r| x.wrapping_add(r * x_stride));
+            let mut w = weights.wrapping_add(strip);
+            for _ in 0..span {
+                let panel_row = [
+                    _mm256_maskload_ps(w, every),
+                    _mm256_maskload_ps(w.wrapping_add(8), every),
+                ];
+                for (sums, x) in acc.iter_mut().zip(rows.iter_mut()) {
+                    let xi = _mm256_set1_ps(_mm_cvtss_f32(_mm_load_ss(*x)));
+                    for (a, w) in sums.iter_mut().zip(&panel_row) {
+                        *a = _mm256_fmadd_ps(xi, *w, *a);
+                    }
+                    *x = x.wrapping_add(1);
+                }
+                w = w.wrapping_add(PANEL);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let out = out.wrapping_add(r * out_stride + strip);
+                for (v, a) in row.iter().enumerate() {
+                    _mm256_maskstore_ps(out.wrapping_add(v * 8), masks[v], *a);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn matches_a_direct_product_for_every_block_remainder_and_partial_panel() {
-        if !available() {
-            return;
+        for isa in [Isa::Avx512, Isa::Avx2] {
+            if isa.supported() {
+                matches_a_direct_product_on(isa);
+            }
         }
+    }
+
+    fn matches_a_direct_product_on(isa: Isa) {
         let inputs = 300; // more than two DEPTH passes, not a multiple
         for tokens in [1, 5, 6, 7, 13] {
             for outputs in [64, 40, 3] {
@@ -265,7 +416,8 @@ mod tests {
                 let mut out = start.clone();
                 // SAFETY: the buffers above have exactly the promised sizes.
                 unsafe {
-                    accumulate(
+                    accumulate_on(
+                        isa,
                         x.as_ptr(),
                         x_stride,
                         inputs,
@@ -287,7 +439,8 @@ mod tests {
                 // SAFETY: as above; `bias` holds `outputs` values and
                 // `residual` `tokens` rows at `out_stride`.
                 unsafe {
-                    accumulate(
+                    accumulate_on(
+                        isa,
                         x.as_ptr(),
                         x_stride,
                         inputs,
@@ -307,7 +460,7 @@ mod tests {
                         let (got, want) = (fused[t * out_stride + c], out[t * out_stride + c]);
                         assert!(
                             (got - want).abs() < 1e-4,
-                            "fused start, tokens {tokens} outputs {outputs} [{t}][{c}]: {got} vs {want}"
+                            "{isa:?} fused start, tokens {tokens} outputs {outputs} [{t}][{c}]: {got} vs {want}"
                         );
                     }
                 }
@@ -324,7 +477,7 @@ mod tests {
                         };
                         assert!(
                             (got - want).abs() < 1e-3,
-                            "tokens {tokens} outputs {outputs} [{t}][{c}]: {got} vs {want}"
+                            "{isa:?} tokens {tokens} outputs {outputs} [{t}][{c}]: {got} vs {want}"
                         );
                     }
                 }

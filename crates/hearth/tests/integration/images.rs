@@ -147,6 +147,12 @@ async fn detection_answers_boxes_inside_the_image_best_first() {
     assert_refused(status, &v, "`image`");
 }
 
+/// The answer came from llama.cpp: `x-hearth-weights` names a GGUF file.
+fn assert_served_by_gguf(headers: &reqwest::header::HeaderMap) {
+    let weights = headers["x-hearth-weights"].to_str().unwrap_or_default();
+    assert!(weights.ends_with(".gguf"), "{weights}");
+}
+
 fn image_size(png: &[u8]) -> (f64, f64) {
     // PNG: width and height are the big-endian u32s at bytes 16..24.
     let at = |i: usize| {
@@ -227,12 +233,7 @@ async fn image_to_text_runs_on_a_gguf_with_its_projector() {
     };
     let (status, headers, v) = post_json(&url(UFORM), &ask("chelsea")).await;
     assert_eq!(status, 200, "{v}");
-    assert!(
-        headers["x-hearth-weights"]
-            .to_str()
-            .unwrap_or_default()
-            .ends_with(".gguf")
-    );
+    assert_served_by_gguf(&headers);
     assert_eq!(v["result"].as_object().map(|o| o.len()), Some(1), "{v}");
     let description = v["result"]["description"].as_str().expect("description");
     assert!(!description.trim().is_empty(), "{v}");
@@ -421,12 +422,7 @@ async fn a_gguf_model_with_a_projector_sees_the_image() {
     };
     let (status, headers, v) = post_json(&url(GEMMA_VISION), &ask(&uri("chelsea"))).await;
     assert_eq!(status, 200, "{v}");
-    assert!(
-        headers["x-hearth-weights"]
-            .to_str()
-            .unwrap_or_default()
-            .ends_with(".gguf")
-    );
+    assert_served_by_gguf(&headers);
     let response = v["result"]["response"].as_str().expect("response");
     assert!(!response.is_empty(), "{v}");
     let with_image = v["result"]["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
