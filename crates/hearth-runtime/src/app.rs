@@ -736,8 +736,7 @@ impl App {
     /// `raw`): on candle for a LLaVA or Llama 3.2 Vision folder, on
     /// llama.cpp for a GGUF with its multimodal projector (the image and
     /// the prompt as one user turn of the model's chat template; with `raw`
-    /// the image goes first unless the prompt places llama.cpp's media
-    /// marker itself).
+    /// the image before the whole prompt).
     pub async fn describe_image(
         &self,
         model: &str,
@@ -759,20 +758,10 @@ impl App {
             return Ok((description, resolved));
         }
         // A GGUF vision model (llama.cpp's multimodal projector beside it):
-        // the image and the prompt are one user turn of its chat template.
+        // the image and the prompt are one user turn, as a chat's would be.
         let generator = self.generator_for(&resolved.weights_file).await?;
-        if generator.projector().is_none() {
-            return Err(AppError::Engine(TextGenError::NoVision(text_only(model))));
-        }
-        let marker = hearth_engine::textgen::projector::media_marker();
-        let text = match raw {
-            true if prompt.contains(marker) => prompt,
-            true => format!("{marker}{prompt}"),
-            false => generator.render_chat(
-                &[ValidMessage::new("user", format!("{marker}{prompt}"))],
-                &[],
-            )?,
-        };
+        let input = PromptInput::Prompt { text: prompt, raw };
+        let text = media_prompt(&generator, model, input, &[], None)?;
         let stream = generator.submit_media(text, vec![image], params, false)?;
         Ok((drain(stream).await?, resolved))
     }
@@ -982,30 +971,7 @@ impl App {
                 .await;
         };
         let (resolved, generator, params) = self.shaped(model, shape, params).await?;
-        if generator.projector().is_none() {
-            return Err(AppError::Engine(TextGenError::NoVision(text_only(model))));
-        }
-        let tools = shape.offered();
-        let marker = hearth_engine::textgen::projector::media_marker();
-        let text = match input {
-            PromptInput::Prompt { text, raw: true } => format!("{marker}{text}"),
-            PromptInput::Prompt { text, raw: false } => generator.render_chat(
-                &[ValidMessage::new("user", format!("{marker}{text}"))],
-                tools,
-            )?,
-            PromptInput::Messages(mut messages) => {
-                let at = carrier.or_else(|| messages.iter().position(|m| m.role == "user"));
-                match at.and_then(|i| messages.get_mut(i)) {
-                    Some(message) => message.content = format!("{marker}{}", message.content),
-                    None => {
-                        return Err(AppError::Engine(TextGenError::BadImage(
-                            "the image needs a user message to go with".into(),
-                        )));
-                    }
-                }
-                generator.render_chat(&messages, tools)?
-            }
-        };
+        let text = media_prompt(&generator, model, input, shape.offered(), carrier)?;
         let stream = generator.submit_media(text, vec![image], params, reject_if_busy)?;
         Ok(Generation { stream, resolved })
     }
@@ -1030,34 +996,55 @@ impl App {
     }
 }
 
+/// The text of a prompt that carries one image to `generator`'s multimodal
+/// projector: the media marker opens the carrying turn (`carrier`, else the
+/// first user turn) in the model's own chat template, or, with `raw`, the
+/// whole prompt.
+fn media_prompt(
+    generator: &TextGenerator,
+    model: &str,
+    input: PromptInput,
+    tools: &[hearth_types::tools::Tool],
+    carrier: Option<usize>,
+) -> Result<String, AppError> {
+    if generator.projector().is_none() {
+        return Err(AppError::Engine(TextGenError::NoVision(text_only(model))));
+    }
+    let marker = hearth_engine::textgen::projector::media_marker();
+    Ok(match input {
+        PromptInput::Prompt { text, raw: true } => format!("{marker}{text}"),
+        PromptInput::Prompt { text, raw: false } => generator.render_chat(
+            &[ValidMessage::new("user", format!("{marker}{text}"))],
+            tools,
+        )?,
+        PromptInput::Messages(mut messages) => {
+            let at = carrier.or_else(|| messages.iter().position(|m| m.role == "user"));
+            match at.and_then(|i| messages.get_mut(i)) {
+                Some(message) => message.content = format!("{marker}{}", message.content),
+                None => {
+                    return Err(AppError::Engine(TextGenError::BadImage(
+                        "the image needs a user message to go with".into(),
+                    )));
+                }
+            }
+            generator.render_chat(&messages, tools)?
+        }
+    })
+}
+
 /// A whole generation as an image description: its text (without the
 /// leading blank the model may open with, as the candle path gives it) and
 /// token counts.
 async fn drain(
     mut stream: GenerationStream,
 ) -> Result<hearth_engine::describe::Description, AppError> {
-    let mut text = String::new();
-    while let Some(event) = stream.next().await {
-        match event {
-            GenEvent::Text(piece) => text.push_str(&piece),
-            GenEvent::Done {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-            } => {
-                return Ok(hearth_engine::describe::Description {
-                    text: text.trim_start().to_string(),
-                    prompt_tokens: prompt_tokens as usize,
-                    completion_tokens: completion_tokens as usize,
-                    by_length: reason == FinishReason::Length,
-                });
-            }
-            GenEvent::Failed(e) => return Err(AppError::Engine(e)),
-        }
-    }
-    Err(AppError::Join(
-        "the description ended without its last event".into(),
-    ))
+    let done = stream.collect().await?;
+    Ok(hearth_engine::describe::Description {
+        text: done.text.trim_start().to_string(),
+        prompt_tokens: done.prompt_tokens as usize,
+        completion_tokens: done.completion_tokens as usize,
+        by_length: done.reason == FinishReason::Length,
+    })
 }
 
 /// Why a model refuses an image, and where images go instead.

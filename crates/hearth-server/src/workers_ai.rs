@@ -36,28 +36,16 @@ pub(crate) async fn collect(
     timeout: std::time::Duration,
 ) -> Result<Collected, ApiError> {
     let work = async {
-        let mut text = String::new();
-        while let Some(event) = generation.stream.next().await {
-            match event {
-                GenEvent::Text(t) => text.push_str(&t),
-                GenEvent::Done {
-                    reason,
-                    prompt_tokens,
-                    completion_tokens,
-                } => {
-                    return Ok(Collected {
-                        text,
-                        usage: Usage::new(prompt_tokens, completion_tokens),
-                        finish: reason.as_openai(),
-                    });
-                }
-                GenEvent::Failed(e) => {
-                    return Err(ApiError::from(hearth_runtime::AppError::Engine(e)));
-                }
-            }
-        }
-        tracing::error!("generation ended without a final event");
-        Err(ApiError::plain(ErrorCode::Internal))
+        let done = generation
+            .stream
+            .collect()
+            .await
+            .map_err(|e| ApiError::from(hearth_runtime::AppError::Engine(e)))?;
+        Ok(Collected {
+            text: done.text,
+            usage: Usage::new(done.prompt_tokens, done.completion_tokens),
+            finish: done.reason.as_openai(),
+        })
     };
     tokio::time::timeout(timeout, work)
         .await

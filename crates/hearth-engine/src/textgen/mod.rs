@@ -151,6 +151,41 @@ impl GenerationStream {
     pub fn blocking_next(&mut self) -> Option<GenEvent> {
         self.rx.blocking_recv()
     }
+
+    /// The whole generation, once it ends: its text and final counts. A
+    /// stream that closes without its last event reads as a stopped
+    /// scheduler.
+    pub async fn collect(&mut self) -> Result<Collected, TextGenError> {
+        let mut text = String::new();
+        while let Some(event) = self.next().await {
+            match event {
+                GenEvent::Text(piece) => text.push_str(&piece),
+                GenEvent::Done {
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                } => {
+                    return Ok(Collected {
+                        text,
+                        reason,
+                        prompt_tokens,
+                        completion_tokens,
+                    });
+                }
+                GenEvent::Failed(e) => return Err(e),
+            }
+        }
+        Err(TextGenError::Stopped)
+    }
+}
+
+/// A generation read to its end (see [`GenerationStream::collect`]).
+#[derive(Debug)]
+pub struct Collected {
+    pub text: String,
+    pub reason: FinishReason,
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
 }
 
 /// Counts a request from submission until the scheduler drops it.
